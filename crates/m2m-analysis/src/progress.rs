@@ -1,0 +1,197 @@
+//! A user's progress over their processed games (the spec's "Progress").
+
+use crate::metrics::Metrics;
+use crate::stats;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use uuid::Uuid;
+
+/// The headline metrics that progress follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Headline {
+    RomMean,
+    PeakForceMean,
+    Repetitions,
+    Sparc,
+    TremorIndex,
+    Score,
+}
+
+/// Whether a larger value of a metric is an improvement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    HigherIsBetter,
+    LowerIsBetter,
+}
+
+impl Headline {
+    /// Every headline metric.
+    pub const ALL: [Headline; 6] = [
+        Headline::RomMean,
+        Headline::PeakForceMean,
+        Headline::Repetitions,
+        Headline::Sparc,
+        Headline::TremorIndex,
+        Headline::Score,
+    ];
+
+    /// The dotted key used in the API.
+    pub fn key(self) -> &'static str {
+        match self {
+            Headline::RomMean => "rom_deg.mean",
+            Headline::PeakForceMean => "peak_force_n.mean",
+            Headline::Repetitions => "repetitions",
+            Headline::Sparc => "smoothness.sparc",
+            Headline::TremorIndex => "tremor.index",
+            Headline::Score => "score",
+        }
+    }
+
+    /// The unit shown next to the value.
+    pub fn unit(self) -> &'static str {
+        match self {
+            Headline::RomMean => "deg",
+            Headline::PeakForceMean => "N",
+            Headline::Repetitions => "count",
+            Headline::Sparc => "dimensionless",
+            Headline::TremorIndex => "ratio",
+            Headline::Score => "points",
+        }
+    }
+
+    /// Which way is better.
+    pub fn direction(self) -> Direction {
+        match self {
+            Headline::TremorIndex => Direction::LowerIsBetter,
+            _ => Direction::HigherIsBetter,
+        }
+    }
+}
+
+/// One processed game as progress needs it.
+#[derive(Debug, Clone, Copy)]
+pub struct ProgressGame<'a> {
+    pub game_id: Uuid,
+    /// When the game was played (`started_at`).
+    pub at: DateTime<Utc>,
+    pub metrics: &'a Metrics,
+}
+
+/// Progress of every headline metric that at least one game has.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Progress {
+    pub metrics: BTreeMap<String, MetricProgress>,
+}
+
+/// Progress of one headline metric.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetricProgress {
+    pub unit: String,
+    pub direction: Direction,
+    /// Median of the first three games that have the metric.
+    pub baseline: f64,
+    /// The most recent game's value.
+    pub latest: f64,
+    /// Change from baseline in percent, positive when better; absent when
+    /// the baseline is 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub improvement_pct: Option<f64>,
+    /// Theil–Sen slope per 7 days over the last ten games; absent with
+    /// fewer than three.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trend_per_week: Option<f64>,
+    pub series: Vec<SeriesPoint>,
+}
+
+/// One game's value of a metric.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SeriesPoint {
+    pub game_id: Uuid,
+    pub at: DateTime<Utc>,
+    pub value: f64,
+}
+
+const BASELINE_GAMES: usize = 3;
+const TREND_GAMES: usize = 10;
+const MIN_TREND_GAMES: usize = 3;
+const SECONDS_PER_WEEK: f64 = 7.0 * 86_400.0;
+
+/// Computes a user's progress from their processed games, in any order.
+pub fn progress(games: &[ProgressGame<'_>]) -> Progress {
+    let mut ordered: Vec<&ProgressGame<'_>> = games.iter().collect();
+    ordered.sort_by_key(|g| (g.at, g.game_id));
+    let metrics = Headline::ALL
+        .iter()
+        .filter_map(|&h| {
+            let series: Vec<SeriesPoint> = ordered
+                .iter()
+                .filter_map(|g| {
+                    g.metrics
+                        .headline(h)
+                        .filter(|v| v.is_finite())
+                        .map(|value| SeriesPoint {
+                            game_id: g.game_id,
+                            at: g.at,
+                            value,
+                        })
+                })
+                .collect();
+            metric_progress(h, series).map(|p| (h.key().to_owned(), p))
+        })
+        .collect();
+    Progress { metrics }
+}
+
+fn metric_progress(h: Headline, series: Vec<SeriesPoint>) -> Option<MetricProgress> {
+    let latest = series.last()?.value;
+    let first: Vec<f64> = series
+        .iter()
+        .take(BASELINE_GAMES)
+        .map(|p| p.value)
+        .collect();
+    let baseline = stats::median(&first)?;
+    let improvement_pct = (baseline != 0.0)
+        .then(|| {
+            let pct = (latest - baseline) / baseline.abs() * 100.0;
+            match h.direction() {
+                Direction::HigherIsBetter => pct,
+                Direction::LowerIsBetter => -pct,
+            }
+        })
+        .filter(|v| v.is_finite());
+    let recent = &series[series.len().saturating_sub(TREND_GAMES)..];
+    let trend_per_week = (recent.len() >= MIN_TREND_GAMES)
+        .then(|| theil_sen_per_week(recent))
+        .flatten();
+    Some(MetricProgress {
+        unit: h.unit().to_owned(),
+        direction: h.direction(),
+        baseline,
+        latest,
+        improvement_pct,
+        trend_per_week,
+        series,
+    })
+}
+
+/// Median of the pairwise slopes (value per week) over pairs at different
+/// times, as scipy.stats.theilslopes computes it.
+fn theil_sen_per_week(points: &[SeriesPoint]) -> Option<f64> {
+    let t0 = points[0].at;
+    let weeks: Vec<f64> = points
+        .iter()
+        .map(|p| (p.at - t0).num_milliseconds() as f64 / 1000.0 / SECONDS_PER_WEEK)
+        .collect();
+    let mut slopes = Vec::new();
+    for i in 0..points.len() {
+        for j in i + 1..points.len() {
+            let dx = weeks[j] - weeks[i];
+            if dx > 0.0 {
+                slopes.push((points[j].value - points[i].value) / dx);
+            }
+        }
+    }
+    stats::median(&slopes).filter(|s| s.is_finite())
+}
