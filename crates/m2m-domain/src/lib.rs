@@ -1,0 +1,14 @@
+//! Domain types of m2m: what a game submission is, how it is validated, and
+//! the errors that name the field at fault.
+//!
+//! Input becomes these types once, where it arrives (HTTP body, CLI file,
+//! queue message), and nothing downstream checks it again.
+
+mod error;
+mod submission;
+
+pub use error::{FieldError, SubmissionError};
+pub use submission::{
+    Channels, Device, GameSubmission, Hand, MAX_CHANNELS, MAX_SAMPLES, MAX_SAMPLE_RATE_HZ,
+    MIN_SAMPLE_RATE_HZ,
+};
