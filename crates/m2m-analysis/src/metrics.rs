@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 /// Every metric of one game. Absent metrics are `None` and are omitted when
 /// serialised (the API never sends `null` for a metric).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Metrics {
     /// N / fs, in seconds.
@@ -31,6 +32,7 @@ pub struct Metrics {
 }
 
 /// A value per finger plus the mean of the fingers present.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Fingers {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -88,6 +90,7 @@ impl Fingers {
 }
 
 /// Smoothness of the flexion movements.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Smoothness {
     /// Median spectral arc length over the movement segments.
@@ -101,6 +104,7 @@ pub struct Smoothness {
 }
 
 /// Tremor measured on the gyroscope.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Tremor {
     /// Frequency of the largest PSD bin within 3–12 Hz.

@@ -19,6 +19,7 @@ pub enum Headline {
 }
 
 /// Whether a larger value of a metric is an improvement.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Direction {
@@ -80,12 +81,14 @@ pub struct ProgressGame<'a> {
 }
 
 /// Progress of every headline metric that at least one game has.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Progress {
     pub metrics: BTreeMap<String, MetricProgress>,
 }
 
 /// Progress of one headline metric.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MetricProgress {
     pub unit: String,
@@ -106,6 +109,7 @@ pub struct MetricProgress {
 }
 
 /// One game's value of a metric.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SeriesPoint {
     pub game_id: Uuid,

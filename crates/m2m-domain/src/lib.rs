@@ -4,8 +4,17 @@
 //! Input becomes these types once, where it arrives (HTTP body, CLI file,
 //! queue message), and nothing downstream checks it again.
 
+mod account;
+mod column;
 mod error;
+mod event;
+mod game;
 mod submission;
+
+pub use account::{Password, Username};
+pub use column::{decode_column, encode_column, stored_precision, ColumnError};
+pub use event::{EventGame, ProcessingEvent, ReconciliationEvent, EVENT_VERSION};
+pub use game::{Change, Game, GameStatus};
 
 pub use error::{FieldError, SubmissionError};
 pub use submission::{
