@@ -1,0 +1,266 @@
+//! Storage of m2m behind the [`Store`] trait.
+//!
+//! Every method is one atomic step: where the contract needs several writes
+//! to happen together (a game, its columns, its outbox entry and its
+//! idempotency key; a game's result and its change-feed entry), one method
+//! does them in one transaction. Callers never hold a transaction open.
+//!
+//! Implementations: [`SqliteStore`] (embedded default; a file several
+//! processes on one machine can share). The same contract tests run against
+//! every implementation (`tests/contract.rs`).
+
+mod sqlite;
+
+pub use sqlite::SqliteStore;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use m2m_analysis::Metrics;
+use m2m_domain::{Change, Game, GameStatus, GameSubmission, ProcessingEvent, Username};
+use std::time::Duration;
+use uuid::Uuid;
+
+/// SHA-256 of a secret or a request body.
+pub type Digest = [u8; 32];
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A uniqueness rule was broken (e.g. the username is taken).
+    #[error("conflict: {0}")]
+    Conflict(&'static str),
+    /// The row does not exist (or belongs to another user).
+    #[error("not found")]
+    NotFound,
+    /// A change-feed cursor that is malformed, unknown, or another user's.
+    #[error("unknown cursor")]
+    UnknownCursor,
+    /// Stored data that cannot be read back (a bug or tampering).
+    #[error("corrupt data: {0}")]
+    Corrupt(String),
+    /// The database cannot be reached or failed; retrying may help.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// A new account. The password is already hashed.
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    pub user_id: Uuid,
+    pub username: Username,
+    pub password_hash: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// An account as login needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRecord {
+    pub user_id: Uuid,
+    /// As the user spelled it at registration.
+    pub username: String,
+    pub password_hash: String,
+}
+
+/// A new login (one chain of refresh tokens, from one password check).
+#[derive(Debug, Clone)]
+pub struct NewLogin {
+    pub login_id: Uuid,
+    pub user_id: Uuid,
+    /// SHA-256 of the first refresh token; the token itself is never stored.
+    pub token_hash: Digest,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// What presenting a refresh token did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefreshOutcome {
+    /// The token was current: it is now spent and `next` replaces it.
+    Rotated { user_id: Uuid, login_id: Uuid },
+    /// The token had already been rotated out: the whole login is revoked
+    /// now (a stolen token was probably used).
+    Reused,
+    /// Unknown, expired, or its login was revoked.
+    Invalid,
+}
+
+/// A validated game ready to be stored, with the ids the gateway chose.
+#[derive(Debug, Clone)]
+pub struct NewGame {
+    pub game_id: Uuid,
+    pub event_id: Uuid,
+    pub user_id: Uuid,
+    pub submission: GameSubmission,
+    pub submitted_at: DateTime<Utc>,
+    /// Carried into the event's headers and the processor's logs.
+    pub trace_id: String,
+    /// The outbox entry starts leased for this long, so the relay leaves it
+    /// to the gateway that is publishing it right now; if that publish
+    /// fails, the relay takes it over once the lease ends.
+    pub publish_lease: Duration,
+}
+
+/// The first answer to a request made with an `Idempotency-Key`.
+#[derive(Debug, Clone)]
+pub struct IdempotencyRecord {
+    pub key: String,
+    /// SHA-256 of the request body, to tell a replay from a different request.
+    pub request_hash: Digest,
+    pub status: u16,
+    pub body: Vec<u8>,
+}
+
+/// What [`Store::submit_game`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SubmitOutcome {
+    /// Stored: the game, its columns, its outbox entry and the key.
+    Created,
+    /// The key was used before with the same body: that first answer.
+    Replayed { status: u16, body: Vec<u8> },
+    /// The key was used before with a different body; nothing stored.
+    KeyReused,
+}
+
+/// An event the relay must publish, with its trace id.
+#[derive(Debug, Clone)]
+pub struct OutboxEntry {
+    pub event: ProcessingEvent,
+    pub trace_id: String,
+}
+
+/// A processed game as progress needs it.
+#[derive(Debug, Clone)]
+pub struct ProcessedGame {
+    pub game_id: Uuid,
+    pub started_at: DateTime<Utc>,
+    pub metrics: Metrics,
+}
+
+/// The result of processing one ProcessingEvent.
+#[derive(Debug, Clone)]
+pub struct Completion {
+    /// The ProcessingEvent's id: the key that makes completion idempotent.
+    pub event_id: Uuid,
+    /// The id the ReconciliationEvent will carry (kept with the change, so
+    /// a redelivery republishes the same id).
+    pub reconciliation_event_id: Uuid,
+    pub game_id: Uuid,
+    pub user_id: Uuid,
+    /// `Processed` or `Failed`.
+    pub status: GameStatus,
+    pub processed_at: DateTime<Utc>,
+    pub metrics: Option<Metrics>,
+    pub error: Option<String>,
+}
+
+/// What [`Store::complete_game`] stored (or had stored before).
+#[derive(Debug, Clone)]
+pub struct Completed {
+    pub change: Change,
+    pub reconciliation_event_id: Uuid,
+    pub error: Option<String>,
+    /// False when this event had been completed before (a redelivery):
+    /// nothing changed and the stored result is returned.
+    pub first: bool,
+}
+
+/// The storage of m2m.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Creates an account. [`StoreError::Conflict`] if the username is taken
+    /// (compared case-insensitively).
+    async fn create_user(&self, user: NewUser) -> Result<()>;
+
+    /// The account of a username (case-insensitive), if any.
+    async fn user_by_username(&self, username: &Username) -> Result<Option<UserRecord>>;
+
+    /// Starts a login with its first refresh token.
+    async fn create_login(&self, login: NewLogin) -> Result<()>;
+
+    /// Spends the refresh token hashed `presented` and stores `next` (valid
+    /// until `expires_at`) in its place, in one step. Presenting a token that
+    /// was already spent revokes its whole login.
+    async fn rotate_refresh_token(
+        &self,
+        presented: Digest,
+        next: Digest,
+        now: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> Result<RefreshOutcome>;
+
+    /// Revokes the login that the refresh token hashed `presented` belongs
+    /// to (current or spent). Returns whether such a login existed.
+    async fn revoke_login(&self, presented: Digest, now: DateTime<Utc>) -> Result<bool>;
+
+    /// Stores a game, its columns, its outbox entry and (with `idempotency`)
+    /// the first answer under its key, all in one transaction, so that an
+    /// accepted game always has its event. With a key seen before for this
+    /// user, stores nothing and says what to answer.
+    async fn submit_game(
+        &self,
+        game: NewGame,
+        idempotency: Option<IdempotencyRecord>,
+    ) -> Result<SubmitOutcome>;
+
+    /// A user's game, with its metrics when processed. `None` if it does not
+    /// exist or belongs to someone else.
+    async fn game(&self, user_id: Uuid, game_id: Uuid) -> Result<Option<Game>>;
+
+    /// A user's games, newest submission first, without metrics; at most
+    /// `limit`, only those submitted before `before` (a game id) if given.
+    async fn list_games(
+        &self,
+        user_id: Uuid,
+        before: Option<Uuid>,
+        limit: u32,
+    ) -> Result<Vec<Game>>;
+
+    /// Every processed game of a user with its metrics (any order).
+    async fn processed_games(&self, user_id: Uuid) -> Result<Vec<ProcessedGame>>;
+
+    /// Claims up to `limit` events not yet published and not leased, oldest
+    /// first, leasing them for `lease` so that other relays skip them.
+    async fn claim_unpublished(
+        &self,
+        now: DateTime<Utc>,
+        lease: Duration,
+        limit: u32,
+    ) -> Result<Vec<OutboxEntry>>;
+
+    /// Records that the bus confirmed the event.
+    async fn mark_published(&self, event_id: Uuid, now: DateTime<Utc>) -> Result<()>;
+
+    /// Marks the events of games still `queued` as unpublished again. Used
+    /// at startup with a bus that keeps nothing across restarts (the
+    /// in-process one), so those games are processed after a crash.
+    /// Returns how many were reset.
+    async fn republish_unfinished(&self) -> Result<u64>;
+
+    /// Number of events stored but not yet published.
+    async fn unpublished_count(&self) -> Result<u64>;
+
+    /// Saves a game's result and appends its change to the user's feed in
+    /// one transaction, keyed by `event_id`: completing the same event again
+    /// changes nothing and returns what was stored the first time.
+    /// [`StoreError::NotFound`] if the game does not exist for that user or
+    /// `event_id` is not its event (a forged or stray event changes nothing).
+    async fn complete_game(&self, completion: Completion) -> Result<Completed>;
+
+    /// The user's changes strictly after `since` (all if `None`), in cursor
+    /// order, at most `limit`. [`StoreError::UnknownCursor`] if `since` is
+    /// not a cursor of this user's feed.
+    async fn changes_since(
+        &self,
+        user_id: Uuid,
+        since: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<Change>>;
+
+    /// The cursor of the user's latest change, if any.
+    async fn latest_cursor(&self, user_id: Uuid) -> Result<Option<String>>;
+
+    /// Whether the database answers.
+    async fn ping(&self) -> Result<()>;
+}

@@ -1,0 +1,1207 @@
+//! The contract of [`Store`], written once against `Arc<dyn Store>` and run
+//! on every implementation.
+//!
+//! Each behaviour is an `async fn(Arc<dyn Store>)`. The `contract!` macro
+//! turns the list of them into one `#[tokio::test]` each for a backend,
+//! given a function that makes a fresh, empty store. Plugging in another
+//! implementation (MongoDB) is one more fixture function and one more
+//! `contract!` line. Tests that only make sense for SQLite (two instances
+//! on one file, file size) are in `mod sqlite_only` at the end.
+
+use chrono::{DateTime, Duration as TimeDelta, Utc};
+use m2m_analysis::Metrics;
+use m2m_domain::{GameStatus, GameSubmission, ProcessingEvent, Username};
+use m2m_store::{
+    Completion, Digest, IdempotencyRecord, NewGame, NewLogin, NewUser, RefreshOutcome, SqliteStore,
+    Store, StoreError, SubmitOutcome,
+};
+use m2m_synth::GameSpec;
+use std::any::Any;
+use std::sync::Arc;
+use std::time::Duration;
+use uuid::Uuid;
+
+// ---------------------------------------------------------------------------
+// Backends
+
+/// A fresh store and whatever must outlive it (its temporary directory).
+struct Fixture {
+    store: Arc<dyn Store>,
+    _keep: Box<dyn Any + Send>,
+}
+
+async fn sqlite_fixture() -> Fixture {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let store = SqliteStore::open(&dir.path().join("m2m.db")).expect("open the store");
+    Fixture {
+        store: Arc::new(store),
+        _keep: Box::new(dir),
+    }
+}
+
+macro_rules! contract {
+    ($backend:ident = $fixture:path; $($behaviour:ident),* $(,)?) => {
+        mod $backend {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $behaviour() {
+                    let fixture = $fixture().await;
+                    super::$behaviour(Arc::clone(&fixture.store)).await;
+                }
+            )*
+            use std::sync::Arc;
+        }
+    };
+}
+
+contract!(sqlite = super::sqlite_fixture;
+    users_are_unique_ignoring_case,
+    refresh_tokens_rotate,
+    a_reused_refresh_token_revokes_its_login,
+    expired_refresh_tokens_are_invalid,
+    logout_revokes_the_login_from_a_current_or_spent_token,
+    a_submitted_game_reads_back,
+    games_list_newest_first_in_pages,
+    idempotency_keys_replay_refuse_and_are_per_user,
+    outbox_entries_are_leased_until_published,
+    outbox_claims_oldest_first_up_to_limit,
+    republish_unfinished_resets_queued_games_only,
+    completing_a_game_is_idempotent,
+    a_failed_game_keeps_its_error,
+    completing_another_users_game_is_not_found,
+    processed_games_carry_their_metrics,
+    the_change_feed_pages_by_cursor,
+    unknown_cursors_are_refused,
+    concurrent_completions_store_one_change,
+    ping_answers,
+);
+
+// ---------------------------------------------------------------------------
+// Helpers
+
+fn at(rfc3339: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(rfc3339)
+        .expect("a valid time")
+        .with_timezone(&Utc)
+}
+
+/// A time with a fractional part at the precision every store keeps.
+fn t0() -> DateTime<Utc> {
+    at("2026-11-27T10:00:00.123456Z")
+}
+
+fn secs(s: i64) -> TimeDelta {
+    TimeDelta::seconds(s)
+}
+
+fn digest(n: u8) -> Digest {
+    [n; 32]
+}
+
+/// A short realistic game, optionally with the phone's `started_at`.
+fn submission(seed: u64, started_at: Option<&str>) -> GameSubmission {
+    let spec = GameSpec {
+        duration_s: 3.0,
+        seed,
+        ..GameSpec::standard()
+    };
+    let mut json: serde_json::Value =
+        serde_json::from_str(&spec.submission_json("pinch-garden", 1234.0)).unwrap();
+    if let Some(t) = started_at {
+        json["started_at"] = serde_json::Value::String(t.to_owned());
+    }
+    GameSubmission::from_json(json.to_string().as_bytes()).expect("a valid game")
+}
+
+fn new_game(user_id: Uuid, submission: GameSubmission, submitted_at: DateTime<Utc>) -> NewGame {
+    NewGame {
+        game_id: Uuid::now_v7(),
+        event_id: Uuid::now_v7(),
+        user_id,
+        submission,
+        submitted_at,
+        trace_id: format!("trace-{}", Uuid::now_v7().simple()),
+        publish_lease: Duration::from_secs(30),
+    }
+}
+
+async fn create_user(store: &dyn Store, name: &str) -> Uuid {
+    let user_id = Uuid::now_v7();
+    store
+        .create_user(NewUser {
+            user_id,
+            username: Username::parse(name).unwrap(),
+            password_hash: format!("$argon2id$hash-of-{name}"),
+            created_at: t0(),
+        })
+        .await
+        .unwrap();
+    user_id
+}
+
+/// Stores a queued game for `user_id` and returns what was stored.
+async fn submit(
+    store: &dyn Store,
+    user_id: Uuid,
+    seed: u64,
+    submitted_at: DateTime<Utc>,
+) -> NewGame {
+    let game = new_game(user_id, submission(seed, None), submitted_at);
+    let outcome = store.submit_game(game.clone(), None).await.unwrap();
+    assert_eq!(outcome, SubmitOutcome::Created);
+    game
+}
+
+fn processed(game: &NewGame, processed_at: DateTime<Utc>) -> Completion {
+    Completion {
+        event_id: game.event_id,
+        reconciliation_event_id: Uuid::now_v7(),
+        game_id: game.game_id,
+        user_id: game.user_id,
+        status: GameStatus::Processed,
+        processed_at,
+        metrics: Some(game.submission.analyze()),
+        error: None,
+    }
+}
+
+/// Metrics equal up to the last bits of their floats (a store may keep
+/// them as JSON text, whose parsing is not always bit-exact).
+fn assert_same_metrics(a: &Metrics, b: &Metrics) {
+    fn close(a: &serde_json::Value, b: &serde_json::Value) -> bool {
+        use serde_json::Value as V;
+        match (a, b) {
+            (V::Number(x), V::Number(y)) => {
+                let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
+                (x - y).abs() <= 1e-12 * x.abs().max(y.abs()).max(1.0)
+            }
+            (V::Object(x), V::Object(y)) => {
+                x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| close(v, w)))
+            }
+            (V::Array(x), V::Array(y)) => {
+                x.len() == y.len() && x.iter().zip(y).all(|(v, w)| close(v, w))
+            }
+            _ => a == b,
+        }
+    }
+    let (ja, jb) = (
+        serde_json::to_value(a).unwrap(),
+        serde_json::to_value(b).unwrap(),
+    );
+    assert!(close(&ja, &jb), "metrics differ:\n{ja}\n{jb}");
+}
+
+// ---------------------------------------------------------------------------
+// Accounts
+
+async fn users_are_unique_ignoring_case(store: Arc<dyn Store>) {
+    let ada = create_user(&*store, "Ada.Lovelace").await;
+    let found = store
+        .user_by_username(&Username::parse("ADA.lovelace").unwrap())
+        .await
+        .unwrap()
+        .expect("found ignoring case");
+    assert_eq!(found.user_id, ada);
+    assert_eq!(found.username, "Ada.Lovelace", "spelled as registered");
+    assert_eq!(found.password_hash, "$argon2id$hash-of-Ada.Lovelace");
+
+    let again = store
+        .create_user(NewUser {
+            user_id: Uuid::now_v7(),
+            username: Username::parse("ada.LOVELACE").unwrap(),
+            password_hash: "other".into(),
+            created_at: t0(),
+        })
+        .await;
+    assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
+
+    assert!(store
+        .user_by_username(&Username::parse("grace").unwrap())
+        .await
+        .unwrap()
+        .is_none());
+    create_user(&*store, "grace").await;
+}
+
+async fn login(store: &dyn Store, user_id: Uuid, token: Digest, expires_at: DateTime<Utc>) -> Uuid {
+    let login_id = Uuid::now_v7();
+    store
+        .create_login(NewLogin {
+            login_id,
+            user_id,
+            token_hash: token,
+            created_at: t0(),
+            expires_at,
+        })
+        .await
+        .unwrap();
+    login_id
+}
+
+async fn refresh_tokens_rotate(store: Arc<dyn Store>) {
+    let user_id = create_user(&*store, "ada").await;
+    let exp = t0() + secs(3600);
+    let login_id = login(&*store, user_id, digest(1), exp).await;
+    let rotated = RefreshOutcome::Rotated { user_id, login_id };
+
+    let now = t0() + secs(60);
+    assert_eq!(
+        store
+            .rotate_refresh_token(digest(1), digest(2), now, exp)
+            .await
+            .unwrap(),
+        rotated
+    );
+    assert_eq!(
+        store
+            .rotate_refresh_token(digest(2), digest(3), now, exp)
+            .await
+            .unwrap(),
+        rotated
+    );
+    assert_eq!(
+        store
+            .rotate_refresh_token(digest(9), digest(10), now, exp)
+            .await
+            .unwrap(),
+        RefreshOutcome::Invalid,
+        "unknown token"
+    );
+    // A second login of the same user is an independent chain.
+    let other = login(&*store, user_id, digest(20), exp).await;
+    assert_ne!(other, login_id);
+    assert_eq!(
+        store
+            .rotate_refresh_token(digest(20), digest(21), now, exp)
+            .await
+            .unwrap(),
+        RefreshOutcome::Rotated {
+            user_id,
+            login_id: other
+        }
+    );
+    assert_eq!(
+        store
+            .rotate_refresh_token(digest(3), digest(4), now, exp)
+            .await
+            .unwrap(),
+        rotated
+    );
+}
+
+async fn a_reused_refresh_token_revokes_its_login(store: Arc<dyn Store>) {
+    let user_id = create_user(&*store, "ada").await;
+    let exp = t0() + secs(3600);
+    login(&*store, user_id, digest(1), exp).await;
+    let other = login(&*store, user_id, digest(50), exp).await;
+    let now = t0() + secs(60);
+    assert!(matches!(
+        store
+            .rotate_refresh_token(digest(1), digest(2), now, exp)
+            .await
+            .unwrap(),
+        RefreshOutcome::Rotated { .. }
+    ));
+    // The thief (or the victim) presents the rotated-out token.
+    assert_eq!(
+        store
+            .rotate_refresh_token(digest(1), digest(3), now, exp)
+            .await
+            .unwrap(),
+        RefreshOutcome::Reused
+    );
+    // The whole login is gone: the newest token too, and the old one now.
+    assert_eq!(
+        store
+            .rotate_refresh_token(digest(2), digest(4), now, exp)
+            .await
+            .unwrap(),
+        RefreshOutcome::Invalid
+    );
+    assert_eq!(
+        store
+            .rotate_refresh_token(digest(1), digest(5), now, exp)
+            .await
+            .unwrap(),
+        RefreshOutcome::Invalid
+    );
+    // Nothing was stored for the refused rotations.
+    assert_eq!(
+        store
+            .rotate_refresh_token(digest(3), digest(6), now, exp)
+            .await
+            .unwrap(),
+        RefreshOutcome::Invalid
+    );
+    // The user's other login is untouched.
+    assert_eq!(
+        store
+            .rotate_refresh_token(digest(50), digest(51), now, exp)
+            .await
+            .unwrap(),
+        RefreshOutcome::Rotated {
+            user_id,
+            login_id: other
+        }
+    );
+}
+
+async fn expired_refresh_tokens_are_invalid(store: Arc<dyn Store>) {
+    let user_id = create_user(&*store, "ada").await;
+    let exp = t0() + secs(3600);
+    login(&*store, user_id, digest(1), exp).await;
+    assert_eq!(
+        store
+            .rotate_refresh_token(digest(1), digest(2), exp, exp + secs(3600))
+            .await
+            .unwrap(),
+        RefreshOutcome::Invalid,
+        "valid until, not at, expires_at"
+    );
+    // The rotated token gets the expiry given at rotation.
+    let now = t0() + secs(10);
+    let next_exp = now + secs(60);
+    assert!(matches!(
+        store
+            .rotate_refresh_token(digest(1), digest(2), now, next_exp)
+            .await
+            .unwrap(),
+        RefreshOutcome::Rotated { .. }
+    ));
+    assert_eq!(
+        store
+            .rotate_refresh_token(digest(2), digest(3), next_exp + secs(1), exp)
+            .await
+            .unwrap(),
+        RefreshOutcome::Invalid
+    );
+    assert!(matches!(
+        store
+            .rotate_refresh_token(digest(2), digest(3), next_exp - secs(1), exp)
+            .await
+            .unwrap(),
+        RefreshOutcome::Rotated { .. }
+    ));
+}
+
+async fn logout_revokes_the_login_from_a_current_or_spent_token(store: Arc<dyn Store>) {
+    let user_id = create_user(&*store, "ada").await;
+    let exp = t0() + secs(3600);
+    let now = t0() + secs(60);
+
+    login(&*store, user_id, digest(1), exp).await;
+    assert!(store.revoke_login(digest(1), now).await.unwrap());
+    assert_eq!(
+        store
+            .rotate_refresh_token(digest(1), digest(2), now, exp)
+            .await
+            .unwrap(),
+        RefreshOutcome::Invalid
+    );
+    assert!(
+        store.revoke_login(digest(1), now).await.unwrap(),
+        "logging out twice still finds the login"
+    );
+
+    login(&*store, user_id, digest(10), exp).await;
+    assert!(matches!(
+        store
+            .rotate_refresh_token(digest(10), digest(11), now, exp)
+            .await
+            .unwrap(),
+        RefreshOutcome::Rotated { .. }
+    ));
+    assert!(
+        store.revoke_login(digest(10), now).await.unwrap(),
+        "by a spent token"
+    );
+    assert_eq!(
+        store
+            .rotate_refresh_token(digest(11), digest(12), now, exp)
+            .await
+            .unwrap(),
+        RefreshOutcome::Invalid
+    );
+
+    assert!(!store.revoke_login(digest(99), now).await.unwrap());
+}
+
+// ---------------------------------------------------------------------------
+// Games
+
+async fn a_submitted_game_reads_back(store: Arc<dyn Store>) {
+    let ada = create_user(&*store, "ada").await;
+    let grace = create_user(&*store, "grace").await;
+
+    let game = submit(&*store, ada, 1, t0()).await;
+    let got = store
+        .game(ada, game.game_id)
+        .await
+        .unwrap()
+        .expect("stored");
+    assert_eq!(got.game_id, game.game_id);
+    assert_eq!(got.status, GameStatus::Queued);
+    assert_eq!(got.game, "pinch-garden");
+    assert_eq!(got.score, 1234.0);
+    assert_eq!(got.started_at, t0(), "defaults to the submission time");
+    assert_eq!(got.submitted_at, t0());
+    assert_eq!(got.processed_at, None);
+    assert_eq!(got.device.as_ref(), game.submission.device());
+    assert!(got.device.is_some());
+    assert_eq!(got.sample_rate_hz, 100.0);
+    assert_eq!(got.samples, 300);
+    let names: Vec<&str> = game.submission.channels().names().collect();
+    assert_eq!(got.channels, names);
+    assert_eq!(got.channels.len(), 16);
+    assert_eq!(got.metrics, None);
+    assert_eq!(got.error, None);
+
+    // The phone's own started_at (any offset) is kept, in UTC.
+    let played = new_game(
+        ada,
+        submission(2, Some("2026-11-27T09:00:00.5+01:00")),
+        t0() + secs(1),
+    );
+    store.submit_game(played.clone(), None).await.unwrap();
+    let got = store.game(ada, played.game_id).await.unwrap().unwrap();
+    assert_eq!(got.started_at, at("2026-11-27T08:00:00.5Z"));
+    assert_eq!(got.submitted_at, t0() + secs(1));
+
+    assert!(
+        store.game(grace, game.game_id).await.unwrap().is_none(),
+        "not yours"
+    );
+    assert!(store.game(ada, Uuid::now_v7()).await.unwrap().is_none());
+
+    // The same ids again are a conflict, not a second game.
+    let dup = store.submit_game(game.clone(), None).await;
+    assert!(matches!(dup, Err(StoreError::Conflict(_))), "{dup:?}");
+}
+
+async fn games_list_newest_first_in_pages(store: Arc<dyn Store>) {
+    let ada = create_user(&*store, "ada").await;
+    let grace = create_user(&*store, "grace").await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(submit(&*store, ada, i, t0() + secs(i as i64)).await.game_id);
+        submit(&*store, grace, 100 + i, t0()).await;
+    }
+    ids.sort();
+    ids.reverse();
+
+    let all = store.list_games(ada, None, 100).await.unwrap();
+    assert_eq!(all.iter().map(|g| g.game_id).collect::<Vec<_>>(), ids);
+    assert!(all.iter().all(|g| g.status == GameStatus::Queued));
+
+    let page1 = store.list_games(ada, None, 2).await.unwrap();
+    assert_eq!(
+        page1.iter().map(|g| g.game_id).collect::<Vec<_>>(),
+        ids[..2]
+    );
+    let page2 = store.list_games(ada, Some(ids[1]), 2).await.unwrap();
+    assert_eq!(
+        page2.iter().map(|g| g.game_id).collect::<Vec<_>>(),
+        ids[2..4]
+    );
+    let page3 = store.list_games(ada, Some(ids[3]), 2).await.unwrap();
+    assert_eq!(
+        page3.iter().map(|g| g.game_id).collect::<Vec<_>>(),
+        ids[4..]
+    );
+    assert!(store
+        .list_games(ada, Some(ids[4]), 2)
+        .await
+        .unwrap()
+        .is_empty());
+
+    // Processed games are listed without their metrics.
+    let newest = store.game(ada, ids[0]).await.unwrap().unwrap();
+    let event_id = store
+        .claim_unpublished(t0() + secs(3600), Duration::from_secs(60), 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|e| e.event.game_id == newest.game_id)
+        .unwrap()
+        .event
+        .event_id;
+    store
+        .complete_game(Completion {
+            event_id,
+            reconciliation_event_id: Uuid::now_v7(),
+            game_id: newest.game_id,
+            user_id: ada,
+            status: GameStatus::Processed,
+            processed_at: t0() + secs(100),
+            metrics: Some(submission(4, None).analyze()),
+            error: None,
+        })
+        .await
+        .unwrap();
+    let listed = store.list_games(ada, None, 1).await.unwrap();
+    assert_eq!(listed[0].status, GameStatus::Processed);
+    assert_eq!(listed[0].processed_at, Some(t0() + secs(100)));
+    assert_eq!(listed[0].metrics, None);
+    assert!(store
+        .game(ada, ids[0])
+        .await
+        .unwrap()
+        .unwrap()
+        .metrics
+        .is_some());
+}
+
+async fn idempotency_keys_replay_refuse_and_are_per_user(store: Arc<dyn Store>) {
+    let ada = create_user(&*store, "ada").await;
+    let grace = create_user(&*store, "grace").await;
+    let record = |hash: u8, body: &str| IdempotencyRecord {
+        key: "phone-42:game-7".into(),
+        request_hash: digest(hash),
+        status: 202,
+        body: body.as_bytes().to_vec(),
+    };
+
+    let first = new_game(ada, submission(1, None), t0());
+    assert_eq!(
+        store
+            .submit_game(first.clone(), Some(record(1, "first")))
+            .await
+            .unwrap(),
+        SubmitOutcome::Created
+    );
+    // The retry carries new ids (the gateway makes them per request).
+    let retry = new_game(ada, submission(1, None), t0() + secs(5));
+    assert_eq!(
+        store
+            .submit_game(retry.clone(), Some(record(1, "second")))
+            .await
+            .unwrap(),
+        SubmitOutcome::Replayed {
+            status: 202,
+            body: b"first".to_vec()
+        }
+    );
+    let different = new_game(ada, submission(2, None), t0() + secs(6));
+    assert_eq!(
+        store
+            .submit_game(different.clone(), Some(record(2, "third")))
+            .await
+            .unwrap(),
+        SubmitOutcome::KeyReused
+    );
+    for nothing in [&retry, &different] {
+        assert!(store.game(ada, nothing.game_id).await.unwrap().is_none());
+    }
+    assert_eq!(store.list_games(ada, None, 100).await.unwrap().len(), 1);
+    assert_eq!(store.unpublished_count().await.unwrap(), 1);
+
+    // Keys are scoped to the user.
+    let graces = new_game(grace, submission(2, None), t0());
+    assert_eq!(
+        store
+            .submit_game(graces.clone(), Some(record(2, "grace")))
+            .await
+            .unwrap(),
+        SubmitOutcome::Created
+    );
+    assert!(store.game(grace, graces.game_id).await.unwrap().is_some());
+    assert_eq!(store.unpublished_count().await.unwrap(), 2);
+
+    // Without a key, the same body is simply another game.
+    let keyless = new_game(ada, submission(1, None), t0() + secs(7));
+    assert_eq!(
+        store.submit_game(keyless, None).await.unwrap(),
+        SubmitOutcome::Created
+    );
+    assert_eq!(store.list_games(ada, None, 100).await.unwrap().len(), 2);
+}
+
+// ---------------------------------------------------------------------------
+// Outbox
+
+async fn outbox_entries_are_leased_until_published(store: Arc<dyn Store>) {
+    let ada = create_user(&*store, "ada").await;
+    let game = new_game(ada, submission(3, Some("2026-11-27T09:59:00.25Z")), t0());
+    store.submit_game(game.clone(), None).await.unwrap();
+    assert_eq!(store.unpublished_count().await.unwrap(), 1);
+    let lease = Duration::from_secs(60);
+
+    // The gateway publishing it right now holds it for `publish_lease`.
+    assert!(store
+        .claim_unpublished(t0(), lease, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(store
+        .claim_unpublished(t0() + secs(29), lease, 10)
+        .await
+        .unwrap()
+        .is_empty());
+
+    // Then the relay takes it over: the event as the gateway built it.
+    let t1 = t0() + secs(31);
+    let claimed = store.claim_unpublished(t1, lease, 10).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    let expected = ProcessingEvent::from_submission(
+        game.event_id,
+        game.game_id,
+        game.user_id,
+        game.submitted_at,
+        &game.submission,
+    );
+    assert_eq!(
+        claimed[0].event, expected,
+        "same event, channels at stored precision"
+    );
+    assert_eq!(
+        claimed[0].event.game.started_at,
+        at("2026-11-27T09:59:00.25Z")
+    );
+    assert_eq!(claimed[0].trace_id, game.trace_id);
+
+    // Leased to that relay: another relay skips it until the lease ends.
+    assert!(store
+        .claim_unpublished(t1 + secs(59), lease, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    let again = store
+        .claim_unpublished(t1 + secs(61), lease, 10)
+        .await
+        .unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].event, expected);
+    assert_eq!(
+        store.unpublished_count().await.unwrap(),
+        1,
+        "claimed is not published"
+    );
+
+    store
+        .mark_published(game.event_id, t1 + secs(62))
+        .await
+        .unwrap();
+    assert_eq!(store.unpublished_count().await.unwrap(), 0);
+    assert!(store
+        .claim_unpublished(t1 + secs(100_000), lease, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    // A repeated confirm is harmless; an unknown event is not found.
+    store
+        .mark_published(game.event_id, t1 + secs(63))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.mark_published(Uuid::now_v7(), t1).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(store
+        .claim_unpublished(t1, lease, 0)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+async fn outbox_claims_oldest_first_up_to_limit(store: Arc<dyn Store>) {
+    let ada = create_user(&*store, "ada").await;
+    let grace = create_user(&*store, "grace").await;
+    // Submitted out of id order: the outbox orders by submission time.
+    let second = submit(&*store, ada, 1, t0() + secs(2)).await;
+    let first = submit(&*store, grace, 2, t0() + secs(1)).await;
+    let third = submit(&*store, ada, 3, t0() + secs(3)).await;
+    let later = t0() + secs(3600);
+    let lease = Duration::from_secs(60);
+
+    let batch = store.claim_unpublished(later, lease, 2).await.unwrap();
+    let ids: Vec<Uuid> = batch.iter().map(|e| e.event.event_id).collect();
+    assert_eq!(ids, [first.event_id, second.event_id]);
+    assert_eq!(batch[0].event.user_id, grace);
+    let rest = store.claim_unpublished(later, lease, 2).await.unwrap();
+    assert_eq!(rest.len(), 1);
+    assert_eq!(rest[0].event.event_id, third.event_id);
+    assert!(store
+        .claim_unpublished(later, lease, 2)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(store.unpublished_count().await.unwrap(), 3);
+}
+
+async fn republish_unfinished_resets_queued_games_only(store: Arc<dyn Store>) {
+    let ada = create_user(&*store, "ada").await;
+    let published = submit(&*store, ada, 1, t0()).await;
+    let leased = submit(&*store, ada, 2, t0() + secs(1)).await;
+    let done = submit(&*store, ada, 3, t0() + secs(2)).await;
+    let lease = Duration::from_secs(600);
+    let now = t0() + secs(60);
+    assert_eq!(
+        store.claim_unpublished(now, lease, 10).await.unwrap().len(),
+        3
+    );
+    store.mark_published(published.event_id, now).await.unwrap();
+    store.mark_published(done.event_id, now).await.unwrap();
+    store.complete_game(processed(&done, now)).await.unwrap();
+    assert_eq!(store.unpublished_count().await.unwrap(), 1);
+
+    // A restart with a bus that kept nothing: both queued games go again,
+    // at once (no lease), the processed one does not.
+    assert_eq!(store.republish_unfinished().await.unwrap(), 2);
+    assert_eq!(store.unpublished_count().await.unwrap(), 2);
+    let again = store.claim_unpublished(now, lease, 10).await.unwrap();
+    let ids: Vec<Uuid> = again.iter().map(|e| e.event.event_id).collect();
+    assert_eq!(ids, [published.event_id, leased.event_id]);
+}
+
+// ---------------------------------------------------------------------------
+// Completion and the change feed
+
+async fn completing_a_game_is_idempotent(store: Arc<dyn Store>) {
+    let ada = create_user(&*store, "ada").await;
+    let game = submit(&*store, ada, 1, t0()).await;
+    let completion = processed(&game, t0() + secs(5));
+    let metrics = completion.metrics.clone().unwrap();
+
+    let first = store.complete_game(completion.clone()).await.unwrap();
+    assert!(first.first);
+    assert_eq!(first.change.game_id, game.game_id);
+    assert_eq!(first.change.status, GameStatus::Processed);
+    assert_eq!(first.change.processed_at, Some(t0() + secs(5)));
+    assert_same_metrics(first.change.metrics.as_ref().unwrap(), &metrics);
+    assert_eq!(
+        first.reconciliation_event_id,
+        completion.reconciliation_event_id
+    );
+    assert_eq!(first.error, None);
+
+    let stored = store.game(ada, game.game_id).await.unwrap().unwrap();
+    assert_eq!(stored.status, GameStatus::Processed);
+    assert_eq!(stored.processed_at, Some(t0() + secs(5)));
+    assert_same_metrics(stored.metrics.as_ref().unwrap(), &metrics);
+    assert_eq!(stored.metrics, first.change.metrics);
+
+    // A redelivery, processed again later with a new reconciliation id:
+    // nothing changes, and the first result comes back.
+    let redelivered = Completion {
+        reconciliation_event_id: Uuid::now_v7(),
+        processed_at: t0() + secs(500),
+        status: GameStatus::Failed,
+        metrics: None,
+        error: Some("should not be stored".into()),
+        ..completion
+    };
+    let second = store.complete_game(redelivered).await.unwrap();
+    assert!(!second.first);
+    assert_eq!(second.change, first.change);
+    assert_eq!(
+        second.reconciliation_event_id,
+        first.reconciliation_event_id
+    );
+    assert_eq!(second.error, None);
+    assert_eq!(
+        store.game(ada, game.game_id).await.unwrap().unwrap(),
+        stored
+    );
+
+    let feed = store.changes_since(ada, None, 100).await.unwrap();
+    assert_eq!(feed, std::slice::from_ref(&first.change));
+    assert_eq!(
+        store.latest_cursor(ada).await.unwrap(),
+        Some(first.change.cursor)
+    );
+}
+
+async fn a_failed_game_keeps_its_error(store: Arc<dyn Store>) {
+    let ada = create_user(&*store, "ada").await;
+    let game = submit(&*store, ada, 1, t0()).await;
+    let failed = Completion {
+        status: GameStatus::Failed,
+        metrics: None,
+        error: Some("the flexion channels are constant".into()),
+        ..processed(&game, t0() + secs(5))
+    };
+    let first = store.complete_game(failed.clone()).await.unwrap();
+    assert!(first.first);
+    assert_eq!(first.change.status, GameStatus::Failed);
+    assert_eq!(first.change.metrics, None);
+    assert_eq!(first.error, failed.error);
+
+    let stored = store.game(ada, game.game_id).await.unwrap().unwrap();
+    assert_eq!(stored.status, GameStatus::Failed);
+    assert_eq!(stored.error, failed.error);
+    assert_eq!(stored.metrics, None);
+    assert_eq!(stored.processed_at, Some(t0() + secs(5)));
+    let listed = store.list_games(ada, None, 10).await.unwrap();
+    assert_eq!(listed[0].error, failed.error);
+
+    let again = store.complete_game(failed.clone()).await.unwrap();
+    assert!(!again.first);
+    assert_eq!(again.error, failed.error);
+    assert!(store.processed_games(ada).await.unwrap().is_empty());
+}
+
+async fn completing_another_users_game_is_not_found(store: Arc<dyn Store>) {
+    let ada = create_user(&*store, "ada").await;
+    let grace = create_user(&*store, "grace").await;
+    let game = submit(&*store, ada, 1, t0()).await;
+
+    let stolen = Completion {
+        user_id: grace,
+        ..processed(&game, t0() + secs(5))
+    };
+    assert!(matches!(
+        store.complete_game(stolen).await,
+        Err(StoreError::NotFound)
+    ));
+    let unknown = Completion {
+        event_id: Uuid::now_v7(),
+        game_id: Uuid::now_v7(),
+        ..processed(&game, t0() + secs(5))
+    };
+    assert!(matches!(
+        store.complete_game(unknown).await,
+        Err(StoreError::NotFound)
+    ));
+    // The right game with an event that is not its own: refused too.
+    let forged = Completion {
+        event_id: Uuid::now_v7(),
+        ..processed(&game, t0() + secs(5))
+    };
+    assert!(matches!(
+        store.complete_game(forged).await,
+        Err(StoreError::NotFound)
+    ));
+    assert_eq!(
+        store.game(ada, game.game_id).await.unwrap().unwrap().status,
+        GameStatus::Queued
+    );
+    assert!(store
+        .changes_since(grace, None, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(store.changes_since(ada, None, 10).await.unwrap().is_empty());
+    assert_eq!(store.latest_cursor(ada).await.unwrap(), None);
+
+    // The refusal stored nothing: the real completion still comes first.
+    assert!(
+        store
+            .complete_game(processed(&game, t0() + secs(6)))
+            .await
+            .unwrap()
+            .first
+    );
+}
+
+async fn processed_games_carry_their_metrics(store: Arc<dyn Store>) {
+    let ada = create_user(&*store, "ada").await;
+    let grace = create_user(&*store, "grace").await;
+    let one = new_game(ada, submission(1, Some("2026-11-20T08:00:00Z")), t0());
+    store.submit_game(one.clone(), None).await.unwrap();
+    let two = submit(&*store, ada, 2, t0() + secs(1)).await;
+    let failed = submit(&*store, ada, 3, t0() + secs(2)).await;
+    let queued = submit(&*store, ada, 4, t0() + secs(3)).await;
+    let graces = submit(&*store, grace, 5, t0()).await;
+    assert!(store.processed_games(ada).await.unwrap().is_empty());
+
+    for game in [&one, &two, &graces] {
+        store
+            .complete_game(processed(game, t0() + secs(10)))
+            .await
+            .unwrap();
+    }
+    store
+        .complete_game(Completion {
+            status: GameStatus::Failed,
+            metrics: None,
+            error: Some("bad glove".into()),
+            ..processed(&failed, t0() + secs(10))
+        })
+        .await
+        .unwrap();
+
+    let mut games = store.processed_games(ada).await.unwrap();
+    games.sort_by_key(|g| g.game_id);
+    let ids: Vec<Uuid> = games.iter().map(|g| g.game_id).collect();
+    let mut expected = vec![one.game_id, two.game_id];
+    expected.sort();
+    assert_eq!(ids, expected);
+    assert!(!ids.contains(&queued.game_id));
+    for g in &games {
+        let (source, started) = if g.game_id == one.game_id {
+            (&one, at("2026-11-20T08:00:00Z"))
+        } else {
+            (&two, t0() + secs(1))
+        };
+        assert_eq!(g.started_at, started);
+        assert_same_metrics(&g.metrics, &source.submission.analyze());
+    }
+}
+
+async fn the_change_feed_pages_by_cursor(store: Arc<dyn Store>) {
+    let ada = create_user(&*store, "ada").await;
+    let grace = create_user(&*store, "grace").await;
+    assert_eq!(store.latest_cursor(ada).await.unwrap(), None);
+    assert!(store
+        .changes_since(ada, None, 100)
+        .await
+        .unwrap()
+        .is_empty());
+
+    let mut games = Vec::new();
+    for i in 0..4 {
+        games.push(submit(&*store, ada, i, t0() + secs(i as i64)).await);
+    }
+    let graces = submit(&*store, grace, 9, t0()).await;
+    // Completed in another order than submitted: the feed is in completion order.
+    let mut expected = Vec::new();
+    for (k, i) in [2, 0, 3, 1].into_iter().enumerate() {
+        let done = store
+            .complete_game(processed(&games[i], t0() + secs(100 + k as i64)))
+            .await
+            .unwrap();
+        expected.push(done.change);
+        if k == 1 {
+            store
+                .complete_game(processed(&graces, t0() + secs(100)))
+                .await
+                .unwrap();
+        }
+    }
+
+    let all = store.changes_since(ada, None, 100).await.unwrap();
+    assert_eq!(all, expected);
+    assert_eq!(
+        all.iter().map(|c| c.game_id).collect::<Vec<_>>(),
+        [2, 0, 3, 1].map(|i| games[i].game_id)
+    );
+    assert_eq!(
+        store.latest_cursor(ada).await.unwrap().as_deref(),
+        Some(expected[3].cursor.as_str())
+    );
+
+    // Strictly after `since`, at most `limit`.
+    let first_two = store.changes_since(ada, None, 2).await.unwrap();
+    assert_eq!(first_two, expected[..2]);
+    let next = store
+        .changes_since(ada, Some(&first_two[1].cursor), 2)
+        .await
+        .unwrap();
+    assert_eq!(next, expected[2..]);
+    let one = store
+        .changes_since(ada, Some(&expected[0].cursor), 1)
+        .await
+        .unwrap();
+    assert_eq!(one, expected[1..2]);
+    assert!(store
+        .changes_since(ada, Some(&expected[3].cursor), 100)
+        .await
+        .unwrap()
+        .is_empty());
+
+    // Grace's feed has only her change.
+    let hers = store.changes_since(grace, None, 100).await.unwrap();
+    assert_eq!(hers.len(), 1);
+    assert_eq!(hers[0].game_id, graces.game_id);
+    assert_eq!(
+        store.latest_cursor(grace).await.unwrap(),
+        Some(hers[0].cursor.clone())
+    );
+}
+
+async fn unknown_cursors_are_refused(store: Arc<dyn Store>) {
+    let ada = create_user(&*store, "ada").await;
+    let grace = create_user(&*store, "grace").await;
+    let game = submit(&*store, ada, 1, t0()).await;
+    let graces = submit(&*store, grace, 2, t0()).await;
+    let mine = store.complete_game(processed(&game, t0())).await.unwrap();
+    let hers = store.complete_game(processed(&graces, t0())).await.unwrap();
+
+    let mut bad: Vec<String> = ["", "zzz", "not a cursor", "0", "-1", "ffffffffffffffff"]
+        .map(String::from)
+        .to_vec();
+    bad.push(format!("{}x", mine.change.cursor));
+    bad.push(mine.change.cursor.to_uppercase() + "0");
+    bad.push(hers.change.cursor.clone());
+    for cursor in &bad {
+        let got = store.changes_since(ada, Some(cursor), 10).await;
+        assert!(
+            matches!(got, Err(StoreError::UnknownCursor)),
+            "{cursor:?}: {got:?}"
+        );
+    }
+    assert!(store
+        .changes_since(ada, Some(&mine.change.cursor), 10)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+async fn concurrent_completions_store_one_change(store: Arc<dyn Store>) {
+    let ada = create_user(&*store, "ada").await;
+    let mut games = Vec::new();
+    for i in 0..8 {
+        games.push(submit(&*store, ada, i, t0()).await);
+    }
+    for game in &games {
+        // Two workers got the same delivery; each made its own result.
+        let a = processed(game, t0() + secs(10));
+        let b = Completion {
+            reconciliation_event_id: Uuid::now_v7(),
+            processed_at: t0() + secs(11),
+            ..a.clone()
+        };
+        let (sa, sb) = (Arc::clone(&store), Arc::clone(&store));
+        let (ra, rb) = tokio::join!(
+            tokio::spawn(async move { sa.complete_game(a).await }),
+            tokio::spawn(async move { sb.complete_game(b).await }),
+        );
+        let (ra, rb) = (ra.unwrap().unwrap(), rb.unwrap().unwrap());
+        assert!(ra.first != rb.first, "exactly one was first");
+        assert_eq!(ra.change, rb.change);
+        assert_eq!(ra.reconciliation_event_id, rb.reconciliation_event_id);
+    }
+    let feed = store.changes_since(ada, None, 100).await.unwrap();
+    assert_eq!(feed.len(), games.len(), "one change per event");
+}
+
+async fn ping_answers(store: Arc<dyn Store>) {
+    store.ping().await.unwrap();
+    let ada = create_user(&*store, "ada").await;
+    submit(&*store, ada, 1, t0()).await;
+    store.ping().await.unwrap();
+}
+
+// ---------------------------------------------------------------------------
+// SQLite only
+
+mod sqlite_only {
+    use super::*;
+    use std::path::Path;
+
+    fn file_size(path: &Path) -> u64 {
+        std::fs::metadata(path).map_or(0, |m| m.len())
+    }
+
+    /// Two processes (here: two stores with their own connections on one
+    /// file) completing the same events at the same time.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn two_processes_complete_the_same_event_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("shared.db");
+        let a: Arc<dyn Store> = Arc::new(SqliteStore::open(&path).unwrap());
+        let b: Arc<dyn Store> = Arc::new(SqliteStore::open(&path).unwrap());
+        let ada = create_user(&*a, "ada").await;
+        let mut games = Vec::new();
+        for i in 0..8 {
+            games.push(submit(&*a, ada, i, t0()).await);
+        }
+        let mut tasks = Vec::new();
+        for game in &games {
+            let ca = processed(game, t0() + secs(10));
+            let cb = Completion {
+                reconciliation_event_id: Uuid::now_v7(),
+                processed_at: t0() + secs(11),
+                ..ca.clone()
+            };
+            let (sa, sb) = (Arc::clone(&a), Arc::clone(&b));
+            tasks.push(tokio::spawn(async move {
+                let (ra, rb) = tokio::join!(sa.complete_game(ca), sb.complete_game(cb));
+                (ra.unwrap(), rb.unwrap())
+            }));
+        }
+        for task in tasks {
+            let (ra, rb) = task.await.unwrap();
+            assert!(ra.first != rb.first, "exactly one was first");
+            assert_eq!(ra.change, rb.change);
+            assert_eq!(ra.reconciliation_event_id, rb.reconciliation_event_id);
+        }
+        for store in [&a, &b] {
+            assert_eq!(store.changes_since(ada, None, 100).await.unwrap().len(), 8);
+        }
+        // What one process wrote, the other reads.
+        let g = b.game(ada, games[0].game_id).await.unwrap().unwrap();
+        assert_eq!(g.status, GameStatus::Processed);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_ten_minute_game_is_compact() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m2m.db");
+        let store = SqliteStore::open(&path).unwrap();
+        let spec = GameSpec {
+            duration_s: 600.0,
+            ..GameSpec::standard()
+        };
+        let json = spec.submission_json("pinch-garden", 1234.0);
+        let sub = GameSubmission::from_json(json.as_bytes()).unwrap();
+        assert_eq!(sub.channels().len(), 16);
+        assert_eq!(sub.channels().samples(), 60_000);
+        let ada = create_user(&store, "ada").await;
+        let game = new_game(ada, sub, t0());
+        store.submit_game(game.clone(), None).await.unwrap();
+
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        let blobs: i64 = conn
+            .query_row("SELECT SUM(length(data)) FROM game_columns", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(blobs, 16 * (1 + 4 * 60_000), "f32 columns");
+        let wal = path.with_extension("db-wal");
+        let on_disk = file_size(&path) + file_size(&wal);
+        assert!(
+            on_disk < 12 * 1024 * 1024,
+            "{on_disk} bytes on disk (JSON was {} bytes)",
+            json.len()
+        );
+
+        // And it comes back whole.
+        let claimed = store
+            .claim_unpublished(t0() + secs(60), Duration::from_secs(60), 1)
+            .await
+            .unwrap();
+        assert_eq!(
+            claimed[0].event,
+            ProcessingEvent::from_submission(
+                game.event_id,
+                game.game_id,
+                ada,
+                t0(),
+                &game.submission
+            )
+        );
+    }
+
+    #[tokio::test]
+    async fn data_survives_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m2m.db");
+        let url = format!("sqlite://{}", path.display());
+        let (ada, game) = {
+            let store = SqliteStore::open_url(&url).unwrap();
+            let ada = create_user(&store, "ada").await;
+            let game = submit(&store, ada, 1, t0()).await;
+            (ada, game)
+        };
+        let store = SqliteStore::open(&path).unwrap();
+        assert!(store.game(ada, game.game_id).await.unwrap().is_some());
+        assert_eq!(store.unpublished_count().await.unwrap(), 1);
+    }
+
+    #[test]
+    fn only_absolute_sqlite_urls_open() {
+        for bad in [
+            "postgres://localhost/m2m",
+            "sqlite://relative.db",
+            "sqlite:m2m.db",
+            "sqlite:///tmp/m2m.db?mode=ro",
+            "sqlite:///tmp/m%20m.db",
+        ] {
+            assert!(
+                matches!(SqliteStore::open_url(bad), Err(StoreError::Unavailable(_))),
+                "{bad}"
+            );
+        }
+    }
+}
