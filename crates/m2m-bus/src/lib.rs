@@ -1,0 +1,162 @@
+//! The event bus of m2m behind the [`Bus`] trait.
+//!
+//! Semantics every implementation keeps (they are RabbitMQ's, see API.md):
+//! - ProcessingEvents go to one shared queue; any number of consumers
+//!   compete for them, each with at most `prefetch` unacknowledged.
+//! - Delivery is at least once: a delivery that is not acknowledged (nacked,
+//!   or dropped because its handler crashed) is delivered again, with its
+//!   attempt count increased. A consumer acks only after its effects are
+//!   saved, and dead-letters a message it has given up on.
+//! - ReconciliationEvents fan out to every subscriber (one per gateway).
+//!
+//! Implementations: [`InProcessBus`] (embedded default).
+
+mod in_process;
+
+pub use in_process::InProcessBus;
+
+use async_trait::async_trait;
+use m2m_domain::{ProcessingEvent, ReconciliationEvent};
+use std::sync::Arc;
+
+/// Why a bus operation failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum BusError {
+    /// The bus cannot be reached; retrying later may help.
+    #[error("bus unavailable: {0}")]
+    Unavailable(String),
+    /// The bus was shut down.
+    #[error("bus closed")]
+    Closed,
+}
+
+/// The event bus.
+#[async_trait]
+pub trait Bus: Send + Sync + 'static {
+    /// Publishes a ProcessingEvent. Returns once the bus holds it (for a
+    /// broker: once the publish is confirmed); only then may the outbox
+    /// entry be marked published.
+    async fn publish_processing(
+        &self,
+        event: Arc<ProcessingEvent>,
+        trace_id: &str,
+    ) -> Result<(), BusError>;
+
+    /// Publishes a ReconciliationEvent to every gateway.
+    async fn publish_reconciliation(&self, event: &ReconciliationEvent) -> Result<(), BusError>;
+
+    /// Starts consuming ProcessingEvents with at most `prefetch` deliveries
+    /// unacknowledged at a time.
+    async fn consume_processing(
+        &self,
+        prefetch: usize,
+    ) -> Result<Box<dyn ProcessingConsumer>, BusError>;
+
+    /// Subscribes this gateway instance to ReconciliationEvents.
+    async fn subscribe_reconciliation(
+        &self,
+    ) -> Result<Box<dyn ReconciliationSubscription>, BusError>;
+
+    /// Whether a published event survives a restart of this process. The
+    /// in-process bus does not, so at startup the games still queued are
+    /// published again (see `Store::republish_unfinished`).
+    fn survives_restart(&self) -> bool;
+
+    /// Whether the bus is reachable now (for `/readyz`).
+    async fn ready(&self) -> bool;
+
+    /// ProcessingEvents waiting or in flight, if the bus can tell cheaply.
+    async fn backlog(&self) -> Option<u64>;
+}
+
+/// A consumer of the processing queue.
+#[async_trait]
+pub trait ProcessingConsumer: Send {
+    /// The next delivery; `None` once the bus is closed.
+    async fn next(&mut self) -> Option<Delivery>;
+}
+
+/// A subscription to ReconciliationEvents.
+#[async_trait]
+pub trait ReconciliationSubscription: Send {
+    /// The next notice; `None` once the bus is closed.
+    async fn next(&mut self) -> Option<Notice>;
+}
+
+/// What a gateway hears from the reconciliation fanout.
+#[derive(Debug, Clone)]
+pub enum Notice {
+    /// A game's processing finished.
+    Event(Arc<ReconciliationEvent>),
+    /// Some events were missed (the subscriber fell behind or reconnected):
+    /// every open stream should catch up from the store.
+    Missed,
+}
+
+/// A message from the processing queue that did not parse as a
+/// ProcessingEvent (a poison message). The raw text is kept so the game it
+/// names, if any, can be marked failed.
+#[derive(Debug, Clone)]
+pub struct Undecodable {
+    pub raw: Vec<u8>,
+    pub reason: String,
+}
+
+/// One delivery of a ProcessingEvent, to be settled exactly once.
+/// Dropping it unsettled hands it back to the queue (as a broker does when
+/// a consumer's channel closes).
+#[derive(Debug)]
+pub struct Delivery {
+    pub event: Result<Arc<ProcessingEvent>, Undecodable>,
+    /// The trace id that came with the event.
+    pub trace_id: String,
+    /// 1 for the first delivery, then 2, 3, …
+    pub attempt: u32,
+    acker: Box<dyn Acker>,
+}
+
+impl Delivery {
+    /// Builds a delivery (for bus implementations).
+    pub fn new(
+        event: Result<Arc<ProcessingEvent>, Undecodable>,
+        trace_id: String,
+        attempt: u32,
+        acker: Box<dyn Acker>,
+    ) -> Self {
+        Delivery {
+            event,
+            trace_id,
+            attempt,
+            acker,
+        }
+    }
+
+    /// Done: the effects are saved.
+    pub async fn ack(self) -> Result<(), BusError> {
+        self.acker.settle(Settle::Ack).await
+    }
+
+    /// Not done: deliver it again.
+    pub async fn retry(self) -> Result<(), BusError> {
+        self.acker.settle(Settle::Requeue).await
+    }
+
+    /// Given up: move it to the dead-letter queue.
+    pub async fn dead_letter(self) -> Result<(), BusError> {
+        self.acker.settle(Settle::DeadLetter).await
+    }
+}
+
+/// How a delivery is settled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settle {
+    Ack,
+    Requeue,
+    DeadLetter,
+}
+
+/// Settles one delivery with its bus (for bus implementations).
+#[async_trait]
+pub trait Acker: Send + Sync + std::fmt::Debug {
+    async fn settle(self: Box<Self>, how: Settle) -> Result<(), BusError>;
+}
