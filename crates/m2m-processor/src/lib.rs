@@ -1,0 +1,381 @@
+//! The processing service: takes ProcessingEvents from the bus, analyses
+//! the game, saves the result with its change-feed entry (one transaction,
+//! keyed by the event id), publishes the ReconciliationEvent, and only then
+//! acknowledges. A crash anywhere in between means a redelivery, which is
+//! harmless: the store returns the saved result and the same
+//! ReconciliationEvent is published again.
+//!
+//! [`Processor::handle`] processes one delivery and is what tests call;
+//! [`Processor::run`] is the consumer loop around it.
+
+use chrono::Utc;
+use m2m_bus::{Bus, Delivery, Undecodable};
+use m2m_domain::{GameStatus, ProcessingEvent, ReconciliationEvent, EVENT_VERSION};
+use m2m_store::{Completion, Store, StoreError};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn, Instrument};
+use uuid::Uuid;
+
+/// How the processor works.
+#[derive(Debug, Clone)]
+pub struct ProcessorConfig {
+    /// Games analysed at once (and the bus prefetch).
+    pub concurrency: usize,
+    /// Deliveries of a message that fails on its own account (bad data, a
+    /// crash in the analysis) before the game is marked failed and the
+    /// message dead-lettered.
+    pub max_attempts: u32,
+}
+
+impl Default for ProcessorConfig {
+    fn default() -> Self {
+        ProcessorConfig {
+            concurrency: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            max_attempts: 5,
+        }
+    }
+}
+
+/// What handling one delivery came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Analysed and saved (or found saved by an earlier delivery); acked.
+    Processed,
+    /// Given up on: the game is marked failed with this reason and the
+    /// message dead-lettered.
+    Failed(String),
+    /// Failed on its own account, handed back for another attempt.
+    Retried(String),
+    /// The store or the bus was unavailable; handed back after a pause.
+    /// Does not count against the message.
+    Deferred(String),
+    /// Names no game that exists; dead-lettered, nothing to mark.
+    Dropped(String),
+}
+
+/// Prometheus metrics of the processor.
+#[derive(Debug, Clone)]
+struct Metrics {
+    processed: Counter,
+    failed: Counter,
+    retried: Counter,
+    dead_lettered: Counter,
+    seconds: Histogram,
+}
+
+impl Metrics {
+    fn register(registry: &mut Registry) -> Self {
+        let m = Metrics {
+            processed: Counter::default(),
+            failed: Counter::default(),
+            retried: Counter::default(),
+            dead_lettered: Counter::default(),
+            seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
+        };
+        registry.register(
+            "m2m_games_processed",
+            "Games analysed and saved",
+            m.processed.clone(),
+        );
+        registry.register("m2m_games_failed", "Games marked failed", m.failed.clone());
+        registry.register(
+            "m2m_processing_retries",
+            "Deliveries handed back for another attempt",
+            m.retried.clone(),
+        );
+        registry.register(
+            "m2m_events_dead_lettered",
+            "ProcessingEvents moved to the dead-letter queue",
+            m.dead_lettered.clone(),
+        );
+        registry.register(
+            "m2m_processing_seconds",
+            "Time from delivery to ack of a processed game",
+            m.seconds.clone(),
+        );
+        m
+    }
+}
+
+/// Why processing one event did not finish.
+enum Failure {
+    /// The message's own fault: counts against `max_attempts`.
+    Poison(String),
+    /// The store or bus is unavailable: try again later.
+    Unavailable(String),
+    /// The event names no existing game.
+    Unknown(String),
+}
+
+impl From<StoreError> for Failure {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound => Failure::Unknown("the game does not exist".into()),
+            StoreError::Corrupt(m) => Failure::Poison(format!("stored data is corrupt: {m}")),
+            other => Failure::Unavailable(other.to_string()),
+        }
+    }
+}
+
+/// The processing service.
+pub struct Processor {
+    store: Arc<dyn Store>,
+    bus: Arc<dyn Bus>,
+    config: ProcessorConfig,
+    metrics: Metrics,
+}
+
+impl std::fmt::Debug for Processor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Processor")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Processor {
+    pub fn new(
+        store: Arc<dyn Store>,
+        bus: Arc<dyn Bus>,
+        config: ProcessorConfig,
+        registry: &mut Registry,
+    ) -> Self {
+        Processor {
+            store,
+            bus,
+            config,
+            metrics: Metrics::register(registry),
+        }
+    }
+
+    /// Consumes until `shutdown` is cancelled or the bus closes, then waits
+    /// for the deliveries in flight to be settled. Unsettled deliveries
+    /// (none, unless a handler is stuck) go back to the queue.
+    pub async fn run(
+        self: Arc<Self>,
+        shutdown: CancellationToken,
+    ) -> Result<(), m2m_bus::BusError> {
+        let concurrency = self.config.concurrency.max(1);
+        let mut consumer = self.bus.consume_processing(concurrency).await?;
+        info!(concurrency, "processor consuming");
+        let mut tasks = JoinSet::new();
+        loop {
+            let delivery = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                d = consumer.next() => d,
+            };
+            let Some(delivery) = delivery else { break };
+            let me = self.clone();
+            tasks.spawn(async move { me.handle(delivery).await });
+            while let Some(done) = tasks.try_join_next() {
+                if let Err(e) = done {
+                    warn!(error = %e, "a processing task ended abnormally");
+                }
+            }
+        }
+        drop(consumer);
+        while tasks.join_next().await.is_some() {}
+        info!("processor stopped");
+        Ok(())
+    }
+
+    /// Processes one delivery and settles it.
+    pub async fn handle(&self, delivery: Delivery) -> Outcome {
+        let (event_id, game_id) = match &delivery.event {
+            Ok(e) => (e.event_id.to_string(), e.game_id.to_string()),
+            Err(_) => ("?".to_owned(), "?".to_owned()),
+        };
+        let span = tracing::info_span!(
+            "process",
+            trace_id = %delivery.trace_id,
+            event_id = %event_id,
+            game_id = %game_id,
+            attempt = delivery.attempt,
+        );
+        self.handle_inner(delivery).instrument(span).await
+    }
+
+    async fn handle_inner(&self, delivery: Delivery) -> Outcome {
+        let started = Instant::now();
+        let result = match &delivery.event {
+            Ok(event) => self.process(event).await,
+            Err(undecodable) => Err(Failure::Poison(format!(
+                "the message is not a ProcessingEvent: {}",
+                undecodable.reason
+            ))),
+        };
+        let outcome = match result {
+            Ok(()) => {
+                self.metrics
+                    .seconds
+                    .observe(started.elapsed().as_secs_f64());
+                self.metrics.processed.inc();
+                settle(delivery.ack().await);
+                info!("game processed");
+                return Outcome::Processed;
+            }
+            Err(Failure::Unknown(reason)) => {
+                warn!(%reason, "dropping an event for an unknown game");
+                self.metrics.dead_lettered.inc();
+                settle(delivery.dead_letter().await);
+                return Outcome::Dropped(reason);
+            }
+            Err(Failure::Unavailable(reason)) => Outcome::Deferred(reason),
+            Err(Failure::Poison(reason)) if delivery.attempt < self.config.max_attempts => {
+                Outcome::Retried(reason)
+            }
+            Err(Failure::Poison(reason)) => Outcome::Failed(reason),
+        };
+        match &outcome {
+            Outcome::Deferred(reason) => {
+                warn!(%reason, "store or bus unavailable; will retry");
+                // Back off so an outage does not spin; the message keeps its
+                // place in the at-least-once cycle.
+                tokio::time::sleep(backoff(delivery.attempt)).await;
+                settle(delivery.retry().await);
+            }
+            Outcome::Retried(reason) => {
+                warn!(%reason, "processing failed; will retry");
+                self.metrics.retried.inc();
+                settle(delivery.retry().await);
+            }
+            Outcome::Failed(reason) => {
+                warn!(%reason, "giving up on the event");
+                match self.give_up(&delivery, reason).await {
+                    Ok(()) => {
+                        self.metrics.failed.inc();
+                        self.metrics.dead_lettered.inc();
+                        settle(delivery.dead_letter().await);
+                    }
+                    Err(e) => {
+                        // Cannot even record the failure: keep the message.
+                        warn!(error = %e, "cannot mark the game failed; will retry");
+                        tokio::time::sleep(backoff(delivery.attempt)).await;
+                        settle(delivery.retry().await);
+                        return Outcome::Deferred(e);
+                    }
+                }
+            }
+            Outcome::Processed | Outcome::Dropped(_) => {}
+        }
+        outcome
+    }
+
+    /// Analyses the game and saves the result.
+    async fn process(&self, event: &Arc<ProcessingEvent>) -> Result<(), Failure> {
+        let submission = event
+            .to_submission()
+            .map_err(|e| Failure::Poison(format!("invalid game data: {e}")))?;
+        let span = tracing::Span::current();
+        let metrics = tokio::task::spawn_blocking(move || span.in_scope(|| submission.analyze()))
+            .await
+            .map_err(|e| Failure::Poison(format!("the analysis crashed: {e}")))?;
+        self.finish(
+            event.event_id,
+            event.game_id,
+            event.user_id,
+            GameStatus::Processed,
+            Some(metrics),
+            None,
+        )
+        .await
+    }
+
+    /// Marks the game of a message given up on as failed, if the message
+    /// says which game it is.
+    async fn give_up(&self, delivery: &Delivery, reason: &str) -> Result<(), String> {
+        let ids = match &delivery.event {
+            Ok(e) => Some((e.event_id, e.game_id, e.user_id)),
+            Err(u) => ids_of_undecodable(u),
+        };
+        let Some((event_id, game_id, user_id)) = ids else {
+            return Ok(());
+        };
+        let error = format!("the game could not be processed: {reason}");
+        match self
+            .finish(
+                event_id,
+                game_id,
+                user_id,
+                GameStatus::Failed,
+                None,
+                Some(error),
+            )
+            .await
+        {
+            Ok(()) | Err(Failure::Unknown(_)) => Ok(()),
+            Err(Failure::Poison(m) | Failure::Unavailable(m)) => Err(m),
+        }
+    }
+
+    /// Saves the result and publishes the ReconciliationEvent.
+    async fn finish(
+        &self,
+        event_id: Uuid,
+        game_id: Uuid,
+        user_id: Uuid,
+        status: GameStatus,
+        metrics: Option<m2m_analysis::Metrics>,
+        error: Option<String>,
+    ) -> Result<(), Failure> {
+        let completed = self
+            .store
+            .complete_game(Completion {
+                event_id,
+                reconciliation_event_id: Uuid::now_v7(),
+                game_id,
+                user_id,
+                status,
+                processed_at: Utc::now(),
+                metrics,
+                error,
+            })
+            .await?;
+        let change = completed.change;
+        let reconciliation = ReconciliationEvent {
+            version: EVENT_VERSION,
+            event_id: completed.reconciliation_event_id,
+            processing_event_id: event_id,
+            game_id,
+            user_id,
+            status: change.status,
+            processed_at: change.processed_at.unwrap_or_else(Utc::now),
+            metrics: change.metrics,
+            error: completed.error,
+        };
+        self.bus
+            .publish_reconciliation(&reconciliation)
+            .await
+            .map_err(|e| Failure::Unavailable(e.to_string()))
+    }
+}
+
+fn settle(result: Result<(), m2m_bus::BusError>) {
+    if let Err(e) = result {
+        // The bus will redeliver; handling is idempotent.
+        warn!(error = %e, "could not settle a delivery");
+    }
+}
+
+/// Pause before handing back a delivery that met an outage: 0.2 s doubling
+/// to 5 s.
+fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis(
+        200u64
+            .saturating_mul(1 << attempt.min(5).saturating_sub(1))
+            .min(5_000),
+    )
+}
+
+/// The ids a message that does not parse as a ProcessingEvent may still carry.
+fn ids_of_undecodable(u: &Undecodable) -> Option<(Uuid, Uuid, Uuid)> {
+    let v: serde_json::Value = serde_json::from_slice(&u.raw).ok()?;
+    let id = |k: &str| v.get(k)?.as_str()?.parse::<Uuid>().ok();
+    Some((id("event_id")?, id("game_id")?, id("user_id")?))
+}
