@@ -2,6 +2,8 @@
 //! function of that role; no logic lives here.
 
 mod analyze;
+mod serve;
+mod telemetry;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -26,11 +28,24 @@ enum Command {
         /// The GameSubmission file; `-` reads standard input.
         file: PathBuf,
     },
+    /// Run the whole system in one process: gateway, processor, in-process
+    /// event bus and SQLite store. Stops cleanly on SIGINT/SIGTERM.
+    Serve(serve::ServeArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Analyze { file } => analyze::run(&file),
+        Command::Serve(args) => {
+            telemetry::init();
+            match serve::run(args) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("m2m serve: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
     }
 }

@@ -1,0 +1,277 @@
+//! Passwords, access tokens, refresh tokens and the failed-login limiter.
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::{Algorithm, Argon2, Params, Version};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use chrono::{DateTime, Utc};
+use jsonwebtoken::{DecodingKey, EncodingKey, Header, Validation};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{OnceCell, Semaphore};
+use tokio::time::Instant;
+use uuid::Uuid;
+
+/// The secret that signs access tokens. Never printed.
+#[derive(Clone)]
+pub struct JwtSecret(Arc<Vec<u8>>);
+
+impl JwtSecret {
+    pub fn new(bytes: Vec<u8>) -> Self {
+        JwtSecret(Arc::new(bytes))
+    }
+
+    /// A new random secret (256 bits), hex-encoded for keeping in a file.
+    pub fn generate_hex() -> String {
+        let mut b = [0u8; 32];
+        rand::rng().fill_bytes(&mut b);
+        b.iter().map(|x| format!("{x:02x}")).collect()
+    }
+}
+
+impl fmt::Debug for JwtSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("JwtSecret(<redacted>)")
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Claims {
+    sub: Uuid,
+    iat: i64,
+    exp: i64,
+}
+
+/// Limits of the failed-login limiter.
+#[derive(Debug, Clone, Copy)]
+pub struct LoginLimits {
+    pub per_username: usize,
+    pub per_address: usize,
+    pub window: Duration,
+}
+
+impl Default for LoginLimits {
+    fn default() -> Self {
+        LoginLimits {
+            per_username: 10,
+            per_address: 100,
+            window: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Argon2id with the parameters of the contract (m = 19456 KiB, t = 2, p = 1).
+fn argon2() -> Argon2<'static> {
+    Argon2::new(
+        Algorithm::Argon2id,
+        Version::V0x13,
+        Params::new(19_456, 2, 1, None).expect("valid argon2 parameters"),
+    )
+}
+
+/// Everything about credentials and tokens.
+pub(crate) struct Auth {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    pub(crate) access_ttl: Duration,
+    pub(crate) refresh_ttl: Duration,
+    /// Bounds the argon2 computations running at once: each takes ~19 MiB
+    /// and a core for tens of milliseconds, on the blocking pool, so a burst
+    /// of logins queues here instead of starving everything else.
+    hashing: Semaphore,
+    /// A hash of a random password, verified against for unknown users so
+    /// that both kinds of failed login take the same time.
+    dummy_hash: OnceCell<String>,
+    limiter: Limiter,
+}
+
+impl fmt::Debug for Auth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Auth")
+            .field("access_ttl", &self.access_ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Auth {
+    pub(crate) fn new(
+        secret: &JwtSecret,
+        access_ttl: Duration,
+        refresh_ttl: Duration,
+        limits: LoginLimits,
+    ) -> Self {
+        let hashers = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Auth {
+            encoding: EncodingKey::from_secret(&secret.0),
+            decoding: DecodingKey::from_secret(&secret.0),
+            access_ttl,
+            refresh_ttl,
+            hashing: Semaphore::new(hashers),
+            dummy_hash: OnceCell::new(),
+            limiter: Limiter::new(limits),
+        }
+    }
+
+    /// Hashes a password (argon2id, random salt) off the async runtime.
+    pub(crate) async fn hash_password(&self, password: String) -> anyhow::Result<String> {
+        let _permit = self.hashing.acquire().await?;
+        tokio::task::spawn_blocking(move || {
+            let mut salt = [0u8; 16];
+            rand::rng().fill_bytes(&mut salt);
+            let salt = SaltString::encode_b64(&salt).map_err(|e| anyhow::anyhow!("salt: {e}"))?;
+            argon2()
+                .hash_password(password.as_bytes(), &salt)
+                .map(|h| h.to_string())
+                .map_err(|e| anyhow::anyhow!("hashing: {e}"))
+        })
+        .await?
+    }
+
+    /// Checks a password against a stored hash, or against the dummy hash
+    /// when there is no account, off the async runtime.
+    pub(crate) async fn verify_password(
+        &self,
+        password: String,
+        hash: Option<String>,
+    ) -> anyhow::Result<bool> {
+        let known = hash.is_some();
+        let hash = match hash {
+            Some(h) => h,
+            None => self.dummy_hash().await?,
+        };
+        let _permit = self.hashing.acquire().await?;
+        let ok = tokio::task::spawn_blocking(move || {
+            PasswordHash::new(&hash)
+                .map(|parsed| {
+                    argon2()
+                        .verify_password(password.as_bytes(), &parsed)
+                        .is_ok()
+                })
+                .unwrap_or(false)
+        })
+        .await?;
+        Ok(ok && known)
+    }
+
+    async fn dummy_hash(&self) -> anyhow::Result<String> {
+        self.dummy_hash
+            .get_or_try_init(|| self.hash_password(JwtSecret::generate_hex()))
+            .await
+            .cloned()
+    }
+
+    /// A signed access token for `user_id`.
+    pub(crate) fn access_token(&self, user_id: Uuid, now: DateTime<Utc>) -> anyhow::Result<String> {
+        let claims = Claims {
+            sub: user_id,
+            iat: now.timestamp(),
+            exp: now.timestamp() + self.access_ttl.as_secs() as i64,
+        };
+        Ok(jsonwebtoken::encode(
+            &Header::default(),
+            &claims,
+            &self.encoding,
+        )?)
+    }
+
+    /// The user of a valid, unexpired access token.
+    pub(crate) fn verify_access_token(&self, token: &str) -> Option<Uuid> {
+        let mut validation = Validation::default();
+        validation.leeway = 0;
+        jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation)
+            .ok()
+            .map(|d| d.claims.sub)
+    }
+
+    /// A new refresh token (256 random bits) and the hash that is stored.
+    pub(crate) fn new_refresh_token() -> (String, [u8; 32]) {
+        let mut b = [0u8; 32];
+        rand::rng().fill_bytes(&mut b);
+        let token = URL_SAFE_NO_PAD.encode(b);
+        let hash = Self::hash_token(&token);
+        (token, hash)
+    }
+
+    /// SHA-256 of a presented refresh token (a 256-bit random value needs
+    /// no slow hash: it cannot be guessed).
+    pub(crate) fn hash_token(token: &str) -> [u8; 32] {
+        Sha256::digest(token.as_bytes()).into()
+    }
+
+    pub(crate) fn limiter(&self) -> &Limiter {
+        &self.limiter
+    }
+}
+
+/// Failed logins in a sliding window, per username and per client address.
+/// In memory: each gateway limits what it sees.
+pub(crate) struct Limiter {
+    limits: LoginLimits,
+    /// A std Mutex: held for a few map operations, never across an await.
+    failures: Mutex<HashMap<String, VecDeque<Instant>>>,
+}
+
+impl Limiter {
+    fn new(limits: LoginLimits) -> Self {
+        Limiter {
+            limits,
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn keys(username_key: &str, address: Option<std::net::IpAddr>) -> [(String, usize); 2] {
+        let addr = address.map_or_else(|| "unknown".to_owned(), |a| a.to_string());
+        [(format!("u:{username_key}"), 0), (format!("a:{addr}"), 1)]
+    }
+
+    /// `Some(seconds)` to wait if either limit is reached.
+    pub(crate) fn check(
+        &self,
+        username_key: &str,
+        address: Option<std::net::IpAddr>,
+    ) -> Option<u64> {
+        let now = Instant::now();
+        let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let mut wait: Option<Duration> = None;
+        for (key, which) in Self::keys(username_key, address) {
+            let limit = if which == 0 {
+                self.limits.per_username
+            } else {
+                self.limits.per_address
+            };
+            if let Some(q) = map.get_mut(&key) {
+                while q
+                    .front()
+                    .is_some_and(|t| now.duration_since(*t) >= self.limits.window)
+                {
+                    q.pop_front();
+                }
+                if q.len() >= limit {
+                    let oldest = *q.front().expect("non-empty at the limit");
+                    let w = self.limits.window - now.duration_since(oldest);
+                    wait = Some(wait.map_or(w, |x| x.max(w)));
+                }
+            }
+        }
+        wait.map(|w| w.as_secs_f64().ceil().max(1.0) as u64)
+    }
+
+    /// Records a failed login.
+    pub(crate) fn record_failure(&self, username_key: &str, address: Option<std::net::IpAddr>) {
+        let now = Instant::now();
+        let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        // Bound memory under a flood of distinct names: drop stale entries.
+        if map.len() > 100_000 {
+            let window = self.limits.window;
+            map.retain(|_, q| q.back().is_some_and(|t| now.duration_since(*t) < window));
+        }
+        for (key, _) in Self::keys(username_key, address) {
+            map.entry(key).or_default().push_back(now);
+        }
+    }
+}

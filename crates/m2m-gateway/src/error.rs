@@ -1,0 +1,192 @@
+//! The one error type of the HTTP API, rendered as `application/problem+json`
+//! (RFC 9457) with a stable `type` per kind of problem.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use m2m_domain::FieldError;
+use m2m_store::StoreError;
+use serde::Serialize;
+use std::sync::Arc;
+
+/// Every way a request can fail.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400: the body is not JSON, or a query parameter or header is malformed.
+    #[error("{detail}")]
+    BadRequest {
+        detail: String,
+        errors: Vec<FieldError>,
+    },
+    /// 401: no valid token, or wrong credentials.
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    /// 404: unknown, or not the caller's.
+    #[error("not found")]
+    NotFound,
+    /// 409: a uniqueness rule (e.g. a taken username).
+    #[error("{0}")]
+    Conflict(String),
+    /// 413: the body is over the limit.
+    #[error("the request body is larger than {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    /// 415: the body is not sent as JSON.
+    #[error("the request body must be sent as application/json")]
+    UnsupportedMediaType,
+    /// 422: well-formed but invalid.
+    #[error("{}", .0.first().map(ToString::to_string).unwrap_or_default())]
+    Invalid(Vec<FieldError>),
+    /// 429: too many attempts.
+    #[error("too many failed attempts; retry in {retry_after_s} s")]
+    TooManyRequests { retry_after_s: u64 },
+    /// 503: a dependency is unavailable.
+    #[error("{0}")]
+    Unavailable(String),
+    /// 500: a bug or an unexpected failure. The body says nothing more;
+    /// the cause is logged.
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+impl ApiError {
+    /// A 400 naming one field.
+    pub(crate) fn bad_field(field: &str, message: impl Into<String>) -> Self {
+        let e = FieldError::new(field, message);
+        ApiError::BadRequest {
+            detail: e.to_string(),
+            errors: vec![e],
+        }
+    }
+
+    /// A 422 naming one field.
+    pub(crate) fn invalid_field(field: &str, message: impl Into<String>) -> Self {
+        ApiError::Invalid(vec![FieldError::new(field, message)])
+    }
+
+    fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The stable problem type and its title.
+    fn kind(&self) -> (&'static str, &'static str) {
+        match self {
+            ApiError::BadRequest { .. } => ("bad-request", "Malformed request"),
+            ApiError::Unauthorized(_) => ("unauthorized", "Not authenticated"),
+            ApiError::NotFound => ("not-found", "Not found"),
+            ApiError::Conflict(_) => ("conflict", "Conflict"),
+            ApiError::PayloadTooLarge { .. } => ("payload-too-large", "Request body too large"),
+            ApiError::UnsupportedMediaType => ("unsupported-media-type", "Unsupported media type"),
+            ApiError::Invalid(_) => ("validation", "Invalid request"),
+            ApiError::TooManyRequests { .. } => ("rate-limited", "Too many requests"),
+            ApiError::Unavailable(_) => ("unavailable", "Service unavailable"),
+            ApiError::Unexpected(_) => ("internal", "Internal server error"),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound => ApiError::NotFound,
+            StoreError::Conflict(what) => ApiError::Conflict(what.to_owned()),
+            StoreError::UnknownCursor => {
+                ApiError::bad_field("since", "unknown or malformed cursor")
+            }
+            StoreError::Unavailable(m) => {
+                ApiError::Unavailable(format!("the database is unavailable: {m}"))
+            }
+            StoreError::Corrupt(m) => ApiError::Unexpected(anyhow::anyhow!("corrupt data: {m}")),
+        }
+    }
+}
+
+/// The problem+json body.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Problem {
+    /// Stable identifier of the kind of problem, `urn:m2m:problem:<kind>`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    /// What went wrong, naming the field at fault when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// Every field at fault.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<ProblemField>,
+}
+
+/// One field at fault.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ProblemField {
+    pub field: String,
+    pub message: String,
+}
+
+/// The cause of a 500, put in the response's extensions so the request's
+/// middleware logs it inside the request span.
+#[derive(Debug, Clone)]
+pub(crate) struct InternalCause(pub(crate) Arc<String>);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let (slug, title) = self.kind();
+        let detail = match &self {
+            ApiError::Unexpected(_) => None,
+            other => Some(other.to_string()),
+        };
+        let errors = match &self {
+            ApiError::Invalid(errors) | ApiError::BadRequest { errors, .. } => errors
+                .iter()
+                .map(|e| ProblemField {
+                    field: e.field.clone(),
+                    message: e.message.clone(),
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        let body = Problem {
+            kind: format!("urn:m2m:problem:{slug}"),
+            title: title.to_owned(),
+            status: status.as_u16(),
+            detail,
+            errors,
+        };
+        let json = serde_json::to_vec(&body).unwrap_or_else(|_| b"{}".to_vec());
+        let mut response = (status, json).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        match &self {
+            ApiError::TooManyRequests { retry_after_s } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_s));
+            }
+            ApiError::Unauthorized(_) => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            ApiError::Unexpected(cause) => {
+                response
+                    .extensions_mut()
+                    .insert(InternalCause(Arc::new(format!("{cause:#}"))));
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+/// Result of a handler.
+pub(crate) type ApiResult<T> = Result<T, ApiError>;

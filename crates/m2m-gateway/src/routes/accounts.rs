@@ -1,0 +1,220 @@
+//! Accounts and tokens: `/v1/users`, `/v1/login`, `/v1/token/refresh`, `/v1/logout`.
+
+use crate::auth::Auth;
+use crate::error::{ApiError, ApiResult, Problem};
+use crate::extract::{ClientAddr, JsonBody};
+use crate::state::AppState;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use chrono::Utc;
+use m2m_domain::{FieldError, Password, Username};
+use m2m_store::{NewLogin, NewUser, RefreshOutcome, StoreError};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Username and password, to register or log in.
+#[derive(Deserialize, utoipa::ToSchema)]
+pub(crate) struct Credentials {
+    /// 3–64 ASCII letters, digits, `.`, `_`, `-`; case-insensitive.
+    username: String,
+    /// 10–256 characters.
+    #[schema(format = Password)]
+    password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+/// A new account.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct UserCreated {
+    user_id: Uuid,
+    username: String,
+}
+
+/// Tokens of a login.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct Tokens {
+    access_token: String,
+    /// Always `Bearer`.
+    token_type: &'static str,
+    /// Seconds until the access token expires.
+    expires_in: u64,
+    /// Use once at `/v1/token/refresh`; it is replaced at every use.
+    refresh_token: String,
+}
+
+/// A refresh token.
+#[derive(Deserialize, utoipa::ToSchema)]
+pub(crate) struct RefreshRequest {
+    refresh_token: String,
+}
+
+impl std::fmt::Debug for RefreshRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RefreshRequest(<redacted>)")
+    }
+}
+
+fn check_credentials(c: Credentials) -> ApiResult<(Username, Password)> {
+    let mut errors: Vec<FieldError> = Vec::new();
+    let username = Username::parse(&c.username)
+        .map_err(|e| errors.push(e))
+        .ok();
+    let password = Password::parse(c.password).map_err(|e| errors.push(e)).ok();
+    match (username, password) {
+        (Some(u), Some(p)) => Ok((u, p)),
+        _ => Err(ApiError::Invalid(errors)),
+    }
+}
+
+/// Register an account.
+#[utoipa::path(post, path = "/v1/users", tag = "accounts", request_body = Credentials,
+    responses(
+        (status = 201, body = UserCreated),
+        (status = 409, description = "username taken", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "invalid username or password", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub(crate) async fn register(
+    State(state): State<AppState>,
+    JsonBody(c): JsonBody<Credentials>,
+) -> ApiResult<(StatusCode, Json<UserCreated>)> {
+    let (username, password) = check_credentials(c)?;
+    let password_hash = state
+        .auth()
+        .hash_password(password.expose().to_owned())
+        .await?;
+    let user_id = Uuid::now_v7();
+    state
+        .store()
+        .create_user(NewUser {
+            user_id,
+            username: username.clone(),
+            password_hash,
+            created_at: Utc::now(),
+        })
+        .await
+        .map_err(|e| match e {
+            StoreError::Conflict(_) => ApiError::Conflict("the username is taken".into()),
+            other => other.into(),
+        })?;
+    Ok((
+        StatusCode::CREATED,
+        Json(UserCreated {
+            user_id,
+            username: username.as_str().to_owned(),
+        }),
+    ))
+}
+
+const BAD_CREDENTIALS: &str = "invalid username or password";
+
+/// Log in: an access token and a refresh token.
+#[utoipa::path(post, path = "/v1/login", tag = "accounts", request_body = Credentials,
+    responses(
+        (status = 200, body = Tokens),
+        (status = 401, description = "unknown user or wrong password (same answer)", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "too many failed logins; see Retry-After", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub(crate) async fn login(
+    State(state): State<AppState>,
+    ClientAddr(addr): ClientAddr,
+    JsonBody(c): JsonBody<Credentials>,
+) -> ApiResult<Json<Tokens>> {
+    // A malformed username or password cannot match any account: the same
+    // 401 as a wrong password, so the answer tells nothing.
+    let key = c.username.to_ascii_lowercase();
+    if let Some(retry_after_s) = state.auth().limiter().check(&key, addr) {
+        return Err(ApiError::TooManyRequests { retry_after_s });
+    }
+    let user = match Username::parse(&c.username) {
+        Ok(u) => state.store().user_by_username(&u).await?,
+        Err(_) => None,
+    };
+    let ok = state
+        .auth()
+        .verify_password(c.password, user.as_ref().map(|u| u.password_hash.clone()))
+        .await?;
+    let Some(user) = user.filter(|_| ok) else {
+        state.auth().limiter().record_failure(&key, addr);
+        return Err(ApiError::Unauthorized(BAD_CREDENTIALS));
+    };
+    let now = Utc::now();
+    let (refresh_token, token_hash) = Auth::new_refresh_token();
+    state
+        .store()
+        .create_login(NewLogin {
+            login_id: Uuid::now_v7(),
+            user_id: user.user_id,
+            token_hash,
+            created_at: now,
+            expires_at: now + state.auth().refresh_ttl,
+        })
+        .await?;
+    tokens(&state, user.user_id, refresh_token)
+}
+
+fn tokens(state: &AppState, user_id: Uuid, refresh_token: String) -> ApiResult<Json<Tokens>> {
+    Ok(Json(Tokens {
+        access_token: state.auth().access_token(user_id, Utc::now())?,
+        token_type: "Bearer",
+        expires_in: state.auth().access_ttl.as_secs(),
+        refresh_token,
+    }))
+}
+
+/// Exchange a refresh token for new tokens; the old one stops working.
+#[utoipa::path(post, path = "/v1/token/refresh", tag = "accounts", request_body = RefreshRequest,
+    responses(
+        (status = 200, body = Tokens),
+        (status = 401, description = "unknown, expired, revoked or already used (which revokes the whole login)", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub(crate) async fn refresh(
+    State(state): State<AppState>,
+    JsonBody(r): JsonBody<RefreshRequest>,
+) -> ApiResult<Json<Tokens>> {
+    let now = Utc::now();
+    let (next, next_hash) = Auth::new_refresh_token();
+    let outcome = state
+        .store()
+        .rotate_refresh_token(
+            Auth::hash_token(&r.refresh_token),
+            next_hash,
+            now,
+            now + state.auth().refresh_ttl,
+        )
+        .await?;
+    match outcome {
+        RefreshOutcome::Rotated { user_id, .. } => tokens(&state, user_id, next),
+        RefreshOutcome::Reused => {
+            tracing::warn!("a rotated-out refresh token was presented; its login is revoked");
+            Err(ApiError::Unauthorized(
+                "the refresh token is no longer valid",
+            ))
+        }
+        RefreshOutcome::Invalid => Err(ApiError::Unauthorized(
+            "the refresh token is no longer valid",
+        )),
+    }
+}
+
+/// Log out: revokes the login of the refresh token.
+#[utoipa::path(post, path = "/v1/logout", tag = "accounts", request_body = RefreshRequest,
+    responses((status = 204, description = "the login is revoked (also answered for an unknown token)")))]
+pub(crate) async fn logout(
+    State(state): State<AppState>,
+    JsonBody(r): JsonBody<RefreshRequest>,
+) -> ApiResult<StatusCode> {
+    state
+        .store()
+        .revoke_login(Auth::hash_token(&r.refresh_token), Utc::now())
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}

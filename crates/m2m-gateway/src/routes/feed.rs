@@ -1,0 +1,163 @@
+//! The change feed: `/v1/sync` (pull) and `/v1/events` (server-sent events).
+
+use crate::error::{ApiError, ApiResult, Problem};
+use crate::extract::AuthUser;
+use crate::routes::games::bounded;
+use crate::state::AppState;
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::Json;
+use futures::stream::{self, Stream};
+use m2m_domain::{Change, GameStatus};
+use m2m_store::StoreError;
+use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::time::Duration;
+use uuid::Uuid;
+
+/// Paging of `/v1/sync`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub(crate) struct SyncQuery {
+    /// A cursor from an earlier answer; omitted for everything.
+    since: Option<String>,
+    /// 1–1000, default 100.
+    limit: Option<String>,
+}
+
+/// Changes after a cursor.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct SyncPage {
+    changes: Vec<Change>,
+    /// The last change's cursor, or `since` when there is none: call again
+    /// with it until `changes` is empty.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cursor: Option<String>,
+}
+
+/// The caller's changes after a cursor, in order.
+#[utoipa::path(get, path = "/v1/sync", tag = "feed", security(("bearer" = [])), params(SyncQuery),
+    responses((status = 200, body = SyncPage), (status = 400, description = "unknown or malformed cursor, or a bad limit", body = Problem, content_type = "application/problem+json")))]
+pub(crate) async fn sync(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Query(q): Query<SyncQuery>,
+) -> ApiResult<Json<SyncPage>> {
+    let limit = bounded("limit", q.limit.as_deref(), 100, 1000)?;
+    let changes = state
+        .store()
+        .changes_since(user.user_id, q.since.as_deref(), limit)
+        .await?;
+    let cursor = changes.last().map(|c| c.cursor.clone()).or(q.since);
+    Ok(Json(SyncPage { changes, cursor }))
+}
+
+/// Read size of an event stream catching up.
+const STREAM_BATCH: u32 = 200;
+
+struct StreamState {
+    state: AppState,
+    user_id: Uuid,
+    /// The cursor of the last change sent (or the start point).
+    last: Option<String>,
+    pending: VecDeque<Change>,
+    wake: tokio::sync::watch::Receiver<u64>,
+}
+
+/// Server-sent events of the caller's changes, resumable with `Last-Event-ID`.
+#[utoipa::path(get, path = "/v1/events", tag = "feed", security(("bearer" = [])),
+    params(("Last-Event-ID" = Option<String>, Header, description = "the id of the last event received: the missed ones come first")),
+    responses(
+        (status = 200, description = "`event: game.processed` or `game.failed`, `id:` the change's cursor, `data:` the Change", content_type = "text/event-stream"),
+        (status = 400, description = "unknown Last-Event-ID", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub(crate) async fn events(
+    State(state): State<AppState>,
+    user: AuthUser,
+    headers: HeaderMap,
+) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
+    // Subscribe first, so a change committed while we read is not missed.
+    let wake = state.0.hub.subscribe(user.user_id);
+    let resume = headers
+        .get("last-event-id")
+        .map(|v| v.to_str().map(str::to_owned))
+        .transpose()
+        .map_err(|_| ApiError::bad_field("Last-Event-ID", "unknown or malformed event id"))?;
+    let (last, pending) = match resume {
+        Some(cursor) => {
+            let missed = state
+                .store()
+                .changes_since(user.user_id, Some(&cursor), STREAM_BATCH)
+                .await
+                .map_err(|e| match e {
+                    StoreError::UnknownCursor => {
+                        ApiError::bad_field("Last-Event-ID", "unknown or malformed event id")
+                    }
+                    other => other.into(),
+                })?;
+            (Some(cursor), missed.into())
+        }
+        None => (
+            state.store().latest_cursor(user.user_id).await?,
+            VecDeque::new(),
+        ),
+    };
+    let keep_alive = state.config().keep_alive;
+    let shutdown = state.0.shutdown.clone();
+    let st = StreamState {
+        state,
+        user_id: user.user_id,
+        last,
+        pending,
+        wake,
+    };
+    let changes = stream::unfold(st, next_event);
+    let until_shutdown = futures::StreamExt::take_until(changes, shutdown.cancelled_owned());
+    Ok(Sse::new(until_shutdown)
+        .keep_alive(KeepAlive::new().interval(keep_alive).text("keep-alive")))
+}
+
+async fn next_event(mut st: StreamState) -> Option<(Result<Event, Infallible>, StreamState)> {
+    loop {
+        if let Some(change) = st.pending.pop_front() {
+            st.last = Some(change.cursor.clone());
+            return Some((Ok(to_event(&change)), st));
+        }
+        let read = st
+            .state
+            .store()
+            .changes_since(st.user_id, st.last.as_deref(), STREAM_BATCH)
+            .await;
+        match read {
+            Ok(changes) if !changes.is_empty() => {
+                st.pending = changes.into();
+                continue;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "event stream cannot read the feed; will retry");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        }
+        // Nothing new: wait for a wake-up. The sender lives in the hub as
+        // long as this receiver does, so this only ends at shutdown (which
+        // ends the whole stream from outside).
+        if st.wake.changed().await.is_err() {
+            return None;
+        }
+    }
+}
+
+fn to_event(change: &Change) -> Event {
+    let name = match change.status {
+        GameStatus::Failed => "game.failed",
+        _ => "game.processed",
+    };
+    Event::default()
+        .event(name)
+        .id(change.cursor.clone())
+        .json_data(change)
+        .unwrap_or_else(|_| Event::default().comment("unencodable change"))
+}

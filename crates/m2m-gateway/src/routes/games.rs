@@ -1,0 +1,276 @@
+//! Games: upload, read, list, and progress.
+
+use crate::error::{ApiError, ApiResult, Problem};
+use crate::extract::{AuthUser, JsonBytes};
+use crate::state::AppState;
+use crate::telemetry::TraceId;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use chrono::Utc;
+use m2m_analysis::{Progress, ProgressGame};
+use m2m_domain::{Game, GameSubmission, ProcessingEvent, SubmissionError};
+use m2m_store::{IdempotencyRecord, NewGame, SubmitOutcome};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use uuid::Uuid;
+
+/// The answer to an accepted upload.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub(crate) struct Accepted {
+    game_id: Uuid,
+    event_id: Uuid,
+    /// Always `queued`.
+    status: String,
+}
+
+/// A game submission (see the contract's GameSubmission).
+#[derive(Debug, utoipa::ToSchema)]
+#[allow(dead_code)]
+pub(crate) struct GameSubmissionDoc {
+    /// 1–64 characters.
+    game: String,
+    score: f64,
+    /// RFC 3339 with any offset; defaults to the time of submission.
+    started_at: Option<chrono::DateTime<Utc>>,
+    device: Option<m2m_domain::Device>,
+    /// 10–1000.
+    sample_rate_hz: f64,
+    /// 1–64 channels named by 1–64 of `a-z0-9_`; equal-length columns of
+    /// 1–600 000 finite numbers.
+    channels: std::collections::BTreeMap<String, Vec<f64>>,
+}
+
+const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
+    let Some(v) = headers.get(IDEMPOTENCY_KEY) else {
+        return Ok(None);
+    };
+    let bad = || ApiError::bad_field("Idempotency-Key", "must be 1–255 visible ASCII characters");
+    let s = v.to_str().map_err(|_| bad())?;
+    if s.is_empty() || s.len() > 255 || !s.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(bad());
+    }
+    Ok(Some(s.to_owned()))
+}
+
+fn accepted_response(status: u16, body: Vec<u8>) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::ACCEPTED);
+    let location = serde_json::from_slice::<Accepted>(&body)
+        .ok()
+        .and_then(|a| HeaderValue::from_str(&format!("/v1/games/{}", a.game_id)).ok());
+    let mut response = (status, [(header::CONTENT_TYPE, "application/json")], body).into_response();
+    if let Some(l) = location {
+        response.headers_mut().insert(header::LOCATION, l);
+    }
+    response
+}
+
+/// Upload a game. Answers as soon as the game and its ProcessingEvent are
+/// durable; the analysis follows and is announced on `/v1/events`.
+#[utoipa::path(post, path = "/v1/games", tag = "games", request_body = GameSubmissionDoc,
+    params(("Idempotency-Key" = Option<String>, Header, description = "1–255 visible ASCII characters; a repeat returns the first answer")),
+    security(("bearer" = [])),
+    responses(
+        (status = 202, body = Accepted, headers(("Location" = String))),
+        (status = 400, description = "malformed JSON or Idempotency-Key", body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 413, body = Problem, content_type = "application/problem+json"),
+        (status = 415, body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "invalid submission, or the key reused with another body", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub(crate) async fn submit(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Extension(TraceId(trace_id)): Extension<TraceId>,
+    headers: HeaderMap,
+    JsonBytes(body): JsonBytes,
+) -> ApiResult<Response> {
+    let key = idempotency_key(&headers)?;
+    let submitted_at = Utc::now();
+    let game_id = Uuid::now_v7();
+    let event_id = Uuid::now_v7();
+    // Parsing a large game takes a millisecond or more: off the runtime.
+    let want_hash = key.is_some();
+    let (parsed, request_hash) = tokio::task::spawn_blocking(move || {
+        let hash: Option<[u8; 32]> = want_hash.then(|| Sha256::digest(&body).into());
+        let parsed = GameSubmission::from_json(&body).map(|s| {
+            let event =
+                ProcessingEvent::from_submission(event_id, game_id, user.user_id, submitted_at, &s);
+            (s, event)
+        });
+        (parsed, hash)
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("parsing task: {e}"))?;
+    let (submission, event) = parsed.map_err(|e| match e {
+        SubmissionError::Malformed(m) => {
+            ApiError::bad_field("body", format!("malformed JSON: {m}"))
+        }
+        SubmissionError::Invalid(errors) => ApiError::Invalid(errors),
+    })?;
+    let accepted = serde_json::to_vec(&Accepted {
+        game_id,
+        event_id,
+        status: "queued".into(),
+    })
+    .map_err(anyhow::Error::from)?;
+    let idempotency = key
+        .zip(request_hash)
+        .map(|(key, request_hash)| IdempotencyRecord {
+            key,
+            request_hash,
+            status: StatusCode::ACCEPTED.as_u16(),
+            body: accepted.clone(),
+        });
+    let outcome = state
+        .store()
+        .submit_game(
+            NewGame {
+                game_id,
+                event_id,
+                user_id: user.user_id,
+                submission,
+                submitted_at,
+                trace_id: trace_id.clone(),
+                publish_lease: state.config().publish_lease,
+            },
+            idempotency,
+        )
+        .await?;
+    match outcome {
+        SubmitOutcome::Created => {}
+        SubmitOutcome::Replayed { status, body } => return Ok(accepted_response(status, body)),
+        SubmitOutcome::KeyReused => {
+            return Err(ApiError::invalid_field(
+                "Idempotency-Key",
+                "was used before with a different request body",
+            ))
+        }
+    }
+    state.0.metrics.games_accepted.inc();
+    // The game and its event are durable: answer now and publish alongside.
+    // If the publish fails, the relay publishes the stored event instead.
+    let publisher = state.clone();
+    tokio::spawn(async move {
+        let bus = publisher.bus();
+        match bus.publish_processing(Arc::new(event), &trace_id).await {
+            Ok(()) => {
+                if let Err(e) = publisher.store().mark_published(event_id, Utc::now()).await {
+                    tracing::warn!(%event_id, error = %e, "cannot mark an event published");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(%event_id, error = %e, "publish failed; the relay will retry");
+                publisher.0.relay_wakeup.notify_one();
+            }
+        }
+    });
+    Ok(accepted_response(StatusCode::ACCEPTED.as_u16(), accepted))
+}
+
+/// One of the caller's games.
+#[utoipa::path(get, path = "/v1/games/{game_id}", tag = "games", security(("bearer" = [])),
+    params(("game_id" = Uuid, Path)),
+    responses((status = 200, body = Game), (status = 404, description = "unknown or not yours", body = Problem, content_type = "application/problem+json")))]
+pub(crate) async fn get_game(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(game_id): Path<String>,
+) -> ApiResult<Json<Game>> {
+    let game_id: Uuid = game_id.parse().map_err(|_| ApiError::NotFound)?;
+    let game = state
+        .store()
+        .game(user.user_id, game_id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    Ok(Json(game))
+}
+
+/// Paging of `GET /v1/games`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub(crate) struct ListQuery {
+    /// 1–100, default 20.
+    limit: Option<String>,
+    /// A game id: list the games submitted before it.
+    before: Option<String>,
+}
+
+/// A page of games.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct GamePage {
+    /// Newest submission first, without metrics.
+    games: Vec<Game>,
+    /// Pass as `before` for the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next: Option<Uuid>,
+}
+
+/// Parses an optional integer query parameter within bounds.
+pub(crate) fn bounded(name: &str, value: Option<&str>, default: u32, max: u32) -> ApiResult<u32> {
+    match value {
+        None => Ok(default),
+        Some(v) => match v.parse::<u32>() {
+            Ok(n) if (1..=max).contains(&n) => Ok(n),
+            _ => Err(ApiError::bad_field(
+                name,
+                format!("must be an integer from 1 to {max}"),
+            )),
+        },
+    }
+}
+
+/// The caller's games, newest first.
+#[utoipa::path(get, path = "/v1/games", tag = "games", security(("bearer" = [])), params(ListQuery),
+    responses((status = 200, body = GamePage), (status = 400, body = Problem, content_type = "application/problem+json")))]
+pub(crate) async fn list_games(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<GamePage>> {
+    let limit = bounded("limit", q.limit.as_deref(), 20, 100)?;
+    let before = q
+        .before
+        .as_deref()
+        .map(|b| {
+            b.parse::<Uuid>()
+                .map_err(|_| ApiError::bad_field("before", "must be a game id"))
+        })
+        .transpose()?;
+    let mut games = state
+        .store()
+        .list_games(user.user_id, before, limit + 1)
+        .await?;
+    let next = if games.len() > limit as usize {
+        games.truncate(limit as usize);
+        games.last().map(|g| g.game_id)
+    } else {
+        None
+    };
+    for g in &mut games {
+        g.metrics = None;
+    }
+    Ok(Json(GamePage { games, next }))
+}
+
+/// The caller's progress over their processed games.
+#[utoipa::path(get, path = "/v1/progress", tag = "games", security(("bearer" = [])),
+    responses((status = 200, body = Progress)))]
+pub(crate) async fn progress(
+    State(state): State<AppState>,
+    user: AuthUser,
+) -> ApiResult<Json<Progress>> {
+    let games = state.store().processed_games(user.user_id).await?;
+    let input: Vec<ProgressGame<'_>> = games
+        .iter()
+        .map(|g| ProgressGame {
+            game_id: g.game_id,
+            at: g.started_at,
+            metrics: &g.metrics,
+        })
+        .collect();
+    Ok(Json(m2m_analysis::progress(&input)))
+}

@@ -1,0 +1,171 @@
+//! `m2m serve`: the whole system in one process — gateway, processor,
+//! in-process bus and SQLite store.
+
+use anyhow::Context;
+use m2m_bus::{Bus, InProcessBus};
+use m2m_gateway::{AppState, GatewayConfig, JwtSecret};
+use m2m_processor::{Processor, ProcessorConfig};
+use m2m_store::{SqliteStore, Store};
+use prometheus_client::registry::Registry;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+/// Options of `m2m serve`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "M2M_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Directory of the SQLite database (and, without M2M_JWT_SECRET, the
+    /// generated token secret).
+    #[arg(long, env = "M2M_DATA_DIR", default_value = "./m2m-data")]
+    data_dir: PathBuf,
+    /// Largest request body in bytes, after decompression.
+    #[arg(long, env = "M2M_BODY_LIMIT", default_value_t = 32 * 1024 * 1024)]
+    body_limit: usize,
+    /// Games analysed at once (default: the number of cores).
+    #[arg(long, env = "M2M_CONCURRENCY")]
+    concurrency: Option<usize>,
+}
+
+pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(serve(args))
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.data_dir).with_context(|| {
+        format!(
+            "cannot create the data directory {}",
+            args.data_dir.display()
+        )
+    })?;
+    let db = args.data_dir.join("m2m.db");
+    let store: Arc<dyn Store> = Arc::new(
+        SqliteStore::open(&db)
+            .with_context(|| format!("cannot open the database {}", db.display()))?,
+    );
+    let bus = InProcessBus::new();
+    let secret = jwt_secret(&args.data_dir)?;
+    let mut config = GatewayConfig::new(secret);
+    config.body_limit = args.body_limit;
+
+    let registry = Arc::new(Mutex::new(Registry::with_prefix("")));
+    let shutdown = CancellationToken::new();
+    let mut processor_config = ProcessorConfig::default();
+    if let Some(c) = args.concurrency {
+        processor_config.concurrency = c.max(1);
+    }
+    let bus_dyn: Arc<dyn Bus> = Arc::new(bus.clone());
+    let processor = {
+        let mut r = registry.lock().unwrap_or_else(|p| p.into_inner());
+        Arc::new(Processor::new(
+            store.clone(),
+            bus_dyn.clone(),
+            processor_config,
+            &mut r,
+        ))
+    };
+    let state = AppState::new(store, bus_dyn, config, registry, shutdown.clone());
+
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(
+            out,
+            "m2m serving on http://{addr} (data in {})",
+            args.data_dir.display()
+        )?;
+        out.flush()?;
+    }
+    info!(%addr, data_dir = %args.data_dir.display(), "m2m serve started");
+
+    tokio::spawn(wait_for_signal(shutdown.clone()));
+    let processing = tokio::spawn(processor.run(shutdown.clone()));
+    m2m_gateway::serve(listener, state)
+        .await
+        .context("the HTTP server failed")?;
+    // The gateway has stopped accepting; let the processor finish what it
+    // holds. Anything still queued is republished at the next start.
+    match processing.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => warn!(error = %e, "the processor stopped with an error"),
+        Err(e) => warn!(error = %e, "the processor task failed"),
+    }
+    bus.close();
+    info!("m2m serve stopped");
+    Ok(())
+}
+
+/// The token secret: `M2M_JWT_SECRET`, or one generated once and kept in
+/// the data directory (fine for one process; a scaled-out deployment must
+/// share a secret between its gateways).
+fn jwt_secret(data_dir: &Path) -> anyhow::Result<JwtSecret> {
+    if let Ok(s) = std::env::var("M2M_JWT_SECRET") {
+        if s.len() < 32 {
+            anyhow::bail!("M2M_JWT_SECRET must be at least 32 characters");
+        }
+        return Ok(JwtSecret::new(s.into_bytes()));
+    }
+    let path = data_dir.join("jwt-secret");
+    let secret = match std::fs::read_to_string(&path) {
+        Ok(s) if !s.trim().is_empty() => s.trim().to_owned(),
+        _ => {
+            let s = JwtSecret::generate_hex();
+            write_private(&path, &s).with_context(|| format!("cannot write {}", path.display()))?;
+            s
+        }
+    };
+    warn!(
+        path = %path.display(),
+        "M2M_JWT_SECRET is not set: using a secret generated and kept in the data directory"
+    );
+    Ok(JwtSecret::new(secret.into_bytes()))
+}
+
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut f = options.open(path)?;
+    f.write_all(contents.as_bytes())?;
+    f.sync_all()
+}
+
+/// Cancels `token` on SIGINT (Ctrl-C) or SIGTERM.
+async fn wait_for_signal(token: CancellationToken) {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+    info!("shutting down");
+    token.cancel();
+}
