@@ -10,6 +10,7 @@ pub(crate) fn init() {
         .unwrap_or_else(|_| "info".to_owned());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::new(filter))
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     if std::env::var("M2M_LOG_FORMAT").is_ok_and(|f| f == "json") {
         builder.json().init();
