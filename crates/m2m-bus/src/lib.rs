@@ -9,11 +9,14 @@
 //!   saved, and dead-letters a message it has given up on.
 //! - ReconciliationEvents fan out to every subscriber (one per gateway).
 //!
-//! Implementations: [`InProcessBus`] (embedded default).
+//! Implementations: [`InProcessBus`] (embedded default) and [`RabbitBus`]
+//! (scaled out).
 
 mod in_process;
+pub mod rabbit;
 
 pub use in_process::InProcessBus;
+pub use rabbit::RabbitBus;
 
 use async_trait::async_trait;
 use m2m_domain::{ProcessingEvent, ReconciliationEvent};

@@ -2,6 +2,7 @@
 //! function of that role; no logic lives here.
 
 mod analyze;
+mod scaled;
 mod serve;
 mod telemetry;
 
@@ -31,21 +32,32 @@ enum Command {
     /// Run the whole system in one process: gateway, processor, in-process
     /// event bus and SQLite store. Stops cleanly on SIGINT/SIGTERM.
     Serve(serve::ServeArgs),
+    /// Run an HTTP gateway of the scaled-out deployment (any number of
+    /// them, against one broker and one database). Needs M2M_JWT_SECRET.
+    Gateway(scaled::GatewayArgs),
+    /// Run a processing service of the scaled-out deployment (any number of
+    /// them share the processing queue).
+    Processor(scaled::ProcessorArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Analyze { file } => analyze::run(&file),
-        Command::Serve(args) => {
-            telemetry::init();
-            match serve::run(args) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("m2m serve: {e:#}");
-                    ExitCode::FAILURE
-                }
-            }
+        Command::Serve(args) => service("serve", || serve::run(args)),
+        Command::Gateway(args) => service("gateway", || scaled::run_gateway(args)),
+        Command::Processor(args) => service("processor", || scaled::run_processor(args)),
+    }
+}
+
+/// Runs a long-lived role with logging; failures are reported on stderr.
+fn service(name: &str, run: impl FnOnce() -> anyhow::Result<()>) -> ExitCode {
+    telemetry::init();
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("m2m {name}: {e:#}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -112,7 +112,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 /// The token secret: `M2M_JWT_SECRET`, or one generated once and kept in
 /// the data directory (fine for one process; a scaled-out deployment must
 /// share a secret between its gateways).
-fn jwt_secret(data_dir: &Path) -> anyhow::Result<JwtSecret> {
+pub(crate) fn jwt_secret(data_dir: &Path) -> anyhow::Result<JwtSecret> {
     if let Ok(s) = std::env::var("M2M_JWT_SECRET") {
         if s.len() < 32 {
             anyhow::bail!("M2M_JWT_SECRET must be at least 32 characters");
@@ -149,7 +149,7 @@ fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
 }
 
 /// Cancels `token` on SIGINT (Ctrl-C) or SIGTERM.
-async fn wait_for_signal(token: CancellationToken) {
+pub(crate) async fn wait_for_signal(token: CancellationToken) {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };

@@ -1,0 +1,138 @@
+//! `m2m gateway` and `m2m processor`: the scaled-out roles, any number of
+//! each, talking through RabbitMQ and sharing one database.
+
+use crate::serve::wait_for_signal;
+use anyhow::Context;
+use m2m_bus::{Bus, RabbitBus};
+use m2m_gateway::{AppState, GatewayConfig, JwtSecret};
+use m2m_processor::{Processor, ProcessorConfig};
+use m2m_store::{SqliteStore, Store};
+use prometheus_client::registry::Registry;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+/// Where the shared parts are.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Shared {
+    /// The RabbitMQ broker, e.g. amqp://guest:guest@127.0.0.1:5672/%2f
+    #[arg(long, env = "M2M_AMQP_URL")]
+    amqp_url: String,
+    /// The database: sqlite:///absolute/path.db
+    #[arg(long, env = "M2M_DATABASE_URL")]
+    database_url: String,
+}
+
+/// Options of `m2m gateway`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct GatewayArgs {
+    /// Address to listen on.
+    #[arg(long, env = "M2M_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    #[command(flatten)]
+    shared: Shared,
+    /// Largest request body in bytes, after decompression.
+    #[arg(long, env = "M2M_BODY_LIMIT", default_value_t = 32 * 1024 * 1024)]
+    body_limit: usize,
+}
+
+/// Options of `m2m processor`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ProcessorArgs {
+    #[command(flatten)]
+    shared: Shared,
+    /// Games analysed at once, and the broker prefetch (default: the
+    /// number of cores).
+    #[arg(long, env = "M2M_CONCURRENCY")]
+    concurrency: Option<usize>,
+    /// Deliveries of a message that fails on its own account before its
+    /// game is marked failed and the message dead-lettered.
+    #[arg(long, env = "M2M_MAX_ATTEMPTS", default_value_t = 5)]
+    max_attempts: u32,
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// Opens the store a database URL names.
+pub(crate) fn open_store(url: &str) -> anyhow::Result<Arc<dyn Store>> {
+    if url.starts_with("sqlite:") {
+        let store = SqliteStore::open_url(url)
+            .with_context(|| format!("cannot open the database {url}"))?;
+        return Ok(Arc::new(store));
+    }
+    anyhow::bail!("unsupported database URL (expected sqlite:///absolute/path.db): {url}")
+}
+
+fn open_bus(url: &str) -> anyhow::Result<RabbitBus> {
+    RabbitBus::start(url).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+pub(crate) fn run_gateway(args: GatewayArgs) -> anyhow::Result<()> {
+    runtime()?.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.listen))?;
+        let secret = std::env::var("M2M_JWT_SECRET").context(
+            "M2M_JWT_SECRET must be set: every gateway signs and checks tokens with this shared secret",
+        )?;
+        anyhow::ensure!(secret.len() >= 32, "M2M_JWT_SECRET must be at least 32 characters");
+        let store = open_store(&args.shared.database_url)?;
+        let bus: Arc<dyn Bus> = Arc::new(open_bus(&args.shared.amqp_url)?);
+        let mut config = GatewayConfig::new(JwtSecret::new(secret.into_bytes()));
+        config.body_limit = args.body_limit;
+        let registry = Arc::new(Mutex::new(Registry::default()));
+        let shutdown = CancellationToken::new();
+        let state = AppState::new(store, bus, config, registry, shutdown.clone());
+        let addr = listener.local_addr()?;
+        {
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "m2m gateway serving on http://{addr}")?;
+            out.flush()?;
+        }
+        info!(%addr, "m2m gateway started");
+        tokio::spawn(wait_for_signal(shutdown));
+        m2m_gateway::serve(listener, state).await.context("the HTTP server failed")?;
+        info!("m2m gateway stopped");
+        Ok(())
+    })
+}
+
+pub(crate) fn run_processor(args: ProcessorArgs) -> anyhow::Result<()> {
+    runtime()?.block_on(async move {
+        let store = open_store(&args.shared.database_url)?;
+        let bus: Arc<dyn Bus> = Arc::new(open_bus(&args.shared.amqp_url)?);
+        let mut config = ProcessorConfig {
+            max_attempts: args.max_attempts.max(1),
+            ..ProcessorConfig::default()
+        };
+        if let Some(c) = args.concurrency {
+            config.concurrency = c.max(1);
+        }
+        let concurrency = config.concurrency;
+        let mut registry = Registry::default();
+        let processor = Arc::new(Processor::new(store, bus, config, &mut registry));
+        let shutdown = CancellationToken::new();
+        {
+            let mut out = std::io::stdout().lock();
+            writeln!(
+                out,
+                "m2m processor consuming with concurrency {concurrency}"
+            )?;
+            out.flush()?;
+        }
+        tokio::spawn(wait_for_signal(shutdown.clone()));
+        processor
+            .run(shutdown)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        info!("m2m processor stopped");
+        Ok(())
+    })
+}
