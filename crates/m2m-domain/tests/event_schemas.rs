@@ -1,0 +1,628 @@
+//! The events the domain code builds match the committed JSON Schemas of
+//! the bus (`schemas/*.schema.json`, referenced by `docs/asyncapi.yaml`),
+//! and those schemas reject what the contract forbids, so a schema that
+//! accepts anything fails here.
+//!
+//! `docs/asyncapi.yaml` is not parsed here: no YAML crate is in the
+//! dependency tree, and one is not worth adding for this check alone.
+
+use chrono::{DateTime, TimeZone, Utc};
+use jsonschema::Validator;
+use m2m_analysis::{Fingers, Metrics, Smoothness, Tremor};
+use m2m_domain::{GameStatus, GameSubmission, ProcessingEvent, ReconciliationEvent, EVENT_VERSION};
+use m2m_synth::GameSpec;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+const PROCESSING_SCHEMA: &str = include_str!("../../../schemas/processing-event.schema.json");
+const RECONCILIATION_SCHEMA: &str =
+    include_str!("../../../schemas/reconciliation-event.schema.json");
+
+/// Parses a committed schema, checks it against the draft 2020-12
+/// meta-schema and builds a validator that also checks `format`s.
+fn validator(text: &str, id: &str) -> Validator {
+    let schema: Value = serde_json::from_str(text).expect("the schema file is JSON");
+    assert_eq!(
+        schema["$schema"], "https://json-schema.org/draft/2020-12/schema",
+        "{id}"
+    );
+    assert_eq!(schema["$id"], id);
+    if let Err(e) = jsonschema::draft202012::meta::validate(&schema) {
+        panic!("{id} is not a valid draft 2020-12 schema: {e}");
+    }
+    jsonschema::draft202012::options()
+        .should_validate_formats(true)
+        .build(&schema)
+        .unwrap_or_else(|e| panic!("{id} does not compile: {e}"))
+}
+
+fn processing_validator() -> Validator {
+    validator(PROCESSING_SCHEMA, "urn:m2m:schema:processing-event:1")
+}
+
+fn reconciliation_validator() -> Validator {
+    validator(
+        RECONCILIATION_SCHEMA,
+        "urn:m2m:schema:reconciliation-event:1",
+    )
+}
+
+fn errors(v: &Validator, instance: &Value) -> Vec<String> {
+    v.iter_errors(instance)
+        .map(|e| format!("{}: {e}", e.instance_path()))
+        .collect()
+}
+
+#[track_caller]
+fn assert_valid(v: &Validator, instance: &Value, what: &str) {
+    let errors = errors(v, instance);
+    assert!(errors.is_empty(), "{what} should be valid: {errors:#?}");
+}
+
+#[track_caller]
+fn assert_invalid(v: &Validator, instance: &Value, what: &str) {
+    assert!(!v.is_valid(instance), "{what} should be rejected");
+}
+
+/// Every case is rejected; the failure lists all the cases accepted.
+#[track_caller]
+fn assert_all_invalid(v: &Validator, cases: &[(&str, Value)]) {
+    let accepted: Vec<&str> = cases
+        .iter()
+        .filter(|(_, instance)| v.is_valid(instance))
+        .map(|(what, _)| *what)
+        .collect();
+    assert!(accepted.is_empty(), "should be rejected: {accepted:#?}");
+}
+
+/// `base` without its top-level field `key`.
+fn without(base: &Value, key: &str) -> Value {
+    with(base, |e| {
+        e.as_object_mut().expect("an object").remove(key);
+    })
+}
+
+/// `base` with `edit` applied: the negative cases change one thing each.
+fn with(base: &Value, edit: impl FnOnce(&mut Value)) -> Value {
+    let mut v = base.clone();
+    edit(&mut v);
+    v
+}
+
+fn created_at() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 27, 10, 1, 5).unwrap()
+}
+
+fn standard_submission() -> GameSubmission {
+    let json = GameSpec::standard().submission_json("pinch-garden", 1234.0);
+    GameSubmission::from_json(json.as_bytes()).expect("the standard game is valid")
+}
+
+/// One channel, no `device`, no `started_at`.
+fn minimal_submission() -> GameSubmission {
+    let json = br#"{"game":"g","score":-3.5,"sample_rate_hz":10,"channels":{"flex_index":[12.5]}}"#;
+    GameSubmission::from_json(json).expect("the minimal game is valid")
+}
+
+fn processing_event(submission: &GameSubmission) -> ProcessingEvent {
+    ProcessingEvent::from_submission(
+        Uuid::now_v7(),
+        Uuid::now_v7(),
+        Uuid::now_v7(),
+        created_at(),
+        submission,
+    )
+}
+
+fn reconciliation(
+    status: GameStatus,
+    metrics: Option<Metrics>,
+    error: Option<&str>,
+) -> ReconciliationEvent {
+    ReconciliationEvent {
+        version: EVENT_VERSION,
+        event_id: Uuid::now_v7(),
+        processing_event_id: Uuid::now_v7(),
+        game_id: Uuid::now_v7(),
+        user_id: Uuid::now_v7(),
+        status,
+        processed_at: Utc.with_ymd_and_hms(2026, 11, 27, 10, 1, 6).unwrap(),
+        metrics,
+        error: error.map(str::to_owned),
+    }
+}
+
+fn to_json(event: &impl serde::Serialize) -> Value {
+    serde_json::to_value(event).expect("an event serialises")
+}
+
+fn minimal_processing_json() -> Value {
+    to_json(&processing_event(&minimal_submission()))
+}
+
+fn processed_json() -> Value {
+    to_json(&reconciliation(
+        GameStatus::Processed,
+        Some(standard_submission().analyze()),
+        None,
+    ))
+}
+
+fn failed_json() -> Value {
+    to_json(&reconciliation(
+        GameStatus::Failed,
+        None,
+        Some("the game could not be processed: channels.flex_index[3] not a finite number"),
+    ))
+}
+
+#[test]
+fn the_standard_game_s_processing_event_matches_its_schema() {
+    let v = processing_validator();
+    let event = to_json(&processing_event(&standard_submission()));
+    // The schema's optional parts are exercised, not skipped.
+    assert_eq!(event["type"], "ProcessingEvent");
+    assert_eq!(event["game"]["device"]["hand"], "right");
+    assert_eq!(event["channels"].as_object().unwrap().len(), 16);
+    assert_valid(&v, &event, "the standard game's ProcessingEvent");
+}
+
+#[test]
+fn a_minimal_game_s_processing_event_matches_its_schema() {
+    let v = processing_validator();
+    let event = minimal_processing_json();
+    let game = event["game"].as_object().unwrap();
+    assert!(
+        !game.contains_key("device"),
+        "no device is omitted, not null"
+    );
+    // Without a `started_at` the game was played when it was submitted.
+    assert_eq!(game["started_at"], event["created_at"]);
+    assert_valid(&v, &event, "a one-channel game's ProcessingEvent");
+    // Consumers tolerate fields added later.
+    let newer = with(&event, |e| {
+        e["priority"] = json!("high");
+        e["game"]["level"] = json!(3);
+    });
+    assert_valid(&v, &newer, "an event with fields added later");
+}
+
+#[test]
+fn the_processing_schema_rejects_what_the_contract_forbids() {
+    let v = processing_validator();
+    let base = to_json(&processing_event(
+        &GameSubmission::from_json(
+            br#"{"game":"pinch-garden","score":1,"sample_rate_hz":100,
+            "device":{"glove_id":"G-0042","firmware":"1.4.2","hand":"left"},
+            "channels":{"flex_index":[1.0,2.0],"gyro_x":[0.5,-0.5]}}"#,
+        )
+        .unwrap(),
+    ));
+    assert_valid(&v, &base, "the base of the negative cases");
+
+    let cases: Vec<(&str, Value)> = vec![
+        ("missing event_id", without(&base, "event_id")),
+        ("missing type", without(&base, "type")),
+        ("missing channels", without(&base, "channels")),
+        (
+            "missing game.started_at",
+            with(&base, |e| {
+                e["game"].as_object_mut().unwrap().remove("started_at");
+            }),
+        ),
+        (
+            "another event's type",
+            with(&base, |e| e["type"] = json!("ReconciliationEvent")),
+        ),
+        ("version 2", with(&base, |e| e["version"] = json!(2))),
+        (
+            "an event_id that is not a UUID",
+            with(&base, |e| e["event_id"] = json!("event-1")),
+        ),
+        (
+            "a game_id that is a number",
+            with(&base, |e| e["game_id"] = json!(42)),
+        ),
+        (
+            "a created_at that is not a date-time",
+            with(&base, |e| e["created_at"] = json!("2026-11-27")),
+        ),
+        (
+            "a started_at that is not a date-time",
+            with(&base, |e| e["game"]["started_at"] = json!("yesterday")),
+        ),
+        (
+            "an empty game name",
+            with(&base, |e| e["game"]["game"] = json!("")),
+        ),
+        (
+            "a 65-character game name",
+            with(&base, |e| e["game"]["game"] = json!("g".repeat(65))),
+        ),
+        (
+            "a score that is a string",
+            with(&base, |e| e["game"]["score"] = json!("1234")),
+        ),
+        (
+            "a null score",
+            with(&base, |e| e["game"]["score"] = Value::Null),
+        ),
+        (
+            "a null device",
+            with(&base, |e| e["game"]["device"] = Value::Null),
+        ),
+        (
+            "a hand that is neither left nor right",
+            with(&base, |e| e["game"]["device"]["hand"] = json!("both")),
+        ),
+        (
+            "a 65-character glove_id",
+            with(&base, |e| {
+                e["game"]["device"]["glove_id"] = json!("G".repeat(65))
+            }),
+        ),
+        (
+            "a 65-character firmware",
+            with(&base, |e| {
+                e["game"]["device"]["firmware"] = json!("1".repeat(65))
+            }),
+        ),
+        (
+            "a sample rate below 10 Hz",
+            with(&base, |e| e["sample_rate_hz"] = json!(9.99)),
+        ),
+        (
+            "a sample rate above 1000 Hz",
+            with(&base, |e| e["sample_rate_hz"] = json!(1000.5)),
+        ),
+        ("no channels", with(&base, |e| e["channels"] = json!({}))),
+        (
+            "a channel name with a capital letter",
+            with(&base, |e| e["channels"]["Flex_middle"] = json!([1.0, 2.0])),
+        ),
+        (
+            "a channel name with a dash",
+            with(&base, |e| e["channels"]["flex-middle"] = json!([1.0, 2.0])),
+        ),
+        (
+            "a 65-character channel name",
+            with(&base, |e| e["channels"]["c".repeat(65)] = json!([1.0, 2.0])),
+        ),
+        (
+            "an empty column",
+            with(&base, |e| e["channels"]["flex_index"] = json!([])),
+        ),
+        (
+            "a null sample (NaN as serde_json writes it)",
+            with(&base, |e| e["channels"]["gyro_x"][1] = Value::Null),
+        ),
+        (
+            "a sample that is a string",
+            with(&base, |e| e["channels"]["gyro_x"][0] = json!("0.5")),
+        ),
+        (
+            "a column that is not an array",
+            with(&base, |e| e["channels"]["gyro_x"] = json!(0.5)),
+        ),
+        (
+            "65 channels",
+            with(&base, |e| {
+                let channels = e["channels"].as_object_mut().unwrap();
+                for i in 0..63 {
+                    channels.insert(format!("extra_{i}"), json!([1.0, 2.0]));
+                }
+            }),
+        ),
+        (
+            "more than 600000 samples",
+            with(&base, |e| {
+                e["channels"]["gyro_x"] = json!(vec![0.0; 600_001])
+            }),
+        ),
+    ];
+    assert_all_invalid(&v, &cases);
+
+    // The limits themselves are accepted.
+    let at_limits = with(&base, |e| {
+        e["sample_rate_hz"] = json!(1000);
+        e["game"]["game"] = json!("g".repeat(64));
+        let channels = e["channels"].as_object_mut().unwrap();
+        for i in 0..62 {
+            channels.insert(format!("{i}_{}", "c".repeat(60)), json!([1.0, 2.0]));
+        }
+    });
+    assert_eq!(at_limits["channels"].as_object().unwrap().len(), 64);
+    assert_valid(&v, &at_limits, "an event at the contract's limits");
+}
+
+#[test]
+fn processed_reconciliation_events_match_their_schema() {
+    let v = reconciliation_validator();
+
+    let standard = standard_submission().analyze();
+    let event = to_json(&reconciliation(GameStatus::Processed, Some(standard), None));
+    assert_eq!(event["type"], "ReconciliationEvent");
+    assert_eq!(event["error"], Value::Null, "error is null, not omitted");
+    // Every part of the metrics object is exercised, not skipped.
+    let m = &event["metrics"];
+    for key in [
+        "duration_s",
+        "rom_deg",
+        "peak_force_n",
+        "repetitions",
+        "smoothness",
+        "active_time_s",
+        "tremor",
+        "score",
+    ] {
+        assert!(m.get(key).is_some(), "the standard game has `{key}`: {m}");
+    }
+    for key in ["sparc", "ldlj", "movements"] {
+        assert!(m["smoothness"].get(key).is_some(), "smoothness.{key}: {m}");
+    }
+    for key in ["frequency_hz", "index"] {
+        assert!(m["tremor"].get(key).is_some(), "tremor.{key}: {m}");
+    }
+    assert_valid(&v, &event, "the standard game's processed event");
+
+    // Sparser metrics: a one-sample game, flexion only, gyro only.
+    let flex_only = GameSpec {
+        force: false,
+        gyro: false,
+        accel: false,
+        tremor_hz: None,
+        ..GameSpec::standard()
+    };
+    let gyro_only = GameSpec {
+        flex: false,
+        force: false,
+        accel: false,
+        duration_s: 5.0,
+        ..GameSpec::standard()
+    };
+    let others = [
+        ("the minimal game", minimal_submission()),
+        ("a flexion-only game", submission_of(&flex_only)),
+        ("a gyro-only game", submission_of(&gyro_only)),
+    ];
+    for (what, submission) in others {
+        let event = to_json(&reconciliation(
+            GameStatus::Processed,
+            Some(submission.analyze()),
+            None,
+        ));
+        assert_valid(&v, &event, &format!("{what}'s processed event"));
+    }
+}
+
+fn submission_of(spec: &GameSpec) -> GameSubmission {
+    GameSubmission::from_json(spec.submission_json("pinch-garden", 10.0).as_bytes())
+        .expect("a synthetic game is valid")
+}
+
+#[test]
+fn failed_reconciliation_events_match_their_schema() {
+    let v = reconciliation_validator();
+    let event = failed_json();
+    assert_eq!(
+        event["metrics"],
+        Value::Null,
+        "metrics is null, not omitted"
+    );
+    assert_valid(&v, &event, "a failed event");
+    let newer = with(&event, |e| e["retryable"] = json!(false));
+    assert_valid(&v, &newer, "an event with a field added later");
+}
+
+#[test]
+fn the_reconciliation_schema_rejects_what_the_contract_forbids() {
+    let v = reconciliation_validator();
+    let processed = processed_json();
+    let failed = failed_json();
+
+    let cases: Vec<(&str, Value)> = vec![
+        ("missing event_id", without(&processed, "event_id")),
+        (
+            "missing processing_event_id",
+            without(&processed, "processing_event_id"),
+        ),
+        ("missing processed_at", without(&processed, "processed_at")),
+        ("missing metrics", without(&processed, "metrics")),
+        ("missing error", without(&failed, "error")),
+        (
+            "another event's type",
+            with(&processed, |e| e["type"] = json!("ProcessingEvent")),
+        ),
+        ("version 2", with(&processed, |e| e["version"] = json!(2))),
+        (
+            "a user_id that is not a UUID",
+            with(&processed, |e| e["user_id"] = json!("alice")),
+        ),
+        (
+            "a processed_at that is not a date-time",
+            with(&processed, |e| e["processed_at"] = json!("now")),
+        ),
+        (
+            "status queued",
+            with(&processed, |e| e["status"] = json!("queued")),
+        ),
+        (
+            "a processed event with null metrics",
+            with(&processed, |e| e["metrics"] = Value::Null),
+        ),
+        (
+            "a processed event with an error",
+            with(&processed, |e| e["error"] = json!("oops")),
+        ),
+        (
+            "a failed event with metrics",
+            with(&failed, |e| e["metrics"] = processed["metrics"].clone()),
+        ),
+        (
+            "a failed event with a null error",
+            with(&failed, |e| e["error"] = Value::Null),
+        ),
+        ("an empty error", with(&failed, |e| e["error"] = json!(""))),
+        (
+            "a null metric",
+            with(&processed, |e| e["metrics"]["active_time_s"] = Value::Null),
+        ),
+        (
+            "a null inside tremor",
+            with(&processed, |e| {
+                e["metrics"]["tremor"]["index"] = Value::Null
+            }),
+        ),
+        (
+            "a null finger",
+            with(&processed, |e| {
+                e["metrics"]["rom_deg"]["thumb"] = Value::Null
+            }),
+        ),
+        (
+            "a null repetitions",
+            with(&processed, |e| e["metrics"]["repetitions"] = Value::Null),
+        ),
+        (
+            "an unknown metric",
+            with(&processed, |e| e["metrics"]["grip"] = json!(1.0)),
+        ),
+        (
+            "an unknown finger",
+            with(&processed, |e| {
+                e["metrics"]["peak_force_n"]["toe"] = json!(1.0)
+            }),
+        ),
+        (
+            "an unknown smoothness key",
+            with(&processed, |e| {
+                e["metrics"]["smoothness"]["jerk"] = json!(1.0)
+            }),
+        ),
+        (
+            "metrics without duration_s",
+            with(&processed, |e| {
+                e["metrics"].as_object_mut().unwrap().remove("duration_s");
+            }),
+        ),
+        (
+            "metrics without score",
+            with(&processed, |e| {
+                e["metrics"].as_object_mut().unwrap().remove("score");
+            }),
+        ),
+        (
+            "smoothness without movements",
+            with(&processed, |e| {
+                e["metrics"]["smoothness"]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("movements");
+            }),
+        ),
+        (
+            "a fractional repetitions count",
+            with(&processed, |e| e["metrics"]["repetitions"] = json!(2.5)),
+        ),
+        (
+            "a negative movements count",
+            with(&processed, |e| {
+                e["metrics"]["smoothness"]["movements"] = json!(-1)
+            }),
+        ),
+        (
+            "a metric that is a string",
+            with(&processed, |e| e["metrics"]["duration_s"] = json!("60")),
+        ),
+        (
+            "rom_deg that is a number",
+            with(&processed, |e| e["metrics"]["rom_deg"] = json!(40.0)),
+        ),
+        (
+            "an empty fingers object",
+            with(&processed, |e| e["metrics"]["rom_deg"] = json!({})),
+        ),
+        (
+            "an empty tremor object",
+            with(&processed, |e| e["metrics"]["tremor"] = json!({})),
+        ),
+        (
+            "a tremor index above 1",
+            with(&processed, |e| e["metrics"]["tremor"]["index"] = json!(1.5)),
+        ),
+        (
+            "a negative range of motion",
+            with(&processed, |e| {
+                e["metrics"]["rom_deg"]["mean"] = json!(-1.0)
+            }),
+        ),
+        (
+            "a positive SPARC",
+            with(&processed, |e| {
+                e["metrics"]["smoothness"]["sparc"] = json!(0.5)
+            }),
+        ),
+    ];
+    assert_all_invalid(&v, &cases);
+}
+
+/// What the Rust types allow but the contract does not is caught by the
+/// schema when such an event is built through the domain types.
+#[test]
+fn events_the_types_allow_but_the_contract_forbids_are_rejected() {
+    let v = reconciliation_validator();
+    let metrics = standard_submission().analyze();
+
+    // GameStatus has `queued`; a ReconciliationEvent never carries it.
+    let queued = to_json(&reconciliation(GameStatus::Queued, None, None));
+    assert_invalid(&v, &queued, "a queued ReconciliationEvent");
+
+    // Nothing in the type ties status to metrics/error.
+    let processed_without_metrics = to_json(&reconciliation(GameStatus::Processed, None, None));
+    assert_invalid(
+        &v,
+        &processed_without_metrics,
+        "processed with null metrics",
+    );
+    let failed_with_metrics = to_json(&reconciliation(
+        GameStatus::Failed,
+        Some(metrics.clone()),
+        Some("no"),
+    ));
+    assert_invalid(&v, &failed_with_metrics, "failed with metrics");
+
+    // A non-finite metric that skipped the analysis' last guard is written
+    // by serde_json as null, which the schema refuses.
+    let nan = Metrics {
+        duration_s: 60.0,
+        rom_deg: Some(Fingers {
+            thumb: Some(f64::NAN),
+            ..Fingers::default()
+        }),
+        peak_force_n: None,
+        repetitions: None,
+        smoothness: Some(Smoothness {
+            sparc: None,
+            ldlj: None,
+            movements: 0,
+        }),
+        active_time_s: None,
+        tremor: Some(Tremor {
+            frequency_hz: None,
+            index: None,
+        }),
+        score: 1.0,
+    };
+    let event = to_json(&reconciliation(GameStatus::Processed, Some(nan), None));
+    assert_eq!(event["metrics"]["rom_deg"]["thumb"], Value::Null);
+    assert_invalid(&v, &event, "a NaN inside metrics");
+
+    // The version is a constant of the contract, not of the type.
+    let mut other_version = reconciliation(GameStatus::Processed, Some(metrics), None);
+    other_version.version = EVENT_VERSION + 1;
+    assert_invalid(
+        &v,
+        &to_json(&other_version),
+        "a ReconciliationEvent of version 2",
+    );
+}
