@@ -116,7 +116,11 @@ impl Bus for InProcessBus {
         Ok(())
     }
 
-    async fn publish_reconciliation(&self, event: &ReconciliationEvent) -> Result<(), BusError> {
+    async fn publish_reconciliation(
+        &self,
+        event: &ReconciliationEvent,
+        _trace_id: &str,
+    ) -> Result<(), BusError> {
         // No subscriber (no gateway running) is not an error: the change
         // is in the store and phones catch up from there.
         let _ = self.inner.fanout.send(Arc::new(event.clone()));

@@ -45,8 +45,13 @@ pub trait Bus: Send + Sync + 'static {
         trace_id: &str,
     ) -> Result<(), BusError>;
 
-    /// Publishes a ReconciliationEvent to every gateway.
-    async fn publish_reconciliation(&self, event: &ReconciliationEvent) -> Result<(), BusError>;
+    /// Publishes a ReconciliationEvent to every gateway, with the trace id
+    /// of the upload it concludes.
+    async fn publish_reconciliation(
+        &self,
+        event: &ReconciliationEvent,
+        trace_id: &str,
+    ) -> Result<(), BusError>;
 
     /// Starts consuming ProcessingEvents with at most `prefetch` deliveries
     /// unacknowledged at a time.

@@ -391,7 +391,11 @@ impl Bus for RabbitBus {
         .await
     }
 
-    async fn publish_reconciliation(&self, event: &ReconciliationEvent) -> Result<(), BusError> {
+    async fn publish_reconciliation(
+        &self,
+        event: &ReconciliationEvent,
+        trace_id: &str,
+    ) -> Result<(), BusError> {
         let payload =
             serde_json::to_vec(event).map_err(|e| unavailable(format!("encoding: {e}")))?;
         self.publish(
@@ -399,7 +403,7 @@ impl Bus for RabbitBus {
             "",
             "ReconciliationEvent",
             event.event_id.to_string(),
-            "",
+            trace_id,
             &payload,
         )
         .await

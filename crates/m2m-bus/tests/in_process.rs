@@ -132,7 +132,7 @@ async fn reconciliation_fans_out_to_every_subscriber() {
         metrics: None,
         error: None,
     };
-    bus.publish_reconciliation(&r).await.unwrap();
+    bus.publish_reconciliation(&r, "trace").await.unwrap();
     for s in [&mut s1, &mut s2] {
         match s.next().await {
             Some(Notice::Event(e)) => assert_eq!(e.event_id, r.event_id),

@@ -103,6 +103,13 @@ impl Metrics {
     }
 }
 
+/// The result of one game's processing: metrics, or why there are none.
+/// (Keeps `processed` with metrics and `failed` with an error, never a mix.)
+enum GameResult {
+    Processed(Box<m2m_analysis::Metrics>),
+    Failed(String),
+}
+
 /// Why processing one event did not finish.
 enum Failure {
     /// The message's own fault: counts against `max_attempts`.
@@ -204,7 +211,7 @@ impl Processor {
     async fn handle_inner(&self, delivery: Delivery) -> Outcome {
         let started = Instant::now();
         let result = match &delivery.event {
-            Ok(event) => self.process(event).await,
+            Ok(event) => self.process(event, &delivery.trace_id).await,
             Err(undecodable) => Err(Failure::Poison(format!(
                 "the message is not a ProcessingEvent: {}",
                 undecodable.reason
@@ -268,7 +275,7 @@ impl Processor {
     }
 
     /// Analyses the game and saves the result.
-    async fn process(&self, event: &Arc<ProcessingEvent>) -> Result<(), Failure> {
+    async fn process(&self, event: &Arc<ProcessingEvent>, trace_id: &str) -> Result<(), Failure> {
         let submission = event
             .to_submission()
             .map_err(|e| Failure::Poison(format!("invalid game data: {e}")))?;
@@ -276,15 +283,9 @@ impl Processor {
         let metrics = tokio::task::spawn_blocking(move || span.in_scope(|| submission.analyze()))
             .await
             .map_err(|e| Failure::Poison(format!("the analysis crashed: {e}")))?;
-        self.finish(
-            event.event_id,
-            event.game_id,
-            event.user_id,
-            GameStatus::Processed,
-            Some(metrics),
-            None,
-        )
-        .await
+        let done = GameResult::Processed(Box::new(metrics));
+        self.finish(event.event_id, event.game_id, event.user_id, done, trace_id)
+            .await
     }
 
     /// Marks the game of a message given up on as failed, if the message
@@ -303,9 +304,8 @@ impl Processor {
                 event_id,
                 game_id,
                 user_id,
-                GameStatus::Failed,
-                None,
-                Some(error),
+                GameResult::Failed(error),
+                &delivery.trace_id,
             )
             .await
         {
@@ -320,10 +320,13 @@ impl Processor {
         event_id: Uuid,
         game_id: Uuid,
         user_id: Uuid,
-        status: GameStatus,
-        metrics: Option<m2m_analysis::Metrics>,
-        error: Option<String>,
+        result: GameResult,
+        trace_id: &str,
     ) -> Result<(), Failure> {
+        let (status, metrics, error) = match result {
+            GameResult::Processed(m) => (GameStatus::Processed, Some(*m), None),
+            GameResult::Failed(e) => (GameStatus::Failed, None, Some(e)),
+        };
         let completed = self
             .store
             .complete_game(Completion {
@@ -350,7 +353,7 @@ impl Processor {
             error: completed.error,
         };
         self.bus
-            .publish_reconciliation(&reconciliation)
+            .publish_reconciliation(&reconciliation, trace_id)
             .await
             .map_err(|e| Failure::Unavailable(e.to_string()))
     }
