@@ -62,7 +62,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut config = GatewayConfig::new(secret);
     config.body_limit = args.body_limit;
 
-    let registry = Arc::new(Mutex::new(Registry::with_prefix("")));
+    let registry = Arc::new(Mutex::new(Registry::default()));
     let shutdown = CancellationToken::new();
     let mut processor_config = ProcessorConfig::default();
     if let Some(c) = args.concurrency {

@@ -564,3 +564,33 @@ async fn the_server_refuses_a_port_in_use() {
     );
     drop(taken);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_carry_the_documented_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, base) = Server::start(dir.path(), &[]).await;
+    let api = Arc::new(Api::new(&base));
+    api.register("metrics-patient").await;
+    let token = api.login("metrics-patient").await;
+    api.submit_many(&token, 1).await;
+    let text = api
+        .http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for name in [
+        "m2m_games_accepted_total 1",
+        "m2m_http_requests_total{",
+        "m2m_games_processed_total",
+        "m2m_bus_backlog",
+    ] {
+        assert!(
+            text.lines().any(|l| l.starts_with(name)),
+            "{name} missing:\n{text}"
+        );
+    }
+}
