@@ -423,7 +423,7 @@ impl Bus for RabbitBus {
     async fn subscribe_reconciliation(
         &self,
     ) -> Result<Box<dyn ReconciliationSubscription>, BusError> {
-        Ok(Box::new(RabbitSubscription {
+        let mut sub = RabbitSubscription {
             bus: self.clone(),
             queue: format!(
                 "{RECONCILIATION_EXCHANGE}.{}",
@@ -431,7 +431,16 @@ impl Bus for RabbitBus {
             ),
             current: None,
             reconnected: false,
-        }))
+        };
+        // Bind the queue now when connected, so that events published right
+        // after subscribing are not missed (the caller catches up on what
+        // came before).
+        if let Some(live) = self.live().await {
+            if let Ok((channel, consumer)) = sub.open(&live).await {
+                sub.current = Some((live, channel, consumer));
+            }
+        }
+        Ok(Box::new(sub))
     }
 
     fn survives_restart(&self) -> bool {

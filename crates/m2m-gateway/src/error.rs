@@ -106,6 +106,9 @@ impl From<StoreError> for ApiError {
                 ApiError::Unavailable(format!("the database is unavailable: {m}"))
             }
             StoreError::Corrupt(m) => ApiError::Unexpected(anyhow::anyhow!("corrupt data: {m}")),
+            // The game is valid but larger than the store can keep as one
+            // record (MongoDB's document limit): a problem with the data.
+            StoreError::TooLarge(m) => ApiError::invalid_field("channels", m),
         }
     }
 }

@@ -37,7 +37,8 @@ pub(crate) async fn run_relay(state: AppState) {
             .await
         {
             Ok(entries) => {
-                for entry in entries {
+                let mut entries = entries.into_iter();
+                while let Some(entry) = entries.next() {
                     let event_id = entry.event.event_id;
                     match bus
                         .publish_processing(Arc::new(entry.event), &entry.trace_id)
@@ -54,6 +55,15 @@ pub(crate) async fn run_relay(state: AppState) {
                         Err(e) => {
                             warn!(%event_id, error = %e, "relay cannot publish; will retry");
                             failed = true;
+                            // This event and the rest of the batch are
+                            // retried at the next pass, not after their lease.
+                            for id in
+                                std::iter::once(event_id).chain(entries.map(|e| e.event.event_id))
+                            {
+                                if let Err(e) = store.release_lease(id).await {
+                                    warn!(event_id = %id, error = %e, "cannot release the lease");
+                                }
+                            }
                             break;
                         }
                     }

@@ -6,11 +6,18 @@
 //! does them in one transaction. Callers never hold a transaction open.
 //!
 //! Implementations: [`SqliteStore`] (embedded default; a file several
-//! processes on one machine can share). The same contract tests run against
-//! every implementation (`tests/contract.rs`).
+//! processes on one machine can share) and [`MongoStore`] (production; any
+//! number of processes on any number of machines). MongoDB has no
+//! multi-document transactions on a standalone server, so [`MongoStore`]
+//! keeps the same promises another way: each of its multi-step writes has
+//! one document as its commit point and is safe to repeat (its module
+//! documentation says how, method by method). The same contract tests run
+//! against every implementation (`tests/contract.rs`).
 
+mod mongo;
 mod sqlite;
 
+pub use mongo::{MongoStore, MAX_DOCUMENT_BYTES};
 pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;
@@ -41,6 +48,11 @@ pub enum StoreError {
     /// The database cannot be reached or failed; retrying may help.
     #[error("database unavailable: {0}")]
     Unavailable(String),
+    /// The data is too large for the store to keep (a game whose sensor
+    /// columns exceed one MongoDB document, [`MAX_DOCUMENT_BYTES`]);
+    /// nothing was stored and retrying will not help.
+    #[error("too large: {0}")]
+    TooLarge(String),
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -231,6 +243,11 @@ pub trait Store: Send + Sync + 'static {
 
     /// Records that the bus confirmed the event.
     async fn mark_published(&self, event_id: Uuid, now: DateTime<Utc>) -> Result<()>;
+
+    /// Ends the lease of an event that is still unpublished, so the relay
+    /// takes it at once: its publish has just failed, and waiting out the
+    /// lease would only delay it. Nothing happens to a published event.
+    async fn release_lease(&self, event_id: Uuid) -> Result<()>;
 
     /// Marks the events of games still `queued` as unpublished again. Used
     /// at startup with a bus that keeps nothing across restarts (the

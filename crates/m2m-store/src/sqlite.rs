@@ -1025,6 +1025,21 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn release_lease(&self, event_id: Uuid) -> Result<()> {
+        self.blocking(move |inner| {
+            inner.write(|tx| {
+                tx.execute(
+                    "UPDATE outbox SET lease_until = NULL
+                     WHERE event_id = ?1 AND published_at IS NULL",
+                    [id(event_id)],
+                )
+                .map_err(db)?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
     async fn republish_unfinished(&self) -> Result<u64> {
         self.blocking(|inner| {
             inner.write(|tx| {

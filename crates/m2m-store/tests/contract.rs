@@ -1,19 +1,27 @@
 //! The contract of [`Store`], written once against `Arc<dyn Store>` and run
 //! on every implementation.
 //!
-//! Each behaviour is an `async fn(Arc<dyn Store>)`. The `contract!` macro
-//! turns the list of them into one `#[tokio::test]` each for a backend,
-//! given a function that makes a fresh, empty store. Plugging in another
-//! implementation (MongoDB) is one more fixture function and one more
-//! `contract!` line. Tests that only make sense for SQLite (two instances
-//! on one file, file size) are in `mod sqlite_only` at the end.
+//! Each behaviour is an `async fn(Arc<dyn Store>)` (or, for the cases about
+//! two processes, an `async fn(Arc<dyn Store>, Arc<dyn Store>)` given two
+//! independently connected stores on the same data). The `contract!` macro
+//! turns the lists of them into one `#[tokio::test]` each for a backend,
+//! given a function that makes a fresh, empty store. Tests that only make
+//! sense for one backend are in `mod sqlite_only` and `mod mongodb_only` at
+//! the end.
+//!
+//! SQLite always runs. MongoDB runs when `M2M_TEST_MONGODB_URL` is set
+//! (e.g. `mongodb://127.0.0.1:27017`): each test in a fresh database
+//! `m2m_test_<uuid>` that it drops afterwards. Without the variable, each
+//! MongoDB test prints `MongoDB contract not run: M2M_TEST_MONGODB_URL is
+//! not set` and returns (libtest has no "skipped" outcome, so the line is
+//! also written once straight to stderr, where `cargo test` shows it).
 
 use chrono::{DateTime, Duration as TimeDelta, Utc};
 use m2m_analysis::Metrics;
 use m2m_domain::{GameStatus, GameSubmission, ProcessingEvent, Username};
 use m2m_store::{
-    Completion, Digest, IdempotencyRecord, NewGame, NewLogin, NewUser, RefreshOutcome, SqliteStore,
-    Store, StoreError, SubmitOutcome,
+    Completion, Digest, IdempotencyRecord, MongoStore, NewGame, NewLogin, NewUser, RefreshOutcome,
+    SqliteStore, Store, StoreError, SubmitOutcome,
 };
 use m2m_synth::GameSpec;
 use std::any::Any;
@@ -24,29 +32,137 @@ use uuid::Uuid;
 // ---------------------------------------------------------------------------
 // Backends
 
-/// A fresh store and whatever must outlive it (its temporary directory).
+/// A fresh store and whatever must outlive it (its temporary directory, or
+/// the guard that drops its database).
 struct Fixture {
     store: Arc<dyn Store>,
+    /// A second store on the same data with its own connections, as a
+    /// second process (another processor) would have.
+    twin: Arc<dyn Store>,
     _keep: Box<dyn Any + Send>,
 }
 
-async fn sqlite_fixture() -> Fixture {
+async fn sqlite_fixture() -> Option<Fixture> {
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let store = SqliteStore::open(&dir.path().join("m2m.db")).expect("open the store");
-    Fixture {
+    let path = dir.path().join("m2m.db");
+    let store = SqliteStore::open(&path).expect("open the store");
+    let twin = SqliteStore::open(&path).expect("open the store again");
+    Some(Fixture {
         store: Arc::new(store),
+        twin: Arc::new(twin),
         _keep: Box::new(dir),
+    })
+}
+
+const MONGODB_URL_VAR: &str = "M2M_TEST_MONGODB_URL";
+
+/// The MongoDB server to test against, if the run names one.
+fn mongodb_url() -> Option<String> {
+    let url = std::env::var(MONGODB_URL_VAR)
+        .ok()
+        .filter(|u| !u.trim().is_empty());
+    if url.is_none() {
+        let why = format!("MongoDB contract not run: {MONGODB_URL_VAR} is not set");
+        println!("{why}");
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| {
+            // Straight to the process's stderr, past libtest's capture, so
+            // a passing run shows that these tests ran nothing.
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr(), "{why}");
+        });
+    }
+    url
+}
+
+async fn mongodb_fixture() -> Option<Fixture> {
+    mongodb_fixture_with_raw_access()
+        .await
+        .map(|(fixture, _)| fixture)
+}
+
+/// A MongoDB fixture and a driver handle on its database, for the tests
+/// that play a crash by writing to the collections directly.
+async fn mongodb_fixture_with_raw_access() -> Option<(Fixture, ::mongodb::Database)> {
+    let url = mongodb_url()?;
+    let database = format!("m2m_test_{}", Uuid::now_v7().simple());
+    // Made first, so the database is dropped even if connecting fails half-way.
+    let guard = DropDatabase {
+        url: url.clone(),
+        database: database.clone(),
+    };
+    let store = MongoStore::connect_database(&url, &database)
+        .await
+        .unwrap_or_else(|e| panic!("{MONGODB_URL_VAR}: {e}"));
+    let twin = MongoStore::connect_database(&url, &database)
+        .await
+        .unwrap_or_else(|e| panic!("{MONGODB_URL_VAR}: {e}"));
+    let raw = ::mongodb::Client::with_uri_str(&url)
+        .await
+        .unwrap()
+        .database(&database);
+    let fixture = Fixture {
+        store: Arc::new(store),
+        twin: Arc::new(twin),
+        _keep: Box::new(guard),
+    };
+    Some((fixture, raw))
+}
+
+/// Drops a test database when the test ends, passed or failed.
+struct DropDatabase {
+    url: String,
+    database: String,
+}
+
+impl Drop for DropDatabase {
+    fn drop(&mut self) {
+        // Dropping runs inside the test's runtime, which may be shutting
+        // down: use a thread with a runtime and a client of its own.
+        let (url, database) = (self.url.clone(), self.database.clone());
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            runtime.block_on(async {
+                let client = ::mongodb::Client::with_uri_str(&url)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                client
+                    .database(&database)
+                    .drop()
+                    .await
+                    .map_err(|e| e.to_string())
+            })
+        })
+        .join();
+        match dropped {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => eprintln!("could not drop test database {}: {e}", self.database),
+            Err(_) => eprintln!("could not drop test database {}", self.database),
+        }
     }
 }
 
 macro_rules! contract {
-    ($backend:ident = $fixture:path; $($behaviour:ident),* $(,)?) => {
+    ($backend:ident = $fixture:path;
+     one: $($behaviour:ident),* $(,)?;
+     two: $($pair:ident),* $(,)?;
+    ) => {
         mod $backend {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $behaviour() {
-                    let fixture = $fixture().await;
+                    let Some(fixture) = $fixture().await else { return };
                     super::$behaviour(Arc::clone(&fixture.store)).await;
+                }
+            )*
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $pair() {
+                    let Some(fixture) = $fixture().await else { return };
+                    super::$pair(Arc::clone(&fixture.store), Arc::clone(&fixture.twin)).await;
                 }
             )*
             use std::sync::Arc;
@@ -54,26 +170,42 @@ macro_rules! contract {
     };
 }
 
-contract!(sqlite = super::sqlite_fixture;
-    users_are_unique_ignoring_case,
-    refresh_tokens_rotate,
-    a_reused_refresh_token_revokes_its_login,
-    expired_refresh_tokens_are_invalid,
-    logout_revokes_the_login_from_a_current_or_spent_token,
-    a_submitted_game_reads_back,
-    games_list_newest_first_in_pages,
-    idempotency_keys_replay_refuse_and_are_per_user,
-    outbox_entries_are_leased_until_published,
-    outbox_claims_oldest_first_up_to_limit,
-    republish_unfinished_resets_queued_games_only,
-    completing_a_game_is_idempotent,
-    a_failed_game_keeps_its_error,
-    completing_another_users_game_is_not_found,
-    processed_games_carry_their_metrics,
-    the_change_feed_pages_by_cursor,
-    unknown_cursors_are_refused,
-    concurrent_completions_store_one_change,
-    ping_answers,
+macro_rules! contract_everywhere {
+    ($($backend:ident = $fixture:path),* $(,)?) => {
+        $(
+            contract!($backend = $fixture;
+                one:
+                users_are_unique_ignoring_case,
+                refresh_tokens_rotate,
+                a_reused_refresh_token_revokes_its_login,
+                expired_refresh_tokens_are_invalid,
+                logout_revokes_the_login_from_a_current_or_spent_token,
+                a_submitted_game_reads_back,
+                games_list_newest_first_in_pages,
+                idempotency_keys_replay_refuse_and_are_per_user,
+                outbox_entries_are_leased_until_published,
+                a_released_lease_is_claimed_at_once,
+                outbox_claims_oldest_first_up_to_limit,
+                republish_unfinished_resets_queued_games_only,
+                completing_a_game_is_idempotent,
+                a_failed_game_keeps_its_error,
+                completing_another_users_game_is_not_found,
+                processed_games_carry_their_metrics,
+                the_change_feed_pages_by_cursor,
+                unknown_cursors_are_refused,
+                concurrent_completions_store_one_change,
+                ping_answers;
+                two:
+                two_processes_complete_the_same_event_once,
+                two_processes_share_accounts_games_and_keys;
+            );
+        )*
+    };
+}
+
+contract_everywhere!(
+    sqlite = super::sqlite_fixture,
+    mongodb = super::mongodb_fixture,
 );
 
 // ---------------------------------------------------------------------------
@@ -619,6 +751,39 @@ async fn idempotency_keys_replay_refuse_and_are_per_user(store: Arc<dyn Store>) 
 // ---------------------------------------------------------------------------
 // Outbox
 
+async fn a_released_lease_is_claimed_at_once(store: Arc<dyn Store>) {
+    let ada = create_user(&*store, "ada").await;
+    let game = new_game(ada, submission(3, None), t0());
+    store.submit_game(game.clone(), None).await.unwrap();
+    let lease = Duration::from_secs(60);
+    // Leased to the request that stored it: not claimable yet.
+    assert!(store
+        .claim_unpublished(t0(), lease, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    // Its publish failed: released, the relay takes it at once.
+    store.release_lease(game.event_id).await.unwrap();
+    let claimed = store
+        .claim_unpublished(t0() + secs(1), lease, 10)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].event.event_id, game.event_id);
+    // A published event stays published whatever happens to its lease.
+    store
+        .mark_published(game.event_id, t0() + secs(2))
+        .await
+        .unwrap();
+    store.release_lease(game.event_id).await.unwrap();
+    assert!(store
+        .claim_unpublished(t0() + secs(500), lease, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(store.unpublished_count().await.unwrap(), 0);
+}
+
 async fn outbox_entries_are_leased_until_published(store: Arc<dyn Store>) {
     let ada = create_user(&*store, "ada").await;
     let game = new_game(ada, submission(3, Some("2026-11-27T09:59:00.25Z")), t0());
@@ -1065,6 +1230,159 @@ async fn concurrent_completions_store_one_change(store: Arc<dyn Store>) {
     assert_eq!(feed.len(), games.len(), "one change per event");
 }
 
+/// Two processors (two stores with their own connections on the same data)
+/// finishing the same events at the same time: one result per event, one
+/// feed entry per event, and the game holds that one result.
+async fn two_processes_complete_the_same_event_once(a: Arc<dyn Store>, b: Arc<dyn Store>) {
+    let ada = create_user(&*a, "ada").await;
+    let mut games = Vec::new();
+    for i in 0..8 {
+        games.push(submit(&*a, ada, i, t0()).await);
+    }
+    let mut tasks = Vec::new();
+    for game in &games {
+        let ca = processed(game, t0() + secs(10));
+        let cb = Completion {
+            reconciliation_event_id: Uuid::now_v7(),
+            processed_at: t0() + secs(11),
+            ..ca.clone()
+        };
+        let (sa, sb) = (Arc::clone(&a), Arc::clone(&b));
+        tasks.push(tokio::spawn(async move {
+            let (ra, rb) = tokio::join!(sa.complete_game(ca), sb.complete_game(cb));
+            (ra.unwrap(), rb.unwrap())
+        }));
+    }
+    let mut results = Vec::new();
+    for task in tasks {
+        let (ra, rb) = task.await.unwrap();
+        assert!(ra.first != rb.first, "exactly one was first");
+        assert_eq!(ra.change, rb.change);
+        assert_eq!(ra.reconciliation_event_id, rb.reconciliation_event_id);
+        results.push(ra);
+    }
+    for store in [&a, &b] {
+        let feed = store.changes_since(ada, None, 100).await.unwrap();
+        assert_eq!(feed.len(), 8, "one change per event");
+        let mut ids: Vec<Uuid> = feed.iter().map(|c| c.game_id).collect();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), 8, "no event twice");
+        let mut cursors: Vec<&str> = feed.iter().map(|c| c.cursor.as_str()).collect();
+        cursors.dedup();
+        assert_eq!(cursors.len(), 8, "no position twice");
+    }
+    // What one process wrote, the other reads: the one stored result.
+    for done in &results {
+        let g = b.game(ada, done.change.game_id).await.unwrap().unwrap();
+        assert_eq!(g.status, GameStatus::Processed);
+        assert_eq!(g.processed_at, done.change.processed_at);
+        assert_eq!(g.metrics, done.change.metrics);
+    }
+    // A later redelivery to either process changes nothing.
+    let again = b
+        .complete_game(processed(&games[0], t0() + secs(99)))
+        .await
+        .unwrap();
+    assert!(!again.first);
+    assert_eq!(again.change, results[0].change);
+}
+
+/// Two gateways (two stores on the same data) racing on the same account,
+/// refresh token and idempotency key.
+async fn two_processes_share_accounts_games_and_keys(a: Arc<dyn Store>, b: Arc<dyn Store>) {
+    // The same username registered through both at once: one account.
+    let new_user = |name: &str| NewUser {
+        user_id: Uuid::now_v7(),
+        username: Username::parse(name).unwrap(),
+        password_hash: "hash".into(),
+        created_at: t0(),
+    };
+    let (ra, rb) = tokio::join!(
+        a.create_user(new_user("Ada")),
+        b.create_user(new_user("ada"))
+    );
+    assert!(
+        ra.is_ok() != rb.is_ok(),
+        "exactly one account: {ra:?} {rb:?}"
+    );
+    assert!(matches!(
+        ra.err().or(rb.err()),
+        Some(StoreError::Conflict(_))
+    ));
+    let ada = b
+        .user_by_username(&Username::parse("ADA").unwrap())
+        .await
+        .unwrap()
+        .unwrap()
+        .user_id;
+
+    // The same refresh token presented to both at once: one rotation, and
+    // the other is a reuse that revokes the login.
+    let exp = t0() + secs(3600);
+    let now = t0() + secs(60);
+    login(&*a, ada, digest(1), exp).await;
+    let (ra, rb) = tokio::join!(
+        a.rotate_refresh_token(digest(1), digest(2), now, exp),
+        b.rotate_refresh_token(digest(1), digest(3), now, exp),
+    );
+    let mut outcomes = [ra.unwrap(), rb.unwrap()];
+    outcomes.sort_by_key(|o| matches!(o, RefreshOutcome::Reused));
+    assert!(
+        matches!(
+            outcomes,
+            [RefreshOutcome::Rotated { .. }, RefreshOutcome::Reused]
+        ),
+        "{outcomes:?}"
+    );
+    for token in [digest(2), digest(3)] {
+        assert_eq!(
+            a.rotate_refresh_token(token, digest(9), now, exp)
+                .await
+                .unwrap(),
+            RefreshOutcome::Invalid
+        );
+    }
+
+    // The phone retried the same upload on another gateway at once: one
+    // game, and both answers are the first one.
+    let record = |body: &str| IdempotencyRecord {
+        key: "phone-42:game-7".into(),
+        request_hash: digest(7),
+        status: 202,
+        body: body.as_bytes().to_vec(),
+    };
+    for round in 0..4 {
+        let key = |body: &str| IdempotencyRecord {
+            key: format!("phone-42:game-{round}"),
+            ..record(body)
+        };
+        let (ga, gb) = (
+            new_game(ada, submission(round, None), t0()),
+            new_game(ada, submission(round, None), t0()),
+        );
+        let (ra, rb) = tokio::join!(
+            a.submit_game(ga.clone(), Some(key("from a"))),
+            b.submit_game(gb.clone(), Some(key("from b"))),
+        );
+        let (ra, rb) = (ra.unwrap(), rb.unwrap());
+        let (created, first_body) = match (&ra, &rb) {
+            (SubmitOutcome::Created, SubmitOutcome::Replayed { body, .. }) => (&ga, body),
+            (SubmitOutcome::Replayed { body, .. }, SubmitOutcome::Created) => (&gb, body),
+            other => panic!("expected one Created and one Replayed: {other:?}"),
+        };
+        let expected: &[u8] = if created.game_id == ga.game_id {
+            b"from a"
+        } else {
+            b"from b"
+        };
+        assert_eq!(first_body.as_slice(), expected);
+        assert!(a.game(ada, created.game_id).await.unwrap().is_some());
+    }
+    assert_eq!(a.list_games(ada, None, 100).await.unwrap().len(), 4);
+    assert_eq!(b.unpublished_count().await.unwrap(), 4);
+}
+
 async fn ping_answers(store: Arc<dyn Store>) {
     store.ping().await.unwrap();
     let ada = create_user(&*store, "ada").await;
@@ -1081,47 +1399,6 @@ mod sqlite_only {
 
     fn file_size(path: &Path) -> u64 {
         std::fs::metadata(path).map_or(0, |m| m.len())
-    }
-
-    /// Two processes (here: two stores with their own connections on one
-    /// file) completing the same events at the same time.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn two_processes_complete_the_same_event_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("shared.db");
-        let a: Arc<dyn Store> = Arc::new(SqliteStore::open(&path).unwrap());
-        let b: Arc<dyn Store> = Arc::new(SqliteStore::open(&path).unwrap());
-        let ada = create_user(&*a, "ada").await;
-        let mut games = Vec::new();
-        for i in 0..8 {
-            games.push(submit(&*a, ada, i, t0()).await);
-        }
-        let mut tasks = Vec::new();
-        for game in &games {
-            let ca = processed(game, t0() + secs(10));
-            let cb = Completion {
-                reconciliation_event_id: Uuid::now_v7(),
-                processed_at: t0() + secs(11),
-                ..ca.clone()
-            };
-            let (sa, sb) = (Arc::clone(&a), Arc::clone(&b));
-            tasks.push(tokio::spawn(async move {
-                let (ra, rb) = tokio::join!(sa.complete_game(ca), sb.complete_game(cb));
-                (ra.unwrap(), rb.unwrap())
-            }));
-        }
-        for task in tasks {
-            let (ra, rb) = task.await.unwrap();
-            assert!(ra.first != rb.first, "exactly one was first");
-            assert_eq!(ra.change, rb.change);
-            assert_eq!(ra.reconciliation_event_id, rb.reconciliation_event_id);
-        }
-        for store in [&a, &b] {
-            assert_eq!(store.changes_since(ada, None, 100).await.unwrap().len(), 8);
-        }
-        // What one process wrote, the other reads.
-        let g = b.game(ada, games[0].game_id).await.unwrap().unwrap();
-        assert_eq!(g.status, GameStatus::Processed);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1203,5 +1480,218 @@ mod sqlite_only {
                 "{bad}"
             );
         }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// MongoDB only
+
+mod mongodb_only {
+    use super::*;
+    use m2m_store::MAX_DOCUMENT_BYTES;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_ten_minute_game_fits_one_document() {
+        let Some(fixture) = mongodb_fixture().await else {
+            return;
+        };
+        let store = fixture.store;
+        let spec = GameSpec {
+            duration_s: 600.0,
+            ..GameSpec::standard()
+        };
+        let sub =
+            GameSubmission::from_json(spec.submission_json("pinch-garden", 1234.0).as_bytes())
+                .unwrap();
+        assert_eq!(sub.channels().len(), 16);
+        assert_eq!(sub.channels().samples(), 60_000);
+        const { assert!(16 * 4 * 60_000 < MAX_DOCUMENT_BYTES / 4) };
+        let ada = create_user(&*store, "ada").await;
+        let game = new_game(ada, sub, t0());
+        store.submit_game(game.clone(), None).await.unwrap();
+        let claimed = store
+            .claim_unpublished(t0() + secs(60), Duration::from_secs(60), 1)
+            .await
+            .unwrap();
+        assert_eq!(
+            claimed[0].event,
+            ProcessingEvent::from_submission(
+                game.event_id,
+                game.game_id,
+                ada,
+                t0(),
+                &game.submission
+            )
+        );
+    }
+
+    /// A crash after the idempotency key was stored and before the game
+    /// was (played here by deleting the game): the client's retry with the
+    /// same key stores the game under the ids the first answer announced,
+    /// and gets that answer.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_retry_completes_a_submission_cut_short_by_a_crash() {
+        let Some((fixture, raw)) = mongodb_fixture_with_raw_access().await else {
+            return;
+        };
+        let store = fixture.store;
+        let ada = create_user(&*store, "ada").await;
+        let record = |body: &str| IdempotencyRecord {
+            key: "phone-42:game-7".into(),
+            request_hash: digest(1),
+            status: 202,
+            body: body.as_bytes().to_vec(),
+        };
+        let first = new_game(ada, submission(1, None), t0());
+        store
+            .submit_game(first.clone(), Some(record("first")))
+            .await
+            .unwrap();
+        let id = first.game_id.hyphenated().to_string();
+        for collection in ["games", "game_columns"] {
+            let deleted = raw
+                .collection::<::mongodb::bson::Document>(collection)
+                .delete_one(::mongodb::bson::doc! { "_id": &id })
+                .await
+                .unwrap();
+            assert_eq!(deleted.deleted_count, 1, "{collection}");
+        }
+        assert!(store.game(ada, first.game_id).await.unwrap().is_none());
+
+        let retry = new_game(ada, submission(1, None), t0() + secs(5));
+        assert_eq!(
+            store
+                .submit_game(retry.clone(), Some(record("second")))
+                .await
+                .unwrap(),
+            SubmitOutcome::Replayed {
+                status: 202,
+                body: b"first".to_vec()
+            }
+        );
+        let stored = store.game(ada, first.game_id).await.unwrap().unwrap();
+        assert_eq!(stored.submitted_at, t0(), "as first announced");
+        assert!(store.game(ada, retry.game_id).await.unwrap().is_none());
+        assert_eq!(store.list_games(ada, None, 10).await.unwrap().len(), 1);
+        let claimed = store
+            .claim_unpublished(t0() + secs(3600), Duration::from_secs(60), 10)
+            .await
+            .unwrap();
+        assert_eq!(claimed.len(), 1);
+        assert_eq!(
+            claimed[0].event,
+            ProcessingEvent::from_submission(
+                first.event_id,
+                first.game_id,
+                ada,
+                t0(),
+                &first.submission
+            )
+        );
+    }
+
+    /// A crash after the change was stored and before the game was updated
+    /// (played here by putting the game back to `queued`): the redelivered
+    /// event finds the change and brings the game up to date from it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_redelivery_repairs_a_completion_cut_short_by_a_crash() {
+        let Some((fixture, raw)) = mongodb_fixture_with_raw_access().await else {
+            return;
+        };
+        let store = fixture.store;
+        let ada = create_user(&*store, "ada").await;
+        let game = submit(&*store, ada, 1, t0()).await;
+        let first = store
+            .complete_game(processed(&game, t0() + secs(5)))
+            .await
+            .unwrap();
+        raw.collection::<::mongodb::bson::Document>("games")
+            .update_one(
+                ::mongodb::bson::doc! { "_id": game.game_id.hyphenated().to_string() },
+                ::mongodb::bson::doc! {
+                    "$set": { "status": "queued" },
+                    "$unset": { "processed_at": "", "metrics": "" },
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            store.game(ada, game.game_id).await.unwrap().unwrap().status,
+            GameStatus::Queued
+        );
+        assert_eq!(store.republish_unfinished().await.unwrap(), 1);
+
+        let again = store
+            .complete_game(processed(&game, t0() + secs(50)))
+            .await
+            .unwrap();
+        assert!(!again.first);
+        assert_eq!(again.change, first.change);
+        let stored = store.game(ada, game.game_id).await.unwrap().unwrap();
+        assert_eq!(stored.status, GameStatus::Processed);
+        assert_eq!(stored.processed_at, Some(t0() + secs(5)));
+        assert_eq!(stored.metrics, first.change.metrics);
+        assert_eq!(store.changes_since(ada, None, 10).await.unwrap().len(), 1);
+    }
+
+    /// A missing server fails at startup, quickly and saying so. (Port 1
+    /// on the loopback has no server.)
+    #[tokio::test]
+    async fn a_missing_server_is_a_clear_startup_error() {
+        let started = std::time::Instant::now();
+        let err = MongoStore::connect("mongodb://127.0.0.1:1/m2m?serverSelectionTimeoutMS=300")
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, StoreError::Unavailable(m) if m.contains("MongoDB at 127.0.0.1:1 is not reachable")),
+            "{err}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(5));
+        for bad in [
+            "postgres://localhost/m2m",
+            "mongodb://",
+            "mongodb://127.0.0.1:1/?tls=maybe",
+        ] {
+            let err = MongoStore::connect(bad).await.unwrap_err();
+            assert!(
+                matches!(&err, StoreError::Unavailable(m) if m.starts_with("invalid MongoDB URL")),
+                "{bad}: {err}"
+            );
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_database_is_the_one_in_the_url() {
+        let Some(url) = mongodb_url() else {
+            return;
+        };
+        let database = format!("m2m_test_{}", Uuid::now_v7().simple());
+        let _guard = DropDatabase {
+            url: url.clone(),
+            database: database.clone(),
+        };
+        // The test URL has no path of its own in CI; put one in.
+        let (base, query) = url.split_once('?').unwrap_or((&url, ""));
+        let base = match base.split_once("://") {
+            Some((scheme, rest)) => {
+                let hosts = rest.split('/').next().unwrap_or(rest);
+                format!("{scheme}://{hosts}/{database}")
+            }
+            None => panic!("{MONGODB_URL_VAR} is not a URL"),
+        };
+        let with_db = if query.is_empty() {
+            base
+        } else {
+            format!("{base}?{query}")
+        };
+        let store = MongoStore::connect(&with_db).await.unwrap();
+        assert!(format!("{store:?}").contains(&database), "{store:?}");
+        create_user(&store, "ada").await;
+        let same = MongoStore::connect_database(&url, &database).await.unwrap();
+        assert!(same
+            .user_by_username(&Username::parse("ada").unwrap())
+            .await
+            .unwrap()
+            .is_some());
     }
 }

@@ -165,6 +165,10 @@ pub(crate) async fn submit(
             }
             Err(e) => {
                 tracing::warn!(%event_id, error = %e, "publish failed; the relay will retry");
+                // Hand the event to the relay now rather than after the lease.
+                if let Err(e) = publisher.store().release_lease(event_id).await {
+                    tracing::warn!(%event_id, error = %e, "cannot release the lease");
+                }
                 publisher.0.relay_wakeup.notify_one();
             }
         }
