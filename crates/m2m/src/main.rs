@@ -38,6 +38,10 @@ enum Command {
     /// Run a processing service of the scaled-out deployment (any number of
     /// them share the processing queue).
     Processor(scaled::ProcessorArgs),
+    /// Simulate phones and gloves against a running server: register users,
+    /// submit generated games (at a rate or a concurrency), wait for their
+    /// notifications and report counts, latencies and throughput.
+    Simulate(m2m_simulate::SimulateArgs),
 }
 
 fn main() -> ExitCode {
@@ -47,6 +51,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => service("serve", || serve::run(args)),
         Command::Gateway(args) => service("gateway", || scaled::run_gateway(args)),
         Command::Processor(args) => service("processor", || scaled::run_processor(args)),
+        Command::Simulate(args) => m2m_simulate::main_with(args),
     }
 }
 

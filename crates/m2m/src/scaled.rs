@@ -6,7 +6,7 @@ use anyhow::Context;
 use m2m_bus::{Bus, RabbitBus};
 use m2m_gateway::{AppState, GatewayConfig, JwtSecret};
 use m2m_processor::{Processor, ProcessorConfig};
-use m2m_store::{SqliteStore, Store};
+use m2m_store::{MongoStore, SqliteStore, Store};
 use prometheus_client::registry::Registry;
 use std::io::Write;
 use std::net::SocketAddr;
@@ -20,7 +20,7 @@ pub(crate) struct Shared {
     /// The RabbitMQ broker, e.g. amqp://guest:guest@127.0.0.1:5672/%2f
     #[arg(long, env = "M2M_AMQP_URL")]
     amqp_url: String,
-    /// The database: sqlite:///absolute/path.db
+    /// The database: sqlite:///absolute/path.db or mongodb://host:27017/m2m
     #[arg(long, env = "M2M_DATABASE_URL")]
     database_url: String,
 }
@@ -60,14 +60,23 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
-/// Opens the store a database URL names.
-pub(crate) fn open_store(url: &str) -> anyhow::Result<Arc<dyn Store>> {
+/// Opens the store a database URL names: `sqlite:///abs/path.db`, or
+/// `mongodb://…` / `mongodb+srv://…` with the URL's options (replica set,
+/// TLS, authSource, timeouts) honoured and the database named in its path.
+pub(crate) async fn open_store(url: &str) -> anyhow::Result<Arc<dyn Store>> {
     if url.starts_with("sqlite:") {
         let store = SqliteStore::open_url(url)
             .with_context(|| format!("cannot open the database {url}"))?;
         return Ok(Arc::new(store));
     }
-    anyhow::bail!("unsupported database URL (expected sqlite:///absolute/path.db): {url}")
+    if url.starts_with("mongodb://") || url.starts_with("mongodb+srv://") {
+        // The URL may hold a password: the error names the server only.
+        let store = MongoStore::connect(url)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot use the MongoDB database: {e}"))?;
+        return Ok(Arc::new(store));
+    }
+    anyhow::bail!("unsupported database URL (expected sqlite:///absolute/path.db or mongodb://…)")
 }
 
 fn open_bus(url: &str) -> anyhow::Result<RabbitBus> {
@@ -83,7 +92,7 @@ pub(crate) fn run_gateway(args: GatewayArgs) -> anyhow::Result<()> {
             "M2M_JWT_SECRET must be set: every gateway signs and checks tokens with this shared secret",
         )?;
         anyhow::ensure!(secret.len() >= 32, "M2M_JWT_SECRET must be at least 32 characters");
-        let store = open_store(&args.shared.database_url)?;
+        let store = open_store(&args.shared.database_url).await?;
         let bus: Arc<dyn Bus> = Arc::new(open_bus(&args.shared.amqp_url)?);
         let mut config = GatewayConfig::new(JwtSecret::new(secret.into_bytes()));
         config.body_limit = args.body_limit;
@@ -106,7 +115,7 @@ pub(crate) fn run_gateway(args: GatewayArgs) -> anyhow::Result<()> {
 
 pub(crate) fn run_processor(args: ProcessorArgs) -> anyhow::Result<()> {
     runtime()?.block_on(async move {
-        let store = open_store(&args.shared.database_url)?;
+        let store = open_store(&args.shared.database_url).await?;
         let bus: Arc<dyn Bus> = Arc::new(open_bus(&args.shared.amqp_url)?);
         let mut config = ProcessorConfig {
             max_attempts: args.max_attempts.max(1),

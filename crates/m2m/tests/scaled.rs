@@ -1,0 +1,1514 @@
+//! The scaled-out deployment as an operator runs it: `m2m gateway` ×N and
+//! `m2m processor` ×M as real processes, a real RabbitMQ broker and one
+//! SQLite file, stopped by SIGKILL and by a broker restart. These are the
+//! tests of the promise that an accepted game (a 202) is never lost and that
+//! every gateway hears about every game.
+//!
+//! Needs RabbitMQ at 127.0.0.1:5672 (guest/guest) and `rabbitmqctl`. Each
+//! test gets its own vhost (deleted at the end), temporary directory and
+//! SQLite file. The tests run one at a time (one of them stops the broker),
+//! serialised by [`SERIAL`]. When the broker is not reachable they are
+//! skipped with a printed reason, except under `CI=true`, where that is a
+//! failure.
+
+use futures::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicGetOptions, BasicNackOptions, BasicPublishOptions, ConfirmSelectOptions,
+    QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
+use m2m_synth::GameSpec;
+use serde_json::{json, Value};
+use std::collections::{HashMap, HashSet};
+use std::io::{BufRead, BufReader, Read};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+const BROKER_ADDR: &str = "127.0.0.1:5672";
+/// How long a process may take to print its first line.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a gateway may take to answer `/readyz` 200 (its bus connects in
+/// the background).
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long accepted games may take to show up processed.
+const PROCESS_TIMEOUT: Duration = Duration::from_secs(60);
+const POLL: Duration = Duration::from_millis(200);
+const PASSWORD: &str = "correct horse battery";
+/// Shared by every gateway of a test, as a deployment shares it.
+const JWT_SECRET: &str = "scaled-test-secret-0123456789-abcdefghijklmnop";
+/// The processing queue, its exchange and routing key, and the dead letters
+/// (API.md, "RabbitMQ topology").
+const PROCESSING: &str = "m2m.processing";
+const ROUTING_KEY: &str = "game.submitted";
+const DEAD_LETTERS: &str = "m2m.processing.dead";
+
+/// One test at a time: the broker restart test stops the broker for
+/// everyone, and two tests at once would not fit in two cores anyway. A
+/// `std` mutex, taken outside any runtime, because each test owns its own.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
+// ---------------------------------------------------------------------------
+// The broker: rabbitmqctl, vhosts, reachability
+// ---------------------------------------------------------------------------
+
+/// Runs a command, at most `timeout`; returns its stdout, or why it failed
+/// (with its stderr).
+fn run_bounded(cmd: &mut Command, what: &str, timeout: Duration) -> Result<String, String> {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("{what}: cannot start: {e}"))?;
+    // Read the pipes in threads: a child that writes a lot must not block,
+    // and a grandchild holding a pipe open must not block us.
+    let read = |mut pipe: Box<dyn Read + Send>| {
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            let mut buf = Vec::new();
+            let _ = pipe.read_to_end(&mut buf);
+            s.push_str(&String::from_utf8_lossy(&buf));
+            let _ = tx.send(s);
+        });
+        rx
+    };
+    let out = read(Box::new(child.stdout.take().expect("piped")));
+    let err = read(Box::new(child.stderr.take().expect("piped")));
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("{what}: still running after {timeout:?}; killed"));
+            }
+            Err(e) => return Err(format!("{what}: {e}")),
+        }
+    };
+    let grace = Duration::from_secs(2);
+    let stdout = out.recv_timeout(grace).unwrap_or_default();
+    let stderr = err.recv_timeout(grace).unwrap_or_default();
+    if status.success() {
+        Ok(stdout)
+    } else {
+        Err(format!(
+            "{what}: {status}; stderr: {}; stdout: {}",
+            stderr.trim(),
+            stdout.trim()
+        ))
+    }
+}
+
+fn rabbitmqctl(args: &[&str], timeout: Duration) -> Result<String, String> {
+    run_bounded(
+        Command::new("rabbitmqctl").args(args),
+        &format!("rabbitmqctl {}", args.join(" ")),
+        timeout,
+    )
+}
+
+/// Why the broker cannot be used, if it cannot.
+fn broker_unreachable() -> Option<String> {
+    let addr = BROKER_ADDR.parse().expect("a socket address");
+    if let Err(e) = TcpStream::connect_timeout(&addr, Duration::from_secs(3)) {
+        return Some(format!("TCP connect: {e}"));
+    }
+    rabbitmqctl(&["status"], Duration::from_secs(30)).err()
+}
+
+/// A vhost of its own for one test, deleted on drop (with everything in
+/// it), so runs never see each other's queues and leave nothing behind.
+struct Vhost {
+    name: String,
+    /// `amqp://guest:guest@127.0.0.1:5672/<name>`
+    url: String,
+}
+
+impl Vhost {
+    fn create() -> Vhost {
+        let name = format!("m2m-test-{}", uuid::Uuid::now_v7());
+        let ctl = Duration::from_secs(30);
+        rabbitmqctl(&["add_vhost", &name], ctl).unwrap_or_else(|e| panic!("{e}"));
+        let vhost = Vhost {
+            url: format!("amqp://guest:guest@{BROKER_ADDR}/{name}"),
+            name,
+        };
+        rabbitmqctl(
+            &[
+                "set_permissions",
+                "-p",
+                &vhost.name,
+                "guest",
+                ".*",
+                ".*",
+                ".*",
+            ],
+            ctl,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        vhost
+    }
+}
+
+impl Drop for Vhost {
+    fn drop(&mut self) {
+        if let Err(e) = rabbitmqctl(&["delete_vhost", &self.name], Duration::from_secs(30)) {
+            eprintln!("warning: vhost {} was not deleted: {e}", self.name);
+        }
+    }
+}
+
+/// Starts the broker app again on drop, unless the test has seen it come
+/// back itself: a failing broker-restart test must not leave the broker
+/// stopped for every other test on the machine.
+struct BrokerRestart {
+    restarted: bool,
+}
+
+impl BrokerRestart {
+    fn stop_app() -> BrokerRestart {
+        let guard = BrokerRestart { restarted: false };
+        rabbitmqctl(&["stop_app"], Duration::from_secs(60)).unwrap_or_else(|e| panic!("{e}"));
+        guard
+    }
+
+    fn start_app(&mut self) {
+        let ctl = Duration::from_secs(60);
+        rabbitmqctl(&["start_app"], ctl).unwrap_or_else(|e| panic!("{e}"));
+        rabbitmqctl(&["await_startup"], ctl).unwrap_or_else(|e| panic!("{e}"));
+        self.restarted = true;
+    }
+}
+
+impl Drop for BrokerRestart {
+    fn drop(&mut self) {
+        if self.restarted {
+            return;
+        }
+        eprintln!("restarting the broker app (the test did not)");
+        let ctl = Duration::from_secs(60);
+        for args in [&["start_app"][..], &["await_startup"][..]] {
+            if let Err(e) = rabbitmqctl(args, ctl) {
+                eprintln!("warning: {e}");
+            }
+        }
+    }
+}
+
+/// What every test holds: its turn, its vhost and its directory. Fields
+/// drop in order: the directory, then the vhost, then the turn.
+struct TestEnv {
+    name: &'static str,
+    started: Instant,
+    dir: tempfile::TempDir,
+    vhost: Vhost,
+    _turn: MutexGuard<'static, ()>,
+}
+
+impl TestEnv {
+    /// Waits for its turn and checks the broker; `None` means skip (the
+    /// reason is printed). Panics instead under `CI=true`.
+    fn begin(name: &'static str) -> Option<TestEnv> {
+        let turn = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+        let started = Instant::now();
+        if let Some(reason) = broker_unreachable() {
+            let message = format!("RabbitMQ is not reachable at {BROKER_ADDR} ({reason})");
+            if in_ci() {
+                panic!("{name}: {message}; CI=true, so this is a failure");
+            }
+            println!("skipping {name}: {message}");
+            return None;
+        }
+        let vhost = Vhost::create();
+        println!("{name}: vhost {}", vhost.name);
+        Some(TestEnv {
+            name,
+            started,
+            dir: tempfile::tempdir().expect("a temporary directory"),
+            vhost,
+            _turn: turn,
+        })
+    }
+
+    fn database_url(&self) -> String {
+        format!("sqlite://{}", self.dir.path().join("m2m.db").display())
+    }
+
+    fn progress(&self, what: impl std::fmt::Display) {
+        println!(
+            "{} [{:5.1}s] {what}",
+            self.name,
+            self.started.elapsed().as_secs_f64()
+        );
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime")
+}
+
+// ---------------------------------------------------------------------------
+// Child processes
+// ---------------------------------------------------------------------------
+
+/// A child process with its output collected by threads (so waiting can
+/// time out and a full pipe never blocks it). Killed (SIGKILL) on drop, so a
+/// failing test leaves no process behind.
+struct Proc {
+    name: String,
+    child: Child,
+    stdout_lines: mpsc::Receiver<String>,
+    /// Every stdout line so far.
+    stdout: Vec<String>,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Proc {
+    fn spawn(name: &str, cmd: &mut Command) -> Proc {
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{name} does not start: {e}"));
+        let (tx, stdout_lines) = mpsc::channel();
+        let out = child.stdout.take().expect("stdout is piped");
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let mut err = child.stderr.take().expect("stderr is piped");
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 8192];
+            loop {
+                match err.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => sink
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push_str(&String::from_utf8_lossy(&buf[..n])),
+                }
+            }
+        });
+        Proc {
+            name: name.to_owned(),
+            child,
+            stdout_lines,
+            stdout: Vec::new(),
+            stderr,
+        }
+    }
+
+    /// Waits for a stdout line starting with `prefix` and returns it.
+    async fn wait_line(&mut self, prefix: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            while let Ok(line) = self.stdout_lines.try_recv() {
+                self.stdout.push(line.clone());
+                if line.starts_with(prefix) {
+                    return line;
+                }
+            }
+            let exited = self.child.try_wait().ok().flatten();
+            if exited.is_some() || Instant::now() >= deadline {
+                // Give the reader a moment for the last lines.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                while let Ok(line) = self.stdout_lines.try_recv() {
+                    self.stdout.push(line.clone());
+                    if line.starts_with(prefix) {
+                        return line;
+                    }
+                }
+                panic!(
+                    "{} did not print {prefix:?} within {timeout:?} (exit: {exited:?}); \
+                     stdout: {:?}\nstderr:\n{}",
+                    self.name,
+                    self.stdout,
+                    self.stderr()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits for the process to exit, at most `timeout`; then collects the
+    /// rest of its stdout.
+    async fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                break Some(status);
+            }
+            if Instant::now() >= deadline {
+                break None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        while let Ok(line) = self.stdout_lines.try_recv() {
+            self.stdout.push(line);
+        }
+        status
+    }
+
+    /// SIGKILL, as `kill -9` or the OOM killer would.
+    fn kill(&mut self) {
+        self.child.kill().expect("SIGKILL is sent");
+        self.child.wait().expect("the killed process is reaped");
+    }
+
+    fn stderr(&self) -> String {
+        self.stderr
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The last lines of stderr, for failure messages.
+    fn stderr_tail(&self, lines: usize) -> String {
+        let all = self.stderr();
+        let v: Vec<&str> = all.lines().collect();
+        v[v.len().saturating_sub(lines)..].join("\n")
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The tails of several processes' logs, for failure messages.
+fn logs(procs: &[&Proc]) -> String {
+    procs
+        .iter()
+        .map(|p| format!("--- {} stderr (tail) ---\n{}\n", p.name, p.stderr_tail(40)))
+        .collect()
+}
+
+/// `m2m <role>` with a clean, predictable environment.
+fn m2m(role: &str, env: &TestEnv) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_m2m"));
+    cmd.arg(role)
+        .args(["--amqp-url", &env.vhost.url])
+        .args(["--database-url", &env.database_url()]);
+    for (key, _) in std::env::vars() {
+        if key.starts_with("M2M_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.env("M2M_LOG", "info").env("NO_COLOR", "1");
+    cmd
+}
+
+/// Starts `m2m gateway` on a free port; returns it and its base URL.
+async fn start_gateway(env: &TestEnv, name: &str) -> (Proc, String) {
+    let mut cmd = m2m("gateway", env);
+    cmd.args(["--listen", "127.0.0.1:0"])
+        .env("M2M_JWT_SECRET", JWT_SECRET);
+    let mut gateway = Proc::spawn(name, &mut cmd);
+    let line = gateway
+        .wait_line("m2m gateway serving on http://", START_TIMEOUT)
+        .await;
+    let addr: std::net::SocketAddr = line["m2m gateway serving on http://".len()..]
+        .trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("bad address in {line:?}: {e}"));
+    assert_ne!(addr.port(), 0, "{line}");
+    env.progress(format!("{name} serving on {addr}"));
+    (gateway, format!("http://{addr}"))
+}
+
+/// Starts `m2m processor` and waits until it says it consumes.
+async fn start_processor(env: &TestEnv, name: &str, extra: &[&str]) -> Proc {
+    let mut cmd = m2m("processor", env);
+    cmd.args(extra);
+    let mut processor = Proc::spawn(name, &mut cmd);
+    let line = processor
+        .wait_line("m2m processor consuming with concurrency ", START_TIMEOUT)
+        .await;
+    env.progress(format!("{name}: {line}"));
+    processor
+}
+
+// ---------------------------------------------------------------------------
+// HTTP
+// ---------------------------------------------------------------------------
+
+/// The answer to an accepted game.
+#[derive(Debug, Clone)]
+struct Accepted {
+    game_id: String,
+    event_id: String,
+}
+
+/// Typed requests to one gateway.
+struct Api {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Api {
+    fn new(base: &str) -> Api {
+        Api {
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(20))
+                .build()
+                .expect("a client"),
+            base: base.to_owned(),
+        }
+    }
+
+    /// The `/readyz` status, or `None` when the request fails.
+    async fn readyz(&self) -> Option<u16> {
+        let r = self
+            .http
+            .get(format!("{}/readyz", self.base))
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .ok()?;
+        Some(r.status().as_u16())
+    }
+
+    /// Polls `/readyz` until it answers `want`; returns how long it took.
+    async fn wait_readyz(&self, want: u16, timeout: Duration, procs: &[&Proc]) -> Duration {
+        let t0 = Instant::now();
+        let mut last = None;
+        while t0.elapsed() < timeout {
+            last = self.readyz().await;
+            if last == Some(want) {
+                return t0.elapsed();
+            }
+            tokio::time::sleep(POLL).await;
+        }
+        panic!(
+            "{}/readyz did not answer {want} within {timeout:?} (last: {last:?})\n{}",
+            self.base,
+            logs(procs)
+        );
+    }
+
+    async fn register(&self, username: &str) {
+        let r = self
+            .http
+            .post(format!("{}/v1/users", self.base))
+            .json(&json!({"username": username, "password": PASSWORD}))
+            .send()
+            .await
+            .expect("POST /v1/users");
+        let status = r.status();
+        let body = r.text().await.unwrap_or_default();
+        assert_eq!(status, 201, "register: {body}");
+    }
+
+    async fn login(&self, username: &str) -> String {
+        let r = self
+            .http
+            .post(format!("{}/v1/login", self.base))
+            .json(&json!({"username": username, "password": PASSWORD}))
+            .send()
+            .await
+            .expect("POST /v1/login");
+        let status = r.status();
+        let body: Value = r.json().await.expect("a JSON login answer");
+        assert_eq!(status, 200, "login: {body}");
+        body["access_token"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no access_token in {body}"))
+            .to_owned()
+    }
+
+    /// Registers and logs in a new user; returns the access token.
+    async fn new_user(&self, username: &str) -> String {
+        self.register(username).await;
+        self.login(username).await
+    }
+
+    /// Posts a game, asserting the 202 and its shape.
+    async fn submit(&self, token: &str, body: String) -> Accepted {
+        let r = self
+            .http
+            .post(format!("{}/v1/games", self.base))
+            .bearer_auth(token)
+            .header("Content-Type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("POST /v1/games");
+        let status = r.status();
+        let location = r
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let text = r.text().await.unwrap_or_default();
+        assert_eq!(status, 202, "submit: {text}");
+        let v: Value = serde_json::from_str(&text).expect("a JSON 202 body");
+        assert_eq!(v["status"], "queued", "{v}");
+        let field = |k: &str| {
+            v[k].as_str()
+                .unwrap_or_else(|| panic!("no {k} in {v}"))
+                .to_owned()
+        };
+        let accepted = Accepted {
+            game_id: field("game_id"),
+            event_id: field("event_id"),
+        };
+        assert_eq!(
+            location.as_deref(),
+            Some(format!("/v1/games/{}", accepted.game_id).as_str())
+        );
+        accepted
+    }
+
+    /// Submits the games of `seeds` at once; returns their game_ids.
+    async fn submit_many(
+        self: &Arc<Self>,
+        token: &str,
+        seeds: std::ops::Range<u64>,
+    ) -> Vec<String> {
+        let mut tasks = tokio::task::JoinSet::new();
+        for seed in seeds {
+            let api = self.clone();
+            let token = token.to_owned();
+            tasks.spawn(async move { api.submit(&token, small_game(seed)).await.game_id });
+        }
+        let mut ids = Vec::new();
+        while let Some(r) = tasks.join_next().await {
+            ids.push(r.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic())));
+        }
+        ids
+    }
+
+    /// One page of `/v1/sync`: the status and the body.
+    async fn sync_page(&self, token: &str, since: Option<&str>) -> (u16, Value) {
+        let mut req = self
+            .http
+            .get(format!("{}/v1/sync", self.base))
+            .bearer_auth(token)
+            .query(&[("limit", "1000")]);
+        if let Some(since) = since {
+            req = req.query(&[("since", since)]);
+        }
+        let r = req.send().await.expect("GET /v1/sync");
+        let status = r.status().as_u16();
+        let body = r.json().await.expect("a JSON sync answer");
+        (status, body)
+    }
+
+    /// The changes after `since`, following `cursor` until a page is empty.
+    /// Returns them and the cursor to continue from.
+    async fn sync_from(&self, token: &str, since: Option<String>) -> (Vec<Value>, Option<String>) {
+        let mut cursor = since;
+        let mut changes = Vec::new();
+        loop {
+            let (status, page) = self.sync_page(token, cursor.as_deref()).await;
+            assert_eq!(status, 200, "sync: {page}");
+            let batch = page["changes"]
+                .as_array()
+                .unwrap_or_else(|| panic!("no changes in {page}"));
+            if batch.is_empty() {
+                return (changes, cursor);
+            }
+            changes.extend(batch.iter().cloned());
+            cursor = Some(
+                page["cursor"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("a non-empty page without cursor: {page}"))
+                    .to_owned(),
+            );
+        }
+    }
+
+    /// The whole feed, read from the start.
+    async fn feed(&self, token: &str) -> Vec<Value> {
+        self.sync_from(token, None).await.0
+    }
+
+    async fn game(&self, token: &str, game_id: &str) -> Value {
+        let r = self
+            .http
+            .get(format!("{}/v1/games/{game_id}", self.base))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("GET /v1/games/{id}");
+        let status = r.status();
+        let body: Value = r.json().await.expect("a JSON game");
+        assert_eq!(status, 200, "game {game_id}: {body}");
+        body
+    }
+
+    /// Polls the sync feed until every game of `ids` has a change (processed
+    /// or failed), at most `timeout`. Returns the whole feed read.
+    async fn wait_finished(
+        &self,
+        token: &str,
+        ids: &[String],
+        timeout: Duration,
+        procs: &[&Proc],
+    ) -> Vec<Value> {
+        let deadline = Instant::now() + timeout;
+        let mut feed = Vec::new();
+        let mut cursor = None;
+        loop {
+            let (changes, next) = self.sync_from(token, cursor).await;
+            cursor = next;
+            feed.extend(changes);
+            let finished: HashSet<&str> =
+                feed.iter().filter_map(|c| c["game_id"].as_str()).collect();
+            let missing: Vec<&String> = ids
+                .iter()
+                .filter(|id| !finished.contains(id.as_str()))
+                .collect();
+            if missing.is_empty() {
+                return feed;
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "{} of {} accepted games not finished after {timeout:?}: {missing:?}\n{}",
+                    missing.len(),
+                    ids.len(),
+                    logs(procs)
+                );
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Waits until every game of `ids` is processed, then checks that the
+    /// whole feed has each of them exactly once and nothing else, and that
+    /// each game reads `processed` with the metrics of a 10 s game.
+    async fn assert_all_processed_once(&self, token: &str, ids: &[String], procs: &[&Proc]) {
+        let feed = self.wait_finished(token, ids, PROCESS_TIMEOUT, procs).await;
+        if let Some(failed) = feed.iter().find(|c| c["status"] != "processed") {
+            panic!("a game was not processed: {failed}\n{}", logs(procs));
+        }
+        // Read again from the start: what a phone that was away sees.
+        let feed = self.feed(token).await;
+        let counts = occurrences(&feed);
+        for id in ids {
+            assert_eq!(counts.get(id), Some(&1), "game {id} in the feed: {feed:#?}");
+        }
+        assert_eq!(
+            feed.len(),
+            ids.len(),
+            "the feed has only the accepted games, once each: {feed:#?}"
+        );
+        for id in ids {
+            let game = self.game(token, id).await;
+            assert_eq!(game["status"], "processed", "{id}: {game}");
+            assert_eq!(game["metrics"]["duration_s"], 10.0, "{id}: {game}");
+            assert!(game.get("error").is_none(), "{id}: {game}");
+        }
+    }
+}
+
+/// A 10 s game at 100 Hz (16 channels, about 130 kB of JSON); the seed
+/// makes each one different.
+fn small_game(seed: u64) -> String {
+    GameSpec {
+        duration_s: 10.0,
+        seed,
+        ..GameSpec::standard()
+    }
+    .submission_json("pinch-garden", 100.0 + seed as f64)
+}
+
+/// How often each game appears in a feed.
+fn occurrences(feed: &[Value]) -> HashMap<String, usize> {
+    let mut n = HashMap::new();
+    for c in feed {
+        let id = c["game_id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("a change without game_id: {c}"));
+        *n.entry(id.to_owned()).or_insert(0) += 1;
+    }
+    n
+}
+
+/// How many distinct games of a feed are processed.
+fn processed_count(feed: &[Value]) -> usize {
+    feed.iter()
+        .filter(|c| c["status"] == "processed")
+        .filter_map(|c| c["game_id"].as_str())
+        .collect::<HashSet<_>>()
+        .len()
+}
+
+/// One server-sent event.
+#[derive(Debug)]
+struct SseEvent {
+    event: String,
+    id: Option<String>,
+    data: String,
+}
+
+/// Reads `text/event-stream` from a response, one event at a time.
+struct SseReader {
+    chunks: futures::stream::BoxStream<'static, reqwest::Result<Vec<u8>>>,
+    buf: String,
+}
+
+impl SseReader {
+    fn new(response: reqwest::Response) -> SseReader {
+        SseReader {
+            chunks: response
+                .bytes_stream()
+                .map(|chunk| chunk.map(|b| b.to_vec()))
+                .boxed(),
+            buf: String::new(),
+        }
+    }
+
+    /// The next event (comments and keep-alives skipped), or `None` when
+    /// `deadline` passes first. Panics if the stream ends or fails.
+    async fn next(&mut self, deadline: Instant) -> Option<SseEvent> {
+        loop {
+            while let Some(end) = self.buf.find("\n\n") {
+                let block: String = self.buf.drain(..end + 2).collect();
+                let mut event = SseEvent {
+                    event: "message".to_owned(),
+                    id: None,
+                    data: String::new(),
+                };
+                let mut has_data = false;
+                for line in block.lines() {
+                    let (field, value) = line.split_once(':').unwrap_or((line, ""));
+                    let value = value.strip_prefix(' ').unwrap_or(value);
+                    match field {
+                        "event" => event.event = value.to_owned(),
+                        "id" => event.id = Some(value.to_owned()),
+                        "data" => {
+                            if has_data {
+                                event.data.push('\n');
+                            }
+                            event.data.push_str(value);
+                            has_data = true;
+                        }
+                        _ => {} // a comment (keep-alive) or an unknown field
+                    }
+                }
+                if has_data {
+                    return Some(event);
+                }
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, self.chunks.next()).await {
+                Err(_) => return None,
+                Ok(Some(Ok(chunk))) => {
+                    self.buf.push_str(&String::from_utf8_lossy(&chunk));
+                    // Normalise the line ends SSE allows.
+                    if self.buf.contains('\r') {
+                        self.buf = self.buf.replace("\r\n", "\n").replace('\r', "\n");
+                    }
+                }
+                Ok(Some(Err(e))) => panic!("the event stream failed: {e}"),
+                Ok(None) => panic!("the event stream ended; unread: {:?}", self.buf),
+            }
+        }
+    }
+}
+
+/// Opens `GET /v1/events` with a client that has no overall time limit (the
+/// stream is meant to stay open); asserts the 200 and the content type.
+async fn open_events(base: &str, token: &str) -> SseReader {
+    let http = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .build()
+        .expect("a client");
+    let r = tokio::time::timeout(
+        Duration::from_secs(20),
+        http.get(format!("{base}/v1/events"))
+            .bearer_auth(token)
+            .header("Accept", "text/event-stream")
+            .send(),
+    )
+    .await
+    .expect("GET /v1/events answers within 20 s")
+    .expect("GET /v1/events");
+    let status = r.status();
+    let content_type = r
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    if status != 200 {
+        panic!(
+            "GET /v1/events: {status}: {}",
+            r.text().await.unwrap_or_default()
+        );
+    }
+    assert!(
+        content_type.starts_with("text/event-stream"),
+        "GET /v1/events content type {content_type:?}"
+    );
+    SseReader::new(r)
+}
+
+// ---------------------------------------------------------------------------
+// AMQP, from the test's side
+// ---------------------------------------------------------------------------
+
+async fn amqp_channel(url: &str) -> (Connection, Channel) {
+    let conn = tokio::time::timeout(
+        Duration::from_secs(10),
+        Connection::connect(url, ConnectionProperties::default()),
+    )
+    .await
+    .expect("the broker answers within 10 s")
+    .unwrap_or_else(|e| panic!("cannot connect to {url}: {e}"));
+    let channel = conn.create_channel().await.expect("a channel");
+    (conn, channel)
+}
+
+/// The message count of a queue (a passive declare: it must exist).
+async fn queue_count(channel: &Channel, queue: &str) -> u32 {
+    channel
+        .queue_declare(
+            queue.into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("passive declare of {queue}: {e}"))
+        .message_count()
+}
+
+fn header<'a>(props: &'a BasicProperties, name: &str) -> Option<&'a AMQPValue> {
+    props.headers().as_ref()?.inner().get(name)
+}
+
+/// The header as text, if it is a string.
+fn header_text(props: &BasicProperties, name: &str) -> Option<String> {
+    match header(props, name)? {
+        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
+        _ => None,
+    }
+}
+
+/// Publishes with a confirm; panics unless the broker acks and routes it.
+async fn publish_confirmed(channel: &Channel, payload: &[u8], props: BasicProperties) {
+    let confirm = channel
+        .basic_publish(
+            PROCESSING.into(),
+            ROUTING_KEY.into(),
+            BasicPublishOptions {
+                mandatory: true,
+                ..Default::default()
+            },
+            payload,
+            props,
+        )
+        .await
+        .expect("basic.publish")
+        .await
+        .expect("a publisher confirm");
+    assert!(
+        matches!(confirm, Confirmation::Ack(None)),
+        "the broker did not take the message: {confirm:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Python
+// ---------------------------------------------------------------------------
+
+/// A virtualenv with `tests/python/requirements.txt` installed, under the
+/// target directory, reused while the requirements are unchanged.
+fn python_venv() -> Result<PathBuf, String> {
+    let python_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python");
+    let requirements = python_dir.join("requirements.txt");
+    let wanted = std::fs::read_to_string(&requirements)
+        .map_err(|e| format!("cannot read {}: {e}", requirements.display()))?;
+    let target = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .expect("the target directory")
+        .to_owned();
+    let venv = target.join("py-venv-scaled");
+    let python = venv.join("bin/python");
+    let stamp = venv.join("installed-requirements.txt");
+    if python.exists() && std::fs::read_to_string(&stamp).is_ok_and(|s| s == wanted) {
+        return Ok(python);
+    }
+    let _ = std::fs::remove_dir_all(&venv);
+    let t0 = Instant::now();
+    run_bounded(
+        Command::new("python3").args(["-m", "venv"]).arg(&venv),
+        "python3 -m venv",
+        Duration::from_secs(60),
+    )?;
+    run_bounded(
+        Command::new(&python)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--disable-pip-version-check",
+                "-q",
+                "-r",
+            ])
+            .arg(&requirements),
+        "pip install -r tests/python/requirements.txt",
+        Duration::from_secs(180),
+    )?;
+    std::fs::write(&stamp, &wanted)
+        .map_err(|e| format!("cannot write {}: {e}", stamp.display()))?;
+    println!(
+        "installed the Python requirements into {} in {:?}",
+        venv.display(),
+        t0.elapsed()
+    );
+    Ok(python)
+}
+
+// ---------------------------------------------------------------------------
+// The tests
+// ---------------------------------------------------------------------------
+
+#[test]
+fn a_game_posted_at_one_gateway_is_announced_at_another() {
+    let Some(env) = TestEnv::begin("a_game_posted_at_one_gateway_is_announced_at_another") else {
+        return;
+    };
+    runtime().block_on(async {
+        let (gateway_a, base_a) = start_gateway(&env, "gateway-a").await;
+        let (gateway_b, base_b) = start_gateway(&env, "gateway-b").await;
+        let p1 = start_processor(&env, "processor-1", &[]).await;
+        let p2 = start_processor(&env, "processor-2", &[]).await;
+        let procs = [&gateway_a, &gateway_b, &p1, &p2];
+        let (a, b) = (Api::new(&base_a), Api::new(&base_b));
+        a.wait_readyz(200, READY_TIMEOUT, &procs).await;
+        b.wait_readyz(200, READY_TIMEOUT, &procs).await;
+        env.progress("both gateways ready");
+
+        let token = a.new_user("two-gateways").await;
+        // Tokens are signed with the shared secret: A's works at B.
+        let (status, page) = b.sync_page(&token, None).await;
+        assert_eq!(status, 200, "A's token at B: {page}");
+        assert_eq!(page["changes"], json!([]), "{page}");
+
+        let mut events = open_events(&base_b, &token).await;
+        env.progress("event stream open at B");
+        let accepted = a.submit(&token, small_game(7)).await;
+        env.progress(format!("game {} accepted at A", accepted.game_id));
+
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let event = loop {
+            let Some(event) = events.next(deadline).await else {
+                panic!(
+                    "no event for game {} at B within 30 s\n{}",
+                    accepted.game_id,
+                    logs(&procs)
+                );
+            };
+            let data: Value = serde_json::from_str(&event.data)
+                .unwrap_or_else(|e| panic!("event data is not JSON ({e}): {event:?}"));
+            if data["game_id"] == accepted.game_id.as_str() {
+                break (event, data);
+            }
+            env.progress(format!("(another event: {event:?})"));
+        };
+        let (event, change) = event;
+        env.progress(format!(
+            "B announced: event: {}, id: {:?}",
+            event.event, event.id
+        ));
+        assert_eq!(event.event, "game.processed", "{event:?}");
+        assert_eq!(change["status"], "processed", "{change}");
+        assert_eq!(change["metrics"]["duration_s"], 10.0, "{change}");
+        assert!(change["processed_at"].is_string(), "{change}");
+        assert_eq!(
+            event.id.as_deref(),
+            change["cursor"].as_str(),
+            "the event id is the change's cursor: {event:?}"
+        );
+        // The event is the change the feed has, at either gateway.
+        let feed_b = b.feed(&token).await;
+        assert_eq!(feed_b, vec![change.clone()], "B's feed");
+        assert_eq!(a.feed(&token).await, feed_b, "A's feed");
+    });
+    env.progress("done (the whole test, set-up included)");
+}
+
+#[test]
+fn a_killed_processor_loses_nothing() {
+    const GAMES: u64 = 30;
+    let Some(env) = TestEnv::begin("a_killed_processor_loses_nothing") else {
+        return;
+    };
+    runtime().block_on(async {
+        let (gateway, base) = start_gateway(&env, "gateway").await;
+        // One game at a time each, so the kill is likely to find one in
+        // flight and many still queued.
+        let one = ["--concurrency", "1"];
+        let mut victim = start_processor(&env, "processor-1 (killed)", &one).await;
+        let survivor = start_processor(&env, "processor-2", &one).await;
+        let api = Arc::new(Api::new(&base));
+        api.wait_readyz(200, READY_TIMEOUT, &[&gateway]).await;
+        let token = api.new_user("kill-processor").await;
+
+        let submitting = {
+            let (api, token) = (api.clone(), token.clone());
+            tokio::spawn(async move { api.submit_many(&token, 0..GAMES).await })
+        };
+        // Kill once processing is under way.
+        let deadline = Instant::now() + PROCESS_TIMEOUT;
+        let done_at_kill = loop {
+            let done = processed_count(&api.feed(&token).await);
+            if done >= 3 {
+                break done;
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "fewer than 3 games processed after {PROCESS_TIMEOUT:?}\n{}",
+                    logs(&[&gateway, &victim, &survivor])
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        victim.kill();
+        let victim_handled = victim.stderr().matches("game processed").count();
+        env.progress(format!(
+            "SIGKILLed {} with {done_at_kill} of {GAMES} games processed \
+             ({victim_handled} of them by the killed one)",
+            victim.name
+        ));
+        let replacement = start_processor(&env, "processor-3 (replacement)", &one).await;
+
+        let accepted = submitting
+            .await
+            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+        assert_eq!(accepted.len(), GAMES as usize);
+        assert_eq!(
+            accepted.iter().collect::<HashSet<_>>().len(),
+            accepted.len(),
+            "game_ids are distinct"
+        );
+        env.progress(format!("all {GAMES} games accepted"));
+
+        api.assert_all_processed_once(&token, &accepted, &[&gateway, &survivor, &replacement])
+            .await;
+        let by = |p: &Proc| p.stderr().matches("game processed").count();
+        env.progress(format!(
+            "all {GAMES} processed once each; log lines \"game processed\": killed {}, \
+             survivor {}, replacement {}",
+            by(&victim),
+            by(&survivor),
+            by(&replacement)
+        ));
+        // What the killed one held unacked comes back as a redelivery
+        // (attempt 2, from the quorum queue's x-delivery-count).
+        let redelivered = |p: &Proc| {
+            p.stderr()
+                .lines()
+                .filter(|l| l.contains("attempt=2") && l.contains("game processed"))
+                .count()
+        };
+        env.progress(format!(
+            "games processed on a redelivery: {}",
+            redelivered(&survivor) + redelivered(&replacement)
+        ));
+    });
+    env.progress("done (the whole test, set-up included)");
+}
+
+#[test]
+fn uploads_keep_being_accepted_while_the_broker_restarts() {
+    const EACH: u64 = 4;
+    let Some(env) = TestEnv::begin("uploads_keep_being_accepted_while_the_broker_restarts") else {
+        return;
+    };
+    runtime().block_on(async {
+        let (gateway, base) = start_gateway(&env, "gateway").await;
+        let processor = start_processor(&env, "processor", &[]).await;
+        let procs = [&gateway, &processor];
+        let api = Arc::new(Api::new(&base));
+        api.wait_readyz(200, READY_TIMEOUT, &procs).await;
+        let token = api.new_user("broker-restart").await;
+
+        let mut accepted = api.submit_many(&token, 0..EACH).await;
+        env.progress(format!("{EACH} games accepted before the stop"));
+
+        let mut broker = BrokerRestart::stop_app();
+        env.progress("rabbitmqctl stop_app done");
+        // Every upload is still accepted, and /readyz says the bus is gone.
+        let mut saw_503 = None;
+        let t_stop = Instant::now();
+        let mut during = Vec::new();
+        for seed in EACH..2 * EACH {
+            during.push(api.submit(&token, small_game(seed)).await.game_id);
+            if saw_503.is_none() && api.readyz().await == Some(503) {
+                saw_503 = Some(t_stop.elapsed());
+            }
+        }
+        env.progress(format!("{EACH} games accepted while the broker is stopped"));
+        if saw_503.is_none() {
+            saw_503 = Some(
+                api.wait_readyz(503, Duration::from_secs(20), &procs).await + t_stop.elapsed(),
+            );
+        }
+        env.progress(format!(
+            "/readyz answered 503 {:?} after the stop",
+            saw_503.unwrap_or_default()
+        ));
+
+        broker.start_app();
+        env.progress("rabbitmqctl start_app + await_startup done");
+        let t_back = Instant::now();
+        let back = api.wait_readyz(200, PROCESS_TIMEOUT, &procs).await;
+        env.progress(format!("/readyz answered 200 again after {back:?}"));
+
+        accepted.extend(api.submit_many(&token, 2 * EACH..3 * EACH).await);
+        env.progress(format!("{EACH} games accepted after the restart"));
+
+        // How long each group takes once the broker is back (the games of
+        // the outage wait for the outbox relay).
+        api.wait_finished(&token, &accepted, PROCESS_TIMEOUT, &procs)
+            .await;
+        env.progress(format!(
+            "the games accepted before and after the outage finished {:?} after start_app",
+            t_back.elapsed()
+        ));
+        // Once the broker is back, the stored backlog is published at the
+        // relay's next pass, not after the 30 s publish lease (that delay
+        // was a bug: the events of the outage waited ~27 s).
+        api.wait_finished(&token, &during, Duration::from_secs(15), &procs)
+            .await;
+        env.progress(format!(
+            "the games accepted during the outage finished {:?} after start_app",
+            t_back.elapsed()
+        ));
+        accepted.extend(during);
+        api.assert_all_processed_once(&token, &accepted, &procs)
+            .await;
+        env.progress(format!("all {} games processed once each", accepted.len()));
+    });
+    env.progress("done (the whole test, set-up included)");
+}
+
+#[test]
+fn a_poison_message_is_dead_lettered_and_its_game_failed() {
+    const MAX_ATTEMPTS: usize = 3;
+    let Some(env) = TestEnv::begin("a_poison_message_is_dead_lettered_and_its_game_failed") else {
+        return;
+    };
+    runtime().block_on(async {
+        let (gateway, base) = start_gateway(&env, "gateway").await;
+        let api = Arc::new(Api::new(&base));
+        api.wait_readyz(200, READY_TIMEOUT, &[&gateway]).await;
+        let token = api.new_user("poison").await;
+        let poison = api.submit(&token, small_game(1)).await;
+        let mut good = Vec::new();
+        for seed in 2..5 {
+            good.push(api.submit(&token, small_game(seed)).await);
+        }
+
+        // Take the four events off the queue, as they were published.
+        let (_conn, channel) = amqp_channel(&env.vhost.url).await;
+        let mut taken = HashMap::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while taken.len() < 4 {
+            match channel
+                .basic_get(PROCESSING.into(), BasicGetOptions { no_ack: false })
+                .await
+                .expect("basic.get")
+            {
+                Some(m) => {
+                    m.delivery
+                        .ack(BasicAckOptions::default())
+                        .await
+                        .expect("basic.ack");
+                    let body: Value =
+                        serde_json::from_slice(&m.delivery.data).expect("a JSON event");
+                    let game_id = body["game_id"].as_str().expect("a game_id").to_owned();
+                    taken.insert(game_id, (body, m.delivery.properties.clone()));
+                }
+                None if Instant::now() < deadline => tokio::time::sleep(POLL).await,
+                None => panic!(
+                    "only {} of 4 events reached {PROCESSING} within 20 s\n{}",
+                    taken.len(),
+                    logs(&[&gateway])
+                ),
+            }
+        }
+        env.progress("took the 4 events off the queue");
+
+        // Corrupt P: its first channel loses its last sample.
+        let (mut p_body, p_props) = taken.remove(&poison.game_id).expect("P was published");
+        assert_eq!(p_body["event_id"], poison.event_id.as_str(), "{p_props:?}");
+        let channels = p_body["channels"].as_object_mut().expect("channels");
+        let short = channels.keys().next().expect("a channel").clone();
+        let column = channels[&short].as_array_mut().expect("a column");
+        let samples = column.len();
+        column.pop();
+        env.progress(format!(
+            "P = game {}: channels.{short} cut from {samples} to {} samples",
+            poison.game_id,
+            samples - 1
+        ));
+        let trace_id = header_text(&p_props, "trace_id").unwrap_or_default();
+        let mut headers = FieldTable::default();
+        headers.insert(
+            "type".into(),
+            AMQPValue::LongString("ProcessingEvent".into()),
+        );
+        headers.insert("trace_id".into(), AMQPValue::LongString(trace_id.into()));
+        let event_props = |message_id: &str, headers: FieldTable| {
+            BasicProperties::default()
+                .with_delivery_mode(2)
+                .with_content_type("application/json".into())
+                .with_message_id(message_id.into())
+                .with_headers(headers)
+        };
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .expect("confirm.select");
+        publish_confirmed(
+            &channel,
+            &serde_json::to_vec(&p_body).expect("JSON"),
+            event_props(&poison.event_id, headers),
+        )
+        .await;
+        for accepted in &good {
+            let (body, props) = taken.remove(&accepted.game_id).expect("published");
+            publish_confirmed(&channel, &serde_json::to_vec(&body).expect("JSON"), props).await;
+        }
+        let mut headers = FieldTable::default();
+        headers.insert(
+            "type".into(),
+            AMQPValue::LongString("ProcessingEvent".into()),
+        );
+        let not_json_id = uuid::Uuid::now_v7().to_string();
+        publish_confirmed(
+            &channel,
+            b"this is not JSON at all \xff\xfe",
+            event_props(&not_json_id, headers),
+        )
+        .await;
+        env.progress("published P (corrupt), the 3 others and one non-JSON message");
+
+        let processor = start_processor(
+            &env,
+            "processor",
+            &["--max-attempts", &MAX_ATTEMPTS.to_string()],
+        )
+        .await;
+        let procs = [&gateway, &processor];
+        let mut all: Vec<String> = good.iter().map(|a| a.game_id.clone()).collect();
+        all.push(poison.game_id.clone());
+        let feed = api
+            .wait_finished(&token, &all, Duration::from_secs(30), &procs)
+            .await;
+        env.progress("all 4 games finished");
+
+        // P failed, naming the channel; the others were processed.
+        let p = api.game(&token, &poison.game_id).await;
+        assert_eq!(p["status"], "failed", "P: {p}");
+        let error = p["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("P has no error: {p}"));
+        assert!(
+            error.contains(&format!("channels.{short}")),
+            "P's error: {error}"
+        );
+        assert!(p.get("metrics").is_none(), "P: {p}");
+        env.progress(format!("P failed: {error}"));
+        let p_changes: Vec<&Value> = feed
+            .iter()
+            .filter(|c| c["game_id"] == poison.game_id.as_str())
+            .collect();
+        assert_eq!(p_changes.len(), 1, "P in the feed: {feed:#?}");
+        assert_eq!(p_changes[0]["status"], "failed", "{feed:#?}");
+        for accepted in &good {
+            let game = api.game(&token, &accepted.game_id).await;
+            assert_eq!(game["status"], "processed", "{game}");
+        }
+
+        // Exactly P and the non-JSON message are dead letters.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let dead = queue_count(&channel, DEAD_LETTERS).await;
+            if dead >= 2 || Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(POLL).await;
+        }
+        // Settle time for a wrong third one to show up.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let dead = queue_count(&channel, DEAD_LETTERS).await;
+        assert_eq!(dead, 2, "messages in {DEAD_LETTERS}\n{}", logs(&procs));
+        assert_eq!(
+            queue_count(&channel, PROCESSING).await,
+            0,
+            "left in {PROCESSING}"
+        );
+
+        // P was delivered MAX_ATTEMPTS times: the processor's log says so
+        // (its span carries game_id and attempt).
+        let stderr = processor.stderr();
+        let about_p: Vec<&str> = stderr
+            .lines()
+            .filter(|l| l.contains(&format!("game_id={}", poison.game_id)))
+            .collect();
+        let retries: Vec<&&str> = about_p
+            .iter()
+            .filter(|l| l.contains("processing failed; will retry"))
+            .collect();
+        let give_ups: Vec<&&str> = about_p
+            .iter()
+            .filter(|l| l.contains("giving up on the event"))
+            .collect();
+        let report = about_p.join("\n");
+        assert_eq!(retries.len(), MAX_ATTEMPTS - 1, "P's retries:\n{report}");
+        assert_eq!(give_ups.len(), 1, "P's give-up:\n{report}");
+        for attempt in 1..=MAX_ATTEMPTS {
+            assert!(
+                about_p
+                    .iter()
+                    .any(|l| l.contains(&format!("attempt={attempt}"))),
+                "no line of P's attempt {attempt}:\n{report}"
+            );
+        }
+        assert!(
+            give_ups[0].contains(&format!("attempt={MAX_ATTEMPTS}")),
+            "{report}"
+        );
+        env.progress(format!(
+            "P delivered {MAX_ATTEMPTS} times, per the processor's log"
+        ));
+
+        // Look at the dead letters, and put them back.
+        let mut dead_ids = Vec::new();
+        let mut held = Vec::new();
+        for _ in 0..2 {
+            let m = channel
+                .basic_get(DEAD_LETTERS.into(), BasicGetOptions { no_ack: false })
+                .await
+                .expect("basic.get")
+                .expect("a dead letter");
+            let props = &m.delivery.properties;
+            let id = props.message_id().as_ref().map(|s| s.as_str().to_owned());
+            env.progress(format!(
+                "dead letter {}: x-delivery-count {:?}",
+                id.as_deref().unwrap_or("(no message_id)"),
+                header(props, "x-delivery-count")
+            ));
+            dead_ids.extend(id);
+            held.push(m);
+        }
+        for m in held {
+            m.delivery
+                .nack(BasicNackOptions {
+                    requeue: true,
+                    ..Default::default()
+                })
+                .await
+                .expect("basic.nack");
+        }
+        dead_ids.sort();
+        let mut want = vec![poison.event_id.clone(), not_json_id.clone()];
+        want.sort();
+        assert_eq!(dead_ids, want, "the dead letters' message ids");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while queue_count(&channel, DEAD_LETTERS).await != 2 && Instant::now() < deadline {
+            tokio::time::sleep(POLL).await;
+        }
+        assert_eq!(queue_count(&channel, DEAD_LETTERS).await, 2, "put back");
+    });
+    env.progress("done (the whole test, set-up included)");
+}
+
+#[test]
+fn a_python_consumer_can_join() {
+    let Some(env) = TestEnv::begin("a_python_consumer_can_join") else {
+        return;
+    };
+    let python = match python_venv() {
+        Ok(p) => p,
+        Err(e) if in_ci() => panic!("cannot set up the Python consumer: {e}"),
+        Err(e) => {
+            println!("skipping a_python_consumer_can_join: cannot set up Python ({e})");
+            return;
+        }
+    };
+    runtime().block_on(async {
+        let (gateway, base) = start_gateway(&env, "gateway").await;
+        let api = Api::new(&base);
+        // The gateway has declared the topology once it is ready.
+        api.wait_readyz(200, READY_TIMEOUT, &[&gateway]).await;
+        let token = api.new_user("python-joins").await;
+
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let script = manifest.join("tests/python/consume_one.py");
+        let schema = manifest.join("../../schemas/processing-event.schema.json");
+        let mut consumer = Proc::spawn(
+            "consume_one.py",
+            Command::new(&python)
+                .arg(&script)
+                .arg(&env.vhost.url)
+                .arg(&schema)
+                .arg("30")
+                .env("PYTHONUNBUFFERED", "1"),
+        );
+        consumer.wait_line("READY", START_TIMEOUT).await;
+        env.progress("the Python consumer is bound");
+
+        let accepted = api.submit(&token, small_game(3)).await;
+        env.progress(format!("game accepted, event {}", accepted.event_id));
+        let status = consumer.wait_exit(Duration::from_secs(40)).await;
+        let stderr = consumer.stderr();
+        let status = status.unwrap_or_else(|| {
+            panic!(
+                "the Python consumer still runs after 40 s; stdout: {:?}\nstderr:\n{stderr}",
+                consumer.stdout
+            )
+        });
+        assert!(
+            status.success(),
+            "the Python consumer: {status}; stdout: {:?}\nstderr:\n{stderr}",
+            consumer.stdout
+        );
+        let want = format!("EVENT_ID {}", accepted.event_id);
+        assert!(
+            consumer.stdout.iter().any(|l| l == &want),
+            "the Python consumer did not print {want:?}: {:?}\nstderr:\n{stderr}",
+            consumer.stdout
+        );
+        env.progress(format!(
+            "the Python consumer validated event {}",
+            accepted.event_id
+        ));
+    });
+    env.progress("done (the whole test, set-up included)");
+}
