@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# One command for the whole benchmark: builds release, runs the standard
+# scenarios and writes their table into docs/performance.md.
+#   bench/run.sh            # everything (about 5 minutes on 2 cores)
+#   bench/run.sh --quick    # fewer steps, for checking the script itself
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release -p m2m
+if ! command -v wrk >/dev/null 2>&1; then
+  echo "installing wrk (login load)"
+  apt-get install -y wrk >/dev/null 2>&1 || { apt-get update >/dev/null && apt-get install -y wrk >/dev/null; }
+fi
+if command -v rabbitmqctl >/dev/null 2>&1 && ! rabbitmqctl status >/dev/null 2>&1; then
+  rabbitmq-server -detached
+  timeout 120 rabbitmqctl await_startup
+fi
+exec python3 bench/run.py "$@"
