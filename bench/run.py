@@ -195,7 +195,18 @@ def main():
         serve_rss = max(serve_rss or 0, peak_rss_mb(serve) or 0)
         stop(serve)
 
+        def verdict(ok):
+            return "met" if ok else "**not met**"
+        p99_half = half["notify_latency_ms"]["p99"]
         lines += [
+            "### Targets (embedded mode, standard games, this 2-core machine)",
+            "",
+            "| target | measured | |",
+            "|---|---|---|",
+            f"| ≥ 150 games/s end to end | {best[1]['completed_per_s']:.1f} games/s | {verdict(best[1]['completed_per_s'] >= 150)} |",
+            f"| submit→notification p99 ≤ 50 ms at half that rate | {p99_half:.1f} ms | {verdict(p99_half <= 50)} |",
+            f"| peak RSS ≤ 300 MB | {serve_rss:.0f} MB | {verdict(serve_rss <= 300)} |",
+            "",
             "### Embedded (`m2m serve`), standard games, closed loop",
             "",
             "| concurrency | games/s end to end | MB/s uploaded | submit p50/p95/p99/max ms | submit→notification p50/p95/p99/max ms | simulator CPU |",
