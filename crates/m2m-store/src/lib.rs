@@ -14,6 +14,7 @@
 //! documentation says how, method by method). The same contract tests run
 //! against every implementation (`tests/contract.rs`).
 
+mod format;
 mod mongo;
 mod sqlite;
 

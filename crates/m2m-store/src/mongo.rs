@@ -81,12 +81,13 @@
 //! another user's feed is refused rather than read as a position in this
 //! one.
 
+use crate::format::{corrupt, id, parse_time, plus, ts};
 use crate::{
     Completed, Completion, Digest, IdempotencyRecord, NewGame, NewLogin, NewUser, OutboxEntry,
     ProcessedGame, RefreshOutcome, Result, Store, StoreError, SubmitOutcome, UserRecord,
 };
 use async_trait::async_trait;
-use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use futures::TryStreamExt;
 use m2m_analysis::Metrics;
 use m2m_domain::{
@@ -126,9 +127,6 @@ const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How many times `complete_game` tries the next feed position when other
 /// completions of the same user keep taking it first.
 const MAX_SEQ_ATTEMPTS: usize = 64;
-
-/// Fixed-width UTC format: string order is time order.
-const TIME_FORMAT: &str = "%Y-%m-%dT%H:%M:%S%.6fZ";
 
 /// MongoDB's error code for a broken unique index.
 const DUPLICATE_KEY: i32 = 11000;
@@ -643,10 +641,6 @@ fn duplicate_key_message(e: &mongodb::error::Error) -> &str {
     }
 }
 
-fn corrupt(what: &str, e: impl fmt::Display) -> StoreError {
-    StoreError::Corrupt(format!("{what}: {e}"))
-}
-
 fn to_bson<T: Serialize>(value: &T) -> Result<bson::Bson> {
     bson::to_bson(value).map_err(|e| corrupt("unserialisable value", e))
 }
@@ -655,35 +649,6 @@ fn to_bson<T: Serialize>(value: &T) -> Result<bson::Bson> {
 /// returns is exactly what later reads return.
 fn as_stored<T: Serialize + serde::de::DeserializeOwned>(value: &T) -> Result<T> {
     bson::from_bson(to_bson(value)?).map_err(|e| corrupt("value does not read back", e))
-}
-
-fn ts(t: DateTime<Utc>) -> String {
-    t.format(TIME_FORMAT).to_string()
-}
-
-/// The latest time [`TIME_FORMAT`] can write with four-digit years.
-fn latest_time() -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339("9999-12-31T23:59:59.999999Z")
-        .expect("a valid constant")
-        .with_timezone(&Utc)
-}
-
-/// `now + d`, saturating at [`latest_time`] for absurd leases.
-fn plus(now: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
-    TimeDelta::from_std(d)
-        .ok()
-        .and_then(|d| now.checked_add_signed(d))
-        .map_or_else(latest_time, |t| t.min(latest_time()))
-}
-
-fn parse_time(s: &str) -> Result<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(s)
-        .map(|t| t.with_timezone(&Utc))
-        .map_err(|e| corrupt("stored time", e))
-}
-
-fn id(u: Uuid) -> String {
-    u.hyphenated().to_string()
 }
 
 fn parse_id(s: &str) -> Result<Uuid> {
@@ -1401,6 +1366,7 @@ impl MongoStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::format::latest_time;
     use m2m_domain::GameSubmission;
 
     #[test]
@@ -1422,10 +1388,21 @@ mod tests {
             format!("8000000000000000{tag}"),
             format!("000000000000000g{tag}"),
             format!("0000000000000001{tag}0"),
-            encode_cursor(ada, 1).to_uppercase(),
         ] {
             assert_eq!(decode_cursor(&bad, ada), None, "{bad:?}");
         }
+        // Upper case is refused too; a fixed tag with letters, since a
+        // random user's tag is all digits one time in forty (and would not
+        // change when upper-cased).
+        assert_eq!(
+            decode_cursor("000000000000000100000000".to_uppercase().as_str(), ada),
+            None
+        );
+        let cursor = encode_cursor(ada, 10);
+        if cursor != cursor.to_uppercase() {
+            assert_eq!(decode_cursor(&cursor.to_uppercase(), ada), None);
+        }
+        assert_eq!(decode_cursor("000000000000000A", ada), None);
     }
 
     #[test]

@@ -30,12 +30,13 @@
 //! | `idempotency` | (`user_id`, `key`) PK, `request_hash` BLOB, `status`, `body` BLOB, `created_at` | kept forever for now (the contract asks for at least 24 h) |
 //! | `changes` | `seq` INTEGER PK AUTOINCREMENT, `user_id`, `game_id` → games, `event_id` UNIQUE, `reconciliation_event_id`, `status`, `processed_at`, `metrics` JSON, `error` | the change feed; a cursor is `seq` as 16 lower-case hex digits |
 
+use crate::format::{corrupt, id, parse_time, plus, ts};
 use crate::{
     Completed, Completion, Digest, IdempotencyRecord, NewGame, NewLogin, NewUser, OutboxEntry,
     ProcessedGame, RefreshOutcome, Result, Store, StoreError, SubmitOutcome, UserRecord,
 };
 use async_trait::async_trait;
-use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use m2m_analysis::Metrics;
 use m2m_domain::{
     decode_column, encode_column, Change, Device, EventGame, Game, GameStatus, ProcessingEvent,
@@ -155,9 +156,6 @@ const BUSY_TIMEOUT: Duration = Duration::from_millis(5000);
 /// Idle reader connections kept for reuse; more are opened when needed and
 /// closed when they come back to a full pool.
 const MAX_IDLE_READERS: usize = 8;
-
-/// Fixed-width UTC format: text order is time order.
-const TIME_FORMAT: &str = "%Y-%m-%dT%H:%M:%S%.6fZ";
 
 /// The columns of `games` that make a [`Game`], in [`game_from_row`]'s order.
 const GAME_FIELDS: &str = "game_id, status, game, score, started_at, submitted_at, processed_at, \
@@ -400,34 +398,6 @@ fn db_insert(e: rusqlite::Error, what: &'static str) -> StoreError {
     db(e)
 }
 
-fn corrupt(what: &str, e: impl fmt::Display) -> StoreError {
-    StoreError::Corrupt(format!("{what}: {e}"))
-}
-
-fn ts(t: DateTime<Utc>) -> String {
-    t.format(TIME_FORMAT).to_string()
-}
-
-/// The latest time [`TIME_FORMAT`] can write with four-digit years (past
-/// it, text order would stop being time order).
-fn latest_time() -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339("9999-12-31T23:59:59.999999Z")
-        .expect("a valid constant")
-        .with_timezone(&Utc)
-}
-
-/// `now + d`, saturating at [`latest_time`] for absurd leases.
-fn plus(now: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
-    TimeDelta::from_std(d)
-        .ok()
-        .and_then(|d| now.checked_add_signed(d))
-        .map_or_else(latest_time, |t| t.min(latest_time()))
-}
-
-fn id(u: Uuid) -> String {
-    u.hyphenated().to_string()
-}
-
 fn get<T: rusqlite::types::FromSql>(row: &Row<'_>, i: usize) -> Result<T> {
     row.get(i).map_err(db)
 }
@@ -435,12 +405,6 @@ fn get<T: rusqlite::types::FromSql>(row: &Row<'_>, i: usize) -> Result<T> {
 fn get_uuid(row: &Row<'_>, i: usize) -> Result<Uuid> {
     let s: String = get(row, i)?;
     Uuid::parse_str(&s).map_err(|e| corrupt("stored id", e))
-}
-
-fn parse_time(s: &str) -> Result<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(s)
-        .map(|t| t.with_timezone(&Utc))
-        .map_err(|e| corrupt("stored time", e))
 }
 
 fn get_time(row: &Row<'_>, i: usize) -> Result<DateTime<Utc>> {
@@ -1224,6 +1188,7 @@ impl Store for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::format::latest_time;
 
     #[test]
     fn cursors_round_trip_and_reject_strangers() {
