@@ -62,19 +62,6 @@ impl Fingers {
         }
     }
 
-    /// The value of `key` (a finger name or `mean`).
-    pub fn get(&self, key: &str) -> Option<f64> {
-        match key {
-            "thumb" => self.thumb,
-            "index" => self.index,
-            "middle" => self.middle,
-            "ring" => self.ring,
-            "pinky" => self.pinky,
-            "mean" => self.mean,
-            _ => None,
-        }
-    }
-
     fn is_empty(&self) -> bool {
         [
             self.thumb,

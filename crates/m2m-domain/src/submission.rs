@@ -88,11 +88,6 @@ impl Channels {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
-
-    /// The columns as a map, for callers that need to take them apart.
-    pub fn into_inner(self) -> BTreeMap<String, Vec<f64>> {
-        self.0
-    }
 }
 
 impl m2m_analysis::ChannelSource for Channels {
@@ -161,10 +156,6 @@ impl GameSubmission {
     }
     pub fn channels(&self) -> &Channels {
         &self.channels
-    }
-    /// Takes the submission apart, keeping the columns without a copy.
-    pub fn into_channels(self) -> Channels {
-        self.channels
     }
 
     /// Runs the analysis on this game.
