@@ -16,6 +16,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{broadcast, Notify};
 
+/// How many ProcessingEvents the queue holds by default, waiting or in
+/// flight. Each holds a whole game (about 0.6 MB for a standard one), so the
+/// bound is what keeps a backlog in the store rather than in memory; it only
+/// needs to be large enough that the processor never waits for the relay.
+pub const DEFAULT_CAPACITY: usize = 32;
+
 /// How many ReconciliationEvents a slow subscriber may fall behind before it
 /// is told it missed some (it then catches up from the store).
 const FANOUT_CAPACITY: usize = 4096;
@@ -38,10 +44,13 @@ struct Queue {
 
 #[derive(Debug)]
 struct Inner {
+    /// Most ProcessingEvents held, waiting or in flight.
+    capacity: usize,
     /// A std Mutex: it is held only for a few pointer moves, never across
     /// an await.
     queue: Mutex<Queue>,
-    /// Wakes consumers when a message is ready or a prefetch slot frees.
+    /// Wakes consumers when a message is ready or a prefetch slot frees,
+    /// and publishers waiting for room when a message is settled.
     changed: Notify,
     fanout: broadcast::Sender<Arc<ReconciliationEvent>>,
 }
@@ -59,9 +68,17 @@ impl Default for InProcessBus {
 }
 
 impl InProcessBus {
+    /// A bus holding at most [`DEFAULT_CAPACITY`] ProcessingEvents.
     pub fn new() -> Self {
+        Self::with_capacity(DEFAULT_CAPACITY)
+    }
+
+    /// A bus holding at most `capacity` ProcessingEvents (waiting or in
+    /// flight); a publish beyond that fails with [`BusError::Full`].
+    pub fn with_capacity(capacity: usize) -> Self {
         InProcessBus {
             inner: Arc::new(Inner {
+                capacity: capacity.max(1),
                 queue: Mutex::new(Queue::default()),
                 changed: Notify::new(),
                 fanout: broadcast::channel(FANOUT_CAPACITY).0,
@@ -86,6 +103,12 @@ impl InProcessBus {
     }
 }
 
+impl Queue {
+    fn held(&self) -> usize {
+        self.ready.len() + self.unacked
+    }
+}
+
 impl Inner {
     fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
         // A panic while holding this lock leaves the queue consistent (every
@@ -105,6 +128,9 @@ impl Bus for InProcessBus {
             let mut q = self.inner.lock();
             if q.closed {
                 return Err(BusError::Closed);
+            }
+            if q.held() >= self.inner.capacity {
+                return Err(BusError::Full);
             }
             q.ready.push_back(Message {
                 event,
@@ -144,6 +170,21 @@ impl Bus for InProcessBus {
         Ok(Box::new(Subscription(self.inner.fanout.subscribe())))
     }
 
+    async fn wait_for_room(&self) -> Option<usize> {
+        loop {
+            let notified = self.inner.changed.notified();
+            {
+                let q = self.inner.lock();
+                let held = q.held();
+                if q.closed || held < self.inner.capacity {
+                    // A closed bus has room: the publish then says why not.
+                    return Some(self.inner.capacity.saturating_sub(held).max(1));
+                }
+            }
+            notified.await;
+        }
+    }
+
     fn survives_restart(&self) -> bool {
         false
     }
@@ -153,8 +194,7 @@ impl Bus for InProcessBus {
     }
 
     async fn backlog(&self) -> Option<u64> {
-        let q = self.inner.lock();
-        Some((q.ready.len() + q.unacked) as u64)
+        Some(self.inner.lock().held() as u64)
     }
 }
 

@@ -15,7 +15,7 @@
 mod in_process;
 pub mod rabbit;
 
-pub use in_process::InProcessBus;
+pub use in_process::{InProcessBus, DEFAULT_CAPACITY};
 pub use rabbit::RabbitBus;
 
 use async_trait::async_trait;
@@ -31,6 +31,11 @@ pub enum BusError {
     /// The bus was shut down.
     #[error("bus closed")]
     Closed,
+    /// The bus holds as many ProcessingEvents as it is allowed to; the
+    /// outbox keeps the event until [`Bus::wait_for_room`] says there is
+    /// room. Only the in-process bus is bounded.
+    #[error("bus full")]
+    Full,
 }
 
 /// The event bus.
@@ -64,6 +69,15 @@ pub trait Bus: Send + Sync + 'static {
     async fn subscribe_reconciliation(
         &self,
     ) -> Result<Box<dyn ReconciliationSubscription>, BusError>;
+
+    /// Waits until the bus will take at least one more ProcessingEvent and
+    /// returns how many it will take, or `None` when it is unbounded (a
+    /// broker, whose queue lives on its own disk). The relay claims no more
+    /// events from the outbox than this, so a backlog stays in the store,
+    /// not in memory.
+    async fn wait_for_room(&self) -> Option<usize> {
+        None
+    }
 
     /// Whether a published event survives a restart of this process. The
     /// in-process bus does not, so at startup the games still queued are

@@ -1,7 +1,7 @@
 //! The in-process bus keeps the semantics the RabbitMQ topology has.
 
 use chrono::Utc;
-use m2m_bus::{Bus, InProcessBus, Notice};
+use m2m_bus::{Bus, BusError, InProcessBus, Notice};
 use m2m_domain::{EventGame, GameStatus, ProcessingEvent, ReconciliationEvent, EVENT_VERSION};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -148,4 +148,38 @@ async fn closing_ends_consumers() {
     bus.close();
     assert!(c.next().await.is_none());
     assert!(bus.publish_processing(event(), "t").await.is_err());
+}
+
+#[tokio::test]
+async fn a_full_bus_refuses_publishes_until_a_delivery_is_settled() {
+    let bus = InProcessBus::with_capacity(2);
+    assert_eq!(bus.wait_for_room().await, Some(2));
+    bus.publish_processing(event(), "t").await.unwrap();
+    assert_eq!(bus.wait_for_room().await, Some(1));
+    bus.publish_processing(event(), "t").await.unwrap();
+    assert!(matches!(
+        bus.publish_processing(event(), "t").await,
+        Err(BusError::Full)
+    ));
+    // Delivered but unacknowledged still counts: the game is in memory.
+    let mut c = bus.consume_processing(1).await.unwrap();
+    let d = next_soon(&mut c).await.unwrap();
+    assert!(matches!(
+        bus.publish_processing(event(), "t").await,
+        Err(BusError::Full)
+    ));
+    let waiter = {
+        let bus = bus.clone();
+        tokio::spawn(async move { bus.wait_for_room().await })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!waiter.is_finished(), "no room until a delivery is settled");
+    d.ack().await.unwrap();
+    let room = tokio::time::timeout(Duration::from_secs(2), waiter)
+        .await
+        .expect("woken by the ack")
+        .unwrap();
+    assert_eq!(room, Some(1));
+    bus.publish_processing(event(), "t").await.unwrap();
+    assert_eq!(bus.backlog().await, Some(2));
 }

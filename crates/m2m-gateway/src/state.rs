@@ -6,6 +6,7 @@ use crate::telemetry::HttpMetrics;
 use m2m_bus::Bus;
 use m2m_store::Store;
 use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -50,8 +51,12 @@ pub(crate) struct Inner {
     pub(crate) config: GatewayConfig,
     pub(crate) auth: Auth,
     pub(crate) hub: Hub,
-    /// Wakes the outbox relay when a publish from a request failed.
+    /// Wakes the outbox relay when a request left its event to it.
     pub(crate) relay_wakeup: Notify,
+    /// Set when a publish found the bus full, cleared when the relay has
+    /// drained the outbox: while set, uploads leave their event to the relay
+    /// so that they queue behind the older ones.
+    pub(crate) outbox_backlog: AtomicBool,
     pub(crate) metrics: HttpMetrics,
     /// The registry `/metrics` encodes; a std Mutex because encoding is
     /// synchronous and short.
@@ -98,6 +103,7 @@ impl AppState {
             auth,
             hub: Hub::default(),
             relay_wakeup: Notify::new(),
+            outbox_backlog: AtomicBool::new(false),
             metrics,
             registry,
             shutdown,

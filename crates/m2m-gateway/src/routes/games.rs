@@ -10,11 +10,14 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use chrono::Utc;
 use m2m_analysis::{Progress, ProgressGame};
+use m2m_bus::BusError;
 use m2m_domain::{Game, GameSubmission, ProcessingEvent, SubmissionError};
 use m2m_store::{IdempotencyRecord, NewGame, SubmitOutcome};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 use uuid::Uuid;
 
 /// The answer to an accepted upload.
@@ -126,6 +129,10 @@ pub(crate) async fn submit(
             status: StatusCode::ACCEPTED.as_u16(),
             body: accepted.clone(),
         });
+    // While the outbox holds a backlog (the bus was full), new games queue
+    // behind it instead of overtaking it: stored without a lease, for the
+    // relay to publish in order.
+    let backlogged = state.0.outbox_backlog.load(Ordering::Relaxed);
     let outcome = state
         .store()
         .submit_game(
@@ -136,7 +143,11 @@ pub(crate) async fn submit(
                 submission,
                 submitted_at,
                 trace_id: trace_id.clone(),
-                publish_lease: state.config().publish_lease,
+                publish_lease: if backlogged {
+                    Duration::ZERO
+                } else {
+                    state.config().publish_lease
+                },
             },
             idempotency,
         )
@@ -152,28 +163,46 @@ pub(crate) async fn submit(
         }
     }
     state.0.metrics.games_accepted.inc();
-    // The game and its event are durable: answer now and publish alongside.
-    // If the publish fails, the relay publishes the stored event instead.
-    let publisher = state.clone();
-    tokio::spawn(async move {
-        let bus = publisher.bus();
-        match bus.publish_processing(Arc::new(event), &trace_id).await {
-            Ok(()) => {
-                if let Err(e) = publisher.store().mark_published(event_id, Utc::now()).await {
-                    tracing::warn!(%event_id, error = %e, "cannot mark an event published");
-                }
-            }
-            Err(e) => {
-                tracing::warn!(%event_id, error = %e, "publish failed; the relay will retry");
-                // Hand the event to the relay now rather than after the lease.
-                if let Err(e) = publisher.store().release_lease(event_id).await {
-                    tracing::warn!(%event_id, error = %e, "cannot release the lease");
-                }
-                publisher.0.relay_wakeup.notify_one();
-            }
-        }
-    });
+    if backlogged {
+        state.0.relay_wakeup.notify_one();
+    } else {
+        // The game and its event are durable: answer now and publish
+        // alongside. If the publish fails, the relay publishes the stored
+        // event instead.
+        tokio::spawn(publish_alongside(state.clone(), event, trace_id));
+    }
     Ok(accepted_response(StatusCode::ACCEPTED.as_u16(), accepted))
+}
+
+/// Publishes a just-stored event straight from the request that stored it;
+/// on any failure the event is handed to the relay at once.
+async fn publish_alongside(state: AppState, event: ProcessingEvent, trace_id: String) {
+    let event_id = event.event_id;
+    match state
+        .bus()
+        .publish_processing(Arc::new(event), &trace_id)
+        .await
+    {
+        Ok(()) => {
+            if let Err(e) = state.store().mark_published(event_id, Utc::now()).await {
+                tracing::warn!(%event_id, error = %e, "cannot mark an event published");
+            }
+            return;
+        }
+        Err(BusError::Full) => {
+            // Not a fault: the outbox holds the event until there is room,
+            // and the games after it queue behind it.
+            state.0.outbox_backlog.store(true, Ordering::Relaxed);
+        }
+        Err(e) => {
+            tracing::warn!(%event_id, error = %e, "publish failed; the relay will retry");
+        }
+    }
+    // Hand the event to the relay now rather than after the lease.
+    if let Err(e) = state.store().release_lease(event_id).await {
+        tracing::warn!(%event_id, error = %e, "cannot release the lease");
+    }
+    state.0.relay_wakeup.notify_one();
 }
 
 /// One of the caller's games.

@@ -20,6 +20,8 @@ pub(crate) struct Options {
     pub(crate) body_limit: usize,
     pub(crate) keep_alive: Duration,
     pub(crate) login_limits: LoginLimits,
+    /// ProcessingEvents the in-process bus holds at most.
+    pub(crate) bus_capacity: usize,
 }
 
 impl Default for Options {
@@ -29,6 +31,7 @@ impl Default for Options {
             body_limit: 32 * 1024 * 1024,
             keep_alive: Duration::from_secs(10),
             login_limits: LoginLimits::default(),
+            bus_capacity: m2m_bus::DEFAULT_CAPACITY,
         }
     }
 }
@@ -57,7 +60,7 @@ pub(crate) async fn spawn_app() -> TestApp {
 pub(crate) async fn spawn_app_with(opts: Options) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("m2m.db")).unwrap());
-    let bus = InProcessBus::new();
+    let bus = InProcessBus::with_capacity(opts.bus_capacity);
     let mut config = GatewayConfig::new(JwtSecret::new(
         b"test-secret-test-secret-test-secret".to_vec(),
     ));

@@ -133,3 +133,42 @@ async fn a_redelivered_event_changes_nothing() {
         .unwrap();
     assert_eq!(first, again, "later deliveries changed nothing");
 }
+
+#[tokio::test]
+async fn a_backlog_waits_in_the_store_not_in_memory() {
+    let app = spawn_app_with(Options {
+        processor: false,
+        bus_capacity: 2,
+        ..Options::default()
+    })
+    .await;
+    let token = app.user("ada").await;
+    let mut games = Vec::new();
+    for seed in 0..10 {
+        games.push(app.submit(&token, seed).await);
+    }
+    // Every game is accepted; the bus holds two, the outbox the rest.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while app.store.unpublished_count().await.unwrap() != 8 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the outbox keeps what the bus cannot hold: {} unpublished",
+            app.store.unpublished_count().await.unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(app.bus.backlog().await, Some(2));
+
+    app.start_processor(3);
+    for g in &games {
+        app.wait_for(&token, *g, "processed").await;
+    }
+    assert_eq!(app.store.unpublished_count().await.unwrap(), 0);
+    let sync: serde_json::Value = app.get(&token, "/v1/sync").await.json().await.unwrap();
+    let changes = sync["changes"].as_array().unwrap();
+    assert_eq!(changes.len(), 10, "each game once in the feed: {sync}");
+
+    // A game uploaded once the backlog is gone is processed too.
+    let g = app.submit(&token, 99).await;
+    app.wait_for(&token, g, "processed").await;
+}
