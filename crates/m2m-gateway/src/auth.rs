@@ -1,7 +1,7 @@
 //! Passwords, access tokens, refresh tokens and the failed-login limiter.
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::{Algorithm, Argon2, Params, Version};
+use crate::password::{contract_params, Hasher};
+use argon2::password_hash::SaltString;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use chrono::{DateTime, Utc};
@@ -65,13 +65,11 @@ impl Default for LoginLimits {
     }
 }
 
-/// Argon2id with the parameters of the contract (m = 19456 KiB, t = 2, p = 1).
-fn argon2() -> Argon2<'static> {
-    Argon2::new(
-        Algorithm::Argon2id,
-        Version::V0x13,
-        Params::new(19_456, 2, 1, None).expect("valid argon2 parameters"),
-    )
+/// How many argon2 computations may run at once on a machine with `cores`
+/// cores: all but one, so that logins never take every core from uploads
+/// and their analysis (one on a single-core machine).
+fn hashers(cores: usize) -> usize {
+    cores.saturating_sub(1).max(1)
 }
 
 /// Everything about credentials and tokens.
@@ -84,6 +82,7 @@ pub(crate) struct Auth {
     /// and a core for tens of milliseconds, on the blocking pool, so a burst
     /// of logins queues here instead of starving everything else.
     hashing: Semaphore,
+    hasher: Arc<Hasher>,
     /// A hash of a random password, verified against for unknown users so
     /// that both kinds of failed login take the same time.
     dummy_hash: OnceCell<String>,
@@ -105,13 +104,14 @@ impl Auth {
         refresh_ttl: Duration,
         limits: LoginLimits,
     ) -> Self {
-        let hashers = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let hashers = hashers(std::thread::available_parallelism().map_or(2, |n| n.get()));
         Auth {
             encoding: EncodingKey::from_secret(&secret.0),
             decoding: DecodingKey::from_secret(&secret.0),
             access_ttl,
             refresh_ttl,
             hashing: Semaphore::new(hashers),
+            hasher: Arc::new(Hasher::new(contract_params())),
             dummy_hash: OnceCell::new(),
             limiter: Limiter::new(limits),
         }
@@ -120,14 +120,12 @@ impl Auth {
     /// Hashes a password (argon2id, random salt) off the async runtime.
     pub(crate) async fn hash_password(&self, password: String) -> anyhow::Result<String> {
         let _permit = self.hashing.acquire().await?;
+        let hasher = self.hasher.clone();
         tokio::task::spawn_blocking(move || {
             let mut salt = [0u8; 16];
             rand::rng().fill_bytes(&mut salt);
             let salt = SaltString::encode_b64(&salt).map_err(|e| anyhow::anyhow!("salt: {e}"))?;
-            argon2()
-                .hash_password(password.as_bytes(), &salt)
-                .map(|h| h.to_string())
-                .map_err(|e| anyhow::anyhow!("hashing: {e}"))
+            hasher.hash(password.as_bytes(), &salt)
         })
         .await?
     }
@@ -145,16 +143,9 @@ impl Auth {
             None => self.dummy_hash().await?,
         };
         let _permit = self.hashing.acquire().await?;
-        let ok = tokio::task::spawn_blocking(move || {
-            PasswordHash::new(&hash)
-                .map(|parsed| {
-                    argon2()
-                        .verify_password(password.as_bytes(), &parsed)
-                        .is_ok()
-                })
-                .unwrap_or(false)
-        })
-        .await?;
+        let hasher = self.hasher.clone();
+        let ok =
+            tokio::task::spawn_blocking(move || hasher.verify(password.as_bytes(), &hash)).await?;
         Ok(ok && known)
     }
 
@@ -273,5 +264,17 @@ impl Limiter {
         for (key, _) in Self::keys(username_key, address) {
             map.entry(key).or_default().push_back(now);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::hashers;
+
+    #[test]
+    fn logins_leave_a_core_to_uploads() {
+        assert_eq!(hashers(1), 1);
+        assert_eq!(hashers(2), 1);
+        assert_eq!(hashers(8), 7);
     }
 }

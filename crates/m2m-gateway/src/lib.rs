@@ -11,6 +11,7 @@ mod error;
 mod extract;
 mod hub;
 mod openapi;
+mod password;
 mod relay;
 mod routes;
 mod state;
