@@ -223,7 +223,7 @@ def main():
         lines += ["### Logins while uploads run (embedded)", "",
                   f"wrk, 4 connections of valid logins, while `m2m simulate` uploads at {rate:.1f} games/s: "
                   f"**{logins[0]:.1f} logins/s**, login latency p50 {logins[1]:.1f} ms, p99 {logins[2]:.1f} ms "
-                  f"(argon2id m=19456 KiB, t=2, one per core at a time, by design). The uploads meanwhile: "
+                  f"(argon2id m=19456 KiB, t=2, at most cores − 1 at a time, by design). The uploads meanwhile: "
                   f"{up['accepted']} accepted, submit p99 {up['submit_latency_ms']['p99']:.1f} ms, "
                   f"submit→notification p99 {up['notify_latency_ms']['p99']:.1f} ms "
                   f"(without logins: {half['submit_latency_ms']['p99']:.1f} / {half['notify_latency_ms']['p99']:.1f} ms).", ""]

@@ -10,6 +10,17 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// jemalloc rather than the system allocator. Each game is a few hundred
+/// KiB allocated and freed on whichever blocking-pool thread parses, stores
+/// or analyses it. With glibc's malloc, `m2m serve` either kept freed memory
+/// in its per-thread arenas (with its adaptive thresholds raised) or paid
+/// for returning it at every game (about 9 % of throughput at its default
+/// thresholds); jemalloc gives the throughput at the low footprint, without
+/// tuning (docs/performance.md, "Where the memory goes").
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// m2m: the backend of a rehabilitation game played with a sensor glove.
 #[derive(Debug, Parser)]
 #[command(name = "m2m", version, about, long_about = None)]
