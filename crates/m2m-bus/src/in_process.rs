@@ -170,13 +170,17 @@ impl Bus for InProcessBus {
         Ok(Box::new(Subscription(self.inner.fanout.subscribe())))
     }
 
+    /// Waits until the bus is at most half full, so that a relay feeding it
+    /// from the outbox moves events in batches (one claim and one mark per
+    /// batch, not per event) while the processor still has plenty queued.
     async fn wait_for_room(&self) -> Option<usize> {
+        let low_water = self.inner.capacity / 2;
         loop {
             let notified = self.inner.changed.notified();
             {
                 let q = self.inner.lock();
                 let held = q.held();
-                if q.closed || held < self.inner.capacity {
+                if q.closed || held <= low_water {
                     // A closed bus has room: the publish then says why not.
                     return Some(self.inner.capacity.saturating_sub(held).max(1));
                 }

@@ -183,3 +183,27 @@ async fn a_full_bus_refuses_publishes_until_a_delivery_is_settled() {
     bus.publish_processing(event(), "t").await.unwrap();
     assert_eq!(bus.backlog().await, Some(2));
 }
+
+#[tokio::test]
+async fn room_is_reported_once_the_bus_is_half_empty() {
+    let bus = InProcessBus::with_capacity(4);
+    for _ in 0..4 {
+        bus.publish_processing(event(), "t").await.unwrap();
+    }
+    let mut c = bus.consume_processing(4).await.unwrap();
+    let first = next_soon(&mut c).await.unwrap();
+    let second = next_soon(&mut c).await.unwrap();
+    let waiter = {
+        let bus = bus.clone();
+        tokio::spawn(async move { bus.wait_for_room().await })
+    };
+    first.ack().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!waiter.is_finished(), "3 of 4 held: not yet a batch's room");
+    second.ack().await.unwrap();
+    let room = tokio::time::timeout(Duration::from_secs(2), waiter)
+        .await
+        .expect("woken once half empty")
+        .unwrap();
+    assert_eq!(room, Some(2));
+}

@@ -91,6 +91,7 @@ async fn relay_pass(state: &AppState, limit: u32) -> Pass {
         }
     };
     pass.claimed = entries.len() as u32;
+    let mut published = Vec::with_capacity(entries.len());
     let mut entries = entries.into_iter();
     while let Some(entry) = entries.next() {
         let event_id = entry.event.event_id;
@@ -98,14 +99,7 @@ async fn relay_pass(state: &AppState, limit: u32) -> Pass {
             .publish_processing(Arc::new(entry.event), &entry.trace_id)
             .await
         {
-            Ok(()) => {
-                if let Err(e) = store.mark_published(event_id, Utc::now()).await {
-                    // Published but not marked: it will be published again,
-                    // which is harmless.
-                    warn!(%event_id, error = %e, "cannot mark an event published");
-                }
-                pass.published += 1;
-            }
+            Ok(()) => published.push(event_id),
             Err(e) => {
                 if matches!(e, BusError::Full) {
                     pass.full = true;
@@ -121,6 +115,12 @@ async fn relay_pass(state: &AppState, limit: u32) -> Pass {
                 break;
             }
         }
+    }
+    pass.published = published.len() as u32;
+    // One write for the whole batch. Published but not marked (the store
+    // failed here) means published again later, which is harmless.
+    if let Err(e) = store.mark_published_all(published, Utc::now()).await {
+        warn!(error = %e, "cannot mark the published events");
     }
     pass
 }

@@ -245,6 +245,17 @@ pub trait Store: Send + Sync + 'static {
     /// Records that the bus confirmed the event.
     async fn mark_published(&self, event_id: Uuid, now: DateTime<Utc>) -> Result<()>;
 
+    /// Records that the bus confirmed each of these events (the relay's
+    /// batch). Stores with transactions do it in one; the default marks
+    /// them one by one, which is equally safe: an event confirmed but not
+    /// marked is only published again.
+    async fn mark_published_all(&self, event_ids: Vec<Uuid>, now: DateTime<Utc>) -> Result<()> {
+        for event_id in event_ids {
+            self.mark_published(event_id, now).await?;
+        }
+        Ok(())
+    }
+
     /// Ends the lease of an event that is still unpublished, so the relay
     /// takes it at once: its publish has just failed, and waiting out the
     /// lease would only delay it. Nothing happens to a published event.

@@ -941,13 +941,22 @@ impl Store for SqliteStore {
                 let mut set_lease = tx
                     .prepare_cached("UPDATE outbox SET lease_until = ?2 WHERE event_id = ?1")
                     .map_err(db)?;
-                let mut columns = tx
-                    .prepare_cached("SELECT name, data FROM game_columns WHERE game_id = ?1")
-                    .map_err(db)?;
-                for entry in &mut claimed {
+                for entry in &claimed {
                     set_lease
                         .execute(params![id(entry.event_id), lease_until])
                         .map_err(db)?;
+                }
+                Ok(claimed)
+            })?;
+            // The columns (the bulk of the bytes) are read after the lease is
+            // committed, on a reader, so the writer is not held meanwhile. A
+            // game's columns never change once stored.
+            let claimed = inner.read(|tx| {
+                let mut columns = tx
+                    .prepare_cached("SELECT name, data FROM game_columns WHERE game_id = ?1")
+                    .map_err(db)?;
+                let mut claimed = claimed;
+                for entry in &mut claimed {
                     let mut rows = columns.query([id(entry.game_id)]).map_err(db)?;
                     while let Some(row) = rows.next().map_err(db)? {
                         entry.columns.push((get(row, 0)?, get(row, 1)?));
@@ -961,29 +970,36 @@ impl Store for SqliteStore {
     }
 
     async fn mark_published(&self, event_id: Uuid, now: DateTime<Utc>) -> Result<()> {
+        self.mark_published_all(vec![event_id], now).await
+    }
+
+    async fn mark_published_all(&self, event_ids: Vec<Uuid>, now: DateTime<Utc>) -> Result<()> {
+        if event_ids.is_empty() {
+            return Ok(());
+        }
         self.blocking(move |inner| {
             inner.write(|tx| {
-                let event_id = id(event_id);
-                let changed = tx
-                    .execute(
+                let mut update = tx
+                    .prepare_cached(
                         "UPDATE outbox SET published_at = ?2, lease_until = NULL
                          WHERE event_id = ?1 AND published_at IS NULL",
-                        params![event_id, ts(now)],
                     )
                     .map_err(db)?;
-                if changed > 0 {
-                    return Ok(());
+                let mut exists = tx
+                    .prepare_cached("SELECT 1 FROM outbox WHERE event_id = ?1")
+                    .map_err(db)?;
+                let now = ts(now);
+                for event_id in event_ids.iter().map(|e| id(*e)) {
+                    if update.execute(params![event_id, now]).map_err(db)? > 0 {
+                        continue;
+                    }
+                    // Already published (a repeated confirm) is fine;
+                    // unknown is not, and then none of them is marked.
+                    if !exists.exists([&event_id]).map_err(db)? {
+                        return Err(StoreError::NotFound);
+                    }
                 }
-                // Already published (a repeated confirm) is fine; unknown is not.
-                let exists = tx
-                    .query_row(
-                        "SELECT 1 FROM outbox WHERE event_id = ?1",
-                        [event_id],
-                        |_| Ok(()),
-                    )
-                    .optional()
-                    .map_err(db)?;
-                exists.ok_or(StoreError::NotFound)
+                Ok(())
             })
         })
         .await

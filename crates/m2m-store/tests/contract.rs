@@ -186,6 +186,7 @@ macro_rules! contract_everywhere {
                 outbox_entries_are_leased_until_published,
                 a_released_lease_is_claimed_at_once,
                 outbox_claims_oldest_first_up_to_limit,
+                published_events_are_marked_in_batches,
                 republish_unfinished_resets_queued_games_only,
                 completing_a_game_is_idempotent,
                 a_failed_game_keeps_its_error,
@@ -891,6 +892,38 @@ async fn outbox_claims_oldest_first_up_to_limit(store: Arc<dyn Store>) {
         .unwrap()
         .is_empty());
     assert_eq!(store.unpublished_count().await.unwrap(), 3);
+}
+
+async fn published_events_are_marked_in_batches(store: Arc<dyn Store>) {
+    let ada = create_user(&*store, "ada").await;
+    let games = [
+        submit(&*store, ada, 1, t0()).await,
+        submit(&*store, ada, 2, t0() + secs(1)).await,
+        submit(&*store, ada, 3, t0() + secs(2)).await,
+    ];
+    let now = t0() + secs(3600);
+    store.mark_published_all(Vec::new(), now).await.unwrap();
+    store
+        .mark_published_all(vec![games[0].event_id, games[2].event_id], now)
+        .await
+        .unwrap();
+    assert_eq!(store.unpublished_count().await.unwrap(), 1);
+    let left = store
+        .claim_unpublished(now, Duration::from_secs(60), 10)
+        .await
+        .unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].event.event_id, games[1].event_id);
+    // Repeats are harmless; an unknown event is not found.
+    store
+        .mark_published_all(vec![games[0].event_id, games[1].event_id], now)
+        .await
+        .unwrap();
+    assert_eq!(store.unpublished_count().await.unwrap(), 0);
+    assert!(matches!(
+        store.mark_published_all(vec![Uuid::now_v7()], now).await,
+        Err(StoreError::NotFound)
+    ));
 }
 
 async fn republish_unfinished_resets_queued_games_only(store: Arc<dyn Store>) {
