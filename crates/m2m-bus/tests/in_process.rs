@@ -150,6 +150,21 @@ async fn closing_ends_consumers() {
     assert!(bus.publish_processing(event(), "t").await.is_err());
 }
 
+/// `wait_for_room` in a task, to see whether it has returned.
+fn spawn_wait_for_room(bus: &InProcessBus) -> tokio::task::JoinHandle<Option<usize>> {
+    let bus = bus.clone();
+    tokio::spawn(async move { bus.wait_for_room().await })
+}
+
+/// What a waiting `wait_for_room` returned, failing if it does not return
+/// within 2 s.
+async fn room_soon(waiter: tokio::task::JoinHandle<Option<usize>>) -> Option<usize> {
+    tokio::time::timeout(Duration::from_secs(2), waiter)
+        .await
+        .expect("wait_for_room returned")
+        .unwrap()
+}
+
 #[tokio::test]
 async fn a_full_bus_refuses_publishes_until_a_delivery_is_settled() {
     let bus = InProcessBus::with_capacity(2);
@@ -168,18 +183,11 @@ async fn a_full_bus_refuses_publishes_until_a_delivery_is_settled() {
         bus.publish_processing(event(), "t").await,
         Err(BusError::Full)
     ));
-    let waiter = {
-        let bus = bus.clone();
-        tokio::spawn(async move { bus.wait_for_room().await })
-    };
+    let waiter = spawn_wait_for_room(&bus);
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(!waiter.is_finished(), "no room until a delivery is settled");
     d.ack().await.unwrap();
-    let room = tokio::time::timeout(Duration::from_secs(2), waiter)
-        .await
-        .expect("woken by the ack")
-        .unwrap();
-    assert_eq!(room, Some(1));
+    assert_eq!(room_soon(waiter).await, Some(1), "woken by the ack");
     bus.publish_processing(event(), "t").await.unwrap();
     assert_eq!(bus.backlog().await, Some(2));
 }
@@ -193,17 +201,10 @@ async fn room_is_reported_once_the_bus_is_half_empty() {
     let mut c = bus.consume_processing(4).await.unwrap();
     let first = next_soon(&mut c).await.unwrap();
     let second = next_soon(&mut c).await.unwrap();
-    let waiter = {
-        let bus = bus.clone();
-        tokio::spawn(async move { bus.wait_for_room().await })
-    };
+    let waiter = spawn_wait_for_room(&bus);
     first.ack().await.unwrap();
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(!waiter.is_finished(), "3 of 4 held: not yet a batch's room");
     second.ack().await.unwrap();
-    let room = tokio::time::timeout(Duration::from_secs(2), waiter)
-        .await
-        .expect("woken once half empty")
-        .unwrap();
-    assert_eq!(room, Some(2));
+    assert_eq!(room_soon(waiter).await, Some(2), "woken once half empty");
 }
