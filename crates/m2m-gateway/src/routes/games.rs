@@ -97,12 +97,17 @@ pub(crate) async fn submit(
     let game_id = Uuid::now_v7();
     let event_id = Uuid::now_v7();
     // Parsing a large game takes a millisecond or more: off the runtime.
+    // While the outbox holds a backlog (the bus was full), new games queue
+    // behind it instead of overtaking it: stored without a lease, for the
+    // relay to publish in order, so no event is built here for them.
+    let backlogged = state.0.outbox_backlog.load(Ordering::Relaxed);
     let want_hash = key.is_some();
     let (parsed, request_hash) = tokio::task::spawn_blocking(move || {
         let hash: Option<[u8; 32]> = want_hash.then(|| Sha256::digest(&body).into());
         let parsed = GameSubmission::from_json(&body).map(|s| {
-            let event =
-                ProcessingEvent::from_submission(event_id, game_id, user.user_id, submitted_at, &s);
+            let event = (!backlogged).then(|| {
+                ProcessingEvent::from_submission(event_id, game_id, user.user_id, submitted_at, &s)
+            });
             (s, event)
         });
         (parsed, hash)
@@ -129,10 +134,6 @@ pub(crate) async fn submit(
             status: StatusCode::ACCEPTED.as_u16(),
             body: accepted.clone(),
         });
-    // While the outbox holds a backlog (the bus was full), new games queue
-    // behind it instead of overtaking it: stored without a lease, for the
-    // relay to publish in order.
-    let backlogged = state.0.outbox_backlog.load(Ordering::Relaxed);
     let outcome = state
         .store()
         .submit_game(
@@ -163,13 +164,14 @@ pub(crate) async fn submit(
         }
     }
     state.0.metrics.games_accepted.inc();
-    if backlogged {
-        state.0.relay_wakeup.notify_one();
-    } else {
+    match event {
         // The game and its event are durable: answer now and publish
         // alongside. If the publish fails, the relay publishes the stored
         // event instead.
-        tokio::spawn(publish_alongside(state.clone(), event, trace_id));
+        Some(event) => {
+            tokio::spawn(publish_alongside(state.clone(), event, trace_id));
+        }
+        None => state.0.relay_wakeup.notify_one(),
     }
     Ok(accepted_response(StatusCode::ACCEPTED.as_u16(), accepted))
 }
