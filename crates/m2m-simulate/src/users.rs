@@ -95,15 +95,17 @@ pub(crate) async fn sign_up(
         .await
 }
 
-async fn register(
+/// POSTs a username and password to `path` (registration or login).
+async fn post_credentials(
     client: &Client,
     base: &Url,
+    path: &str,
     username: &str,
     password: &str,
     timeout: Duration,
-) -> Result<(), SimulateError> {
-    let r = client
-        .post(base.join("v1/users").expect("a relative path joins"))
+) -> Result<reqwest::Response, SimulateError> {
+    client
+        .post(base.join(path).expect("a relative path joins"))
         .timeout(timeout)
         .json(&json!({"username": username, "password": password}))
         .send()
@@ -111,7 +113,17 @@ async fn register(
         .map_err(|source| SimulateError::Unreachable {
             url: base.to_string(),
             source,
-        })?;
+        })
+}
+
+async fn register(
+    client: &Client,
+    base: &Url,
+    username: &str,
+    password: &str,
+    timeout: Duration,
+) -> Result<(), SimulateError> {
+    let r = post_credentials(client, base, "v1/users", username, password, timeout).await?;
     if r.status() != StatusCode::CREATED {
         return Err(SimulateError::Register {
             username: username.to_owned(),
@@ -129,16 +141,7 @@ async fn login(
     password: &str,
     timeout: Duration,
 ) -> Result<Session, SimulateError> {
-    let r = client
-        .post(base.join("v1/login").expect("a relative path joins"))
-        .timeout(timeout)
-        .json(&json!({"username": username, "password": password}))
-        .send()
-        .await
-        .map_err(|source| SimulateError::Unreachable {
-            url: base.to_string(),
-            source,
-        })?;
+    let r = post_credentials(client, base, "v1/login", &username, password, timeout).await?;
     let status = r.status();
     let failed = |body: String| SimulateError::Login {
         username: username.clone(),
