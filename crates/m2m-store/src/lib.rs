@@ -292,4 +292,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Whether the database answers.
     async fn ping(&self) -> Result<()>;
+
+    /// Deletes the idempotency keys stored before `before`; returns how
+    /// many. The gateway keeps keys for 24 h (`IDEMPOTENCY_TTL`), so a
+    /// repeat within a day gets the first answer and the table stays
+    /// bounded by a day of uploads.
+    async fn purge_idempotency_keys(&self, before: DateTime<Utc>) -> Result<u64>;
 }

@@ -1299,6 +1299,17 @@ impl Store for MongoStore {
             .map(drop)
             .map_err(|e| unavailable("MongoDB does not answer", e))
     }
+
+    async fn purge_idempotency_keys(&self, before: DateTime<Utc>) -> Result<u64> {
+        // `created_at` is fixed-width UTC text: text order is time order.
+        // Hourly, over about a day of keys: no index is worth its cost.
+        let deleted = self
+            .idempotency
+            .delete_many(doc! { "created_at": { "$lt": ts(before) } })
+            .await
+            .map_err(db)?;
+        Ok(deleted.deleted_count)
+    }
 }
 
 impl MongoStore {

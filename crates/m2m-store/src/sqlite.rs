@@ -27,7 +27,7 @@
 //! | `games` | `game_id` PK, `user_id`, `status`, `game`, `score`, `started_at`, `submitted_at`, `processed_at`, `device` JSON, `sample_rate_hz`, `samples`, `channels` JSON array of names, `metrics` JSON, `error`, `event_id` UNIQUE | `user_id` is not a foreign key: a store without foreign keys (MongoDB) could not promise it either |
 //! | `game_columns` | (`game_id` → games, `name`) PK, `data` BLOB | [`m2m_domain::encode_column`]: ~4 bytes a sample |
 //! | `outbox` | `event_id` PK, `game_id` → games, `user_id`, `trace_id`, `created_at`, `lease_until` NULL, `published_at` NULL | `created_at` = the game's `submitted_at` |
-//! | `idempotency` | (`user_id`, `key`) PK, `request_hash` BLOB, `status`, `body` BLOB, `created_at` | kept forever for now (the contract asks for at least 24 h) |
+//! | `idempotency` | (`user_id`, `key`) PK, `request_hash` BLOB, `status`, `body` BLOB, `created_at` | kept 24 h, then swept (`purge_idempotency_keys`) |
 //! | `changes` | `seq` INTEGER PK AUTOINCREMENT, `user_id`, `game_id` → games, `event_id` UNIQUE, `reconciliation_event_id`, `status`, `processed_at`, `metrics` JSON, `error` | the change feed; a cursor is `seq` as 16 lower-case hex digits |
 
 use crate::format::{corrupt, id, parse_time, plus, ts};
@@ -1198,6 +1198,23 @@ impl Store for SqliteStore {
     async fn ping(&self) -> Result<()> {
         self.blocking(|inner| inner.read(|tx| tx.query_row("SELECT 1", [], |_| Ok(())).map_err(db)))
             .await
+    }
+
+    async fn purge_idempotency_keys(&self, before: DateTime<Utc>) -> Result<u64> {
+        // A scan, hourly, of a table that holds about a day of keys: no
+        // index is worth its cost on every upload.
+        self.blocking(move |inner| {
+            inner.write(|tx| {
+                let deleted = tx
+                    .execute(
+                        "DELETE FROM idempotency WHERE created_at < ?1",
+                        params![ts(before)],
+                    )
+                    .map_err(db)?;
+                Ok(deleted as u64)
+            })
+        })
+        .await
     }
 }
 

@@ -183,6 +183,7 @@ macro_rules! contract_everywhere {
                 a_submitted_game_reads_back,
                 games_list_newest_first_in_pages,
                 idempotency_keys_replay_refuse_and_are_per_user,
+                idempotency_keys_are_purged_by_age,
                 outbox_entries_are_leased_until_published,
                 a_released_lease_is_claimed_at_once,
                 outbox_claims_oldest_first_up_to_limit,
@@ -747,6 +748,56 @@ async fn idempotency_keys_replay_refuse_and_are_per_user(store: Arc<dyn Store>) 
         SubmitOutcome::Created
     );
     assert_eq!(store.list_games(ada, None, 100).await.unwrap().len(), 2);
+}
+
+async fn idempotency_keys_are_purged_by_age(store: Arc<dyn Store>) {
+    let ada = create_user(&*store, "ada").await;
+    let record = |key: &str| IdempotencyRecord {
+        key: key.into(),
+        request_hash: digest(1),
+        status: 202,
+        body: b"first".to_vec(),
+    };
+    let old = new_game(ada, submission(1, None), t0());
+    store.submit_game(old, Some(record("old"))).await.unwrap();
+    let recent = new_game(ada, submission(1, None), t0() + secs(25 * 3600));
+    store
+        .submit_game(recent, Some(record("recent")))
+        .await
+        .unwrap();
+
+    let purged = store
+        .purge_idempotency_keys(t0() + secs(3600))
+        .await
+        .unwrap();
+    assert_eq!(purged, 1);
+    // The purged key is free again: the same key is a new game ...
+    let again = new_game(ada, submission(1, None), t0() + secs(26 * 3600));
+    assert_eq!(
+        store
+            .submit_game(again.clone(), Some(record("old")))
+            .await
+            .unwrap(),
+        SubmitOutcome::Created
+    );
+    // ... the recent one still answers its first answer, and no game is
+    // lost with the keys.
+    let retry = new_game(ada, submission(1, None), t0() + secs(26 * 3600));
+    assert!(matches!(
+        store
+            .submit_game(retry, Some(record("recent")))
+            .await
+            .unwrap(),
+        SubmitOutcome::Replayed { .. }
+    ));
+    assert_eq!(store.list_games(ada, None, 100).await.unwrap().len(), 3);
+    assert_eq!(
+        store
+            .purge_idempotency_keys(t0() + secs(3600))
+            .await
+            .unwrap(),
+        0
+    );
 }
 
 // ---------------------------------------------------------------------------
