@@ -65,6 +65,10 @@ impl Default for LoginLimits {
     }
 }
 
+/// Usernames and addresses the failed-login limiter tracks at most (a few
+/// MB at most).
+const MAX_LIMITER_KEYS: usize = 50_000;
+
 /// How many argon2 computations may run at once on a machine with `cores`
 /// cores: all but one, so that logins never take every core from uploads
 /// and their analysis (one on a single-core machine).
@@ -200,9 +204,13 @@ impl Auth {
 }
 
 /// Failed logins in a sliding window, per username and per client address.
-/// In memory: each gateway limits what it sees.
+/// In memory: each gateway limits what it sees. Bounded: keys are at most
+/// 64 characters (longer usernames are refused before they get here), each
+/// keeps at most its limit of instants, and at most `max_keys` keys are
+/// kept, the stalest evicted first.
 pub(crate) struct Limiter {
     limits: LoginLimits,
+    max_keys: usize,
     /// A std Mutex: held for a few map operations, never across an await.
     failures: Mutex<HashMap<String, VecDeque<Instant>>>,
 }
@@ -211,6 +219,7 @@ impl Limiter {
     fn new(limits: LoginLimits) -> Self {
         Limiter {
             limits,
+            max_keys: MAX_LIMITER_KEYS,
             failures: Mutex::new(HashMap::new()),
         }
     }
@@ -255,21 +264,92 @@ impl Limiter {
     /// Records a failed login.
     pub(crate) fn record_failure(&self, username_key: &str, address: Option<std::net::IpAddr>) {
         let now = Instant::now();
+        let window = self.limits.window;
         let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        // Bound memory under a flood of distinct names: drop stale entries.
-        if map.len() > 100_000 {
-            let window = self.limits.window;
-            map.retain(|_, q| q.back().is_some_and(|t| now.duration_since(*t) < window));
+        for (key, which) in Self::keys(username_key, address) {
+            let limit = if which == 0 {
+                self.limits.per_username
+            } else {
+                self.limits.per_address
+            };
+            if !map.contains_key(&key) && map.len() >= self.max_keys {
+                make_room(&mut map, self.max_keys, now, window);
+            }
+            let q = map.entry(key).or_default();
+            while q.front().is_some_and(|t| now.duration_since(*t) >= window) {
+                q.pop_front();
+            }
+            q.push_back(now);
+            // Past the limit only the newest failures matter.
+            while q.len() > limit.max(1) {
+                q.pop_front();
+            }
         }
-        for (key, _) in Self::keys(username_key, address) {
-            map.entry(key).or_default().push_back(now);
-        }
+    }
+
+    /// Names and addresses currently tracked.
+    #[cfg(test)]
+    fn tracked(&self) -> usize {
+        self.failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
+    }
+}
+
+/// Makes room for one more key in a map of `max_keys`: drops every key
+/// whose failures are all older than the window, and if that frees nothing,
+/// the key whose latest failure is the oldest. Under a flood of distinct
+/// names this is a scan per failed login, small next to the argon2
+/// verification each failed login costs.
+fn make_room(
+    map: &mut HashMap<String, VecDeque<Instant>>,
+    max_keys: usize,
+    now: Instant,
+    window: Duration,
+) {
+    map.retain(|_, q| q.back().is_some_and(|t| now.duration_since(*t) < window));
+    if map.len() < max_keys {
+        return;
+    }
+    let oldest = map
+        .iter()
+        .min_by_key(|(_, q)| q.back().copied())
+        .map(|(k, _)| k.clone());
+    if let Some(k) = oldest {
+        map.remove(&k);
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::hashers;
+    use super::*;
+
+    #[test]
+    fn the_limiter_keeps_at_most_max_keys() {
+        let mut limiter = Limiter::new(LoginLimits::default());
+        limiter.max_keys = 100;
+        for i in 0..1000 {
+            limiter.record_failure(&format!("name{i}"), None);
+        }
+        assert!(limiter.tracked() <= 100, "{}", limiter.tracked());
+        // The newest names are still limited.
+        for _ in 0..10 {
+            limiter.record_failure("name999", None);
+        }
+        assert!(limiter.check("name999", None).is_some());
+    }
+
+    #[test]
+    fn the_limiter_keeps_at_most_its_limit_of_failures_per_key() {
+        let limiter = Limiter::new(LoginLimits::default());
+        for _ in 0..1000 {
+            limiter.record_failure("ada", None);
+        }
+        let map = limiter.failures.lock().unwrap();
+        assert_eq!(map["u:ada"].len(), 10);
+        assert_eq!(map["a:unknown"].len(), 100);
+    }
 
     #[test]
     fn logins_leave_a_core_to_uploads() {

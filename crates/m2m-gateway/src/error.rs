@@ -23,6 +23,10 @@ pub enum ApiError {
     /// 404: unknown, or not the caller's.
     #[error("not found")]
     NotFound,
+    /// 405: the path exists, the method does not (the `Allow` header lists
+    /// the methods it has).
+    #[error("this method is not allowed on this path")]
+    MethodNotAllowed,
     /// 409: a uniqueness rule (e.g. a taken username).
     #[error("{0}")]
     Conflict(String),
@@ -32,6 +36,10 @@ pub enum ApiError {
     /// 415: the body is not sent as JSON.
     #[error("the request body must be sent as application/json")]
     UnsupportedMediaType,
+    /// 415: the body is compressed with a coding the server does not
+    /// decode (the `Accept-Encoding` header lists those it does).
+    #[error("the request body's Content-Encoding is not supported; send it uncompressed or gzip-compressed")]
+    UnsupportedEncoding,
     /// 422: well-formed but invalid.
     #[error("{}", .0.first().map(ToString::to_string).unwrap_or_default())]
     Invalid(Vec<FieldError>),
@@ -41,6 +49,13 @@ pub enum ApiError {
     /// 503: a dependency is unavailable.
     #[error("{0}")]
     Unavailable(String),
+    /// 503: the request took longer than the server's time limit.
+    #[error("the request took longer than {0} s; it may or may not have taken effect")]
+    Timeout(u64),
+    /// Any other error status, made by a layer of the framework rather than
+    /// by a handler (see [`ensure_problem`]).
+    #[error("{detail}")]
+    Status { status: StatusCode, detail: String },
     /// 500: a bug or an unexpected failure. The body says nothing more;
     /// the cause is logged.
     #[error(transparent)]
@@ -67,12 +82,16 @@ impl ApiError {
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::UnsupportedMediaType | ApiError::UnsupportedEncoding => {
+                StatusCode::UNSUPPORTED_MEDIA_TYPE
+            }
             ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::Timeout(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Status { status, .. } => *status,
             ApiError::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -83,12 +102,28 @@ impl ApiError {
             ApiError::BadRequest { .. } => ("bad-request", "Malformed request"),
             ApiError::Unauthorized(_) => ("unauthorized", "Not authenticated"),
             ApiError::NotFound => ("not-found", "Not found"),
+            ApiError::MethodNotAllowed => ("method-not-allowed", "Method not allowed"),
             ApiError::Conflict(_) => ("conflict", "Conflict"),
             ApiError::PayloadTooLarge { .. } => ("payload-too-large", "Request body too large"),
             ApiError::UnsupportedMediaType => ("unsupported-media-type", "Unsupported media type"),
+            ApiError::UnsupportedEncoding => {
+                ("unsupported-encoding", "Unsupported content encoding")
+            }
             ApiError::Invalid(_) => ("validation", "Invalid request"),
             ApiError::TooManyRequests { .. } => ("rate-limited", "Too many requests"),
             ApiError::Unavailable(_) => ("unavailable", "Service unavailable"),
+            ApiError::Timeout(_) => ("timeout", "Request timed out"),
+            ApiError::Status { status, .. } => match status.as_u16() {
+                400 => ("bad-request", "Malformed request"),
+                404 => ("not-found", "Not found"),
+                405 => ("method-not-allowed", "Method not allowed"),
+                413 => ("payload-too-large", "Request body too large"),
+                415 => ("unsupported-media-type", "Unsupported media type"),
+                500 => ("internal", "Internal server error"),
+                503 => ("unavailable", "Service unavailable"),
+                s if s < 500 => ("client-error", "Request not accepted"),
+                _ => ("server-error", "Server error"),
+            },
             ApiError::Unexpected(_) => ("internal", "Internal server error"),
         }
     }
@@ -193,3 +228,57 @@ impl IntoResponse for ApiError {
 
 /// Result of a handler.
 pub(crate) type ApiResult<T> = Result<T, ApiError>;
+
+/// Whether a response is already problem+json.
+fn is_problem(headers: &header::HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"))
+}
+
+/// Turns every error response that is not problem+json yet into one, so
+/// that the answers made by the framework's own layers have the same shape
+/// as the handlers': the router's 405, the decompression's 415, a body
+/// limit's 413, an extractor's 400. The headers they set (`Allow`,
+/// `Accept-Encoding`, ...) are kept; their text, if any, becomes the detail.
+pub(crate) async fn ensure_problem(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let response = next.run(req).await;
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) || is_problem(response.headers()) {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 4096)
+        .await
+        .ok()
+        .and_then(|b| String::from_utf8(b.to_vec()).ok())
+        .map(|t| t.trim().to_owned())
+        .filter(|t| !t.is_empty());
+    let error = match status {
+        StatusCode::METHOD_NOT_ALLOWED => ApiError::MethodNotAllowed,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE
+            if parts.headers.contains_key(header::ACCEPT_ENCODING) =>
+        {
+            ApiError::UnsupportedEncoding
+        }
+        _ => ApiError::Status {
+            status,
+            detail: text.unwrap_or_else(|| {
+                status
+                    .canonical_reason()
+                    .unwrap_or("error")
+                    .to_ascii_lowercase()
+            }),
+        },
+    };
+    let mut problem = error.into_response();
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            problem.headers_mut().append(name, value.clone());
+        }
+    }
+    problem
+}

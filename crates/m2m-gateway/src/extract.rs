@@ -55,21 +55,55 @@ fn body_error(e: BytesRejection, limit: usize) -> ApiError {
     }
 }
 
-/// A small JSON body parsed into `T`: 400 if it is not JSON, 422 naming the
-/// field if a value is wrong or missing.
+/// Largest body of the account endpoints (`/v1/users`, `/v1/login`,
+/// `/v1/token/refresh`, `/v1/logout`): a username of at most 64 and a
+/// password of at most 256 characters fit many times over, even with every
+/// character escaped.
+pub(crate) const ACCOUNT_BODY_LIMIT: usize = 8 * 1024;
+
+/// A small JSON object parsed into `T`, read up to [`ACCOUNT_BODY_LIMIT`]
+/// bytes: 413 past it, 400 if it is not JSON, 422 if it is not an object or
+/// naming the field if a value is wrong or missing.
 #[derive(Debug)]
 pub(crate) struct JsonBody<T>(pub(crate) T);
 
 impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
-        let JsonBytes(bytes) = JsonBytes::from_request(req, state).await?;
+    async fn from_request(req: Request, _: &AppState) -> Result<Self, ApiError> {
+        if !is_json(req.headers()) {
+            return Err(ApiError::UnsupportedMediaType);
+        }
+        let bytes = axum::body::to_bytes(req.into_body(), ACCOUNT_BODY_LIMIT)
+            .await
+            .map_err(|e| {
+                if is_length_limit(&e) {
+                    ApiError::PayloadTooLarge {
+                        limit: ACCOUNT_BODY_LIMIT,
+                    }
+                } else {
+                    ApiError::bad_field("body", format!("cannot read the request body: {e}"))
+                }
+            })?;
         parse_json(&bytes).map(JsonBody)
     }
 }
 
-/// Parses JSON text, telling malformed text (400) from wrong values (422).
+/// Whether reading a body failed on its length limit.
+fn is_length_limit(e: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if s.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = s.source();
+    }
+    false
+}
+
+/// Parses a JSON object, telling malformed text (400) from a value that is
+/// not an object or has wrong fields (422). serde would otherwise take a
+/// JSON array for a struct, field by field in order.
 pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     use serde_json::error::Category;
     let malformed = |e: &serde_json::Error| {
@@ -78,6 +112,10 @@ pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiErro
             format!("malformed JSON: {}", strip_position(&e.to_string())),
         )
     };
+    serde_json::from_slice::<serde::de::IgnoredAny>(bytes).map_err(|e| malformed(&e))?;
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::invalid_field("body", "expected an object"));
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize::<_, T>(&mut de).map_err(|e| {
         if e.inner().classify() != Category::Data {
@@ -103,6 +141,52 @@ fn strip_position(msg: &str) -> String {
     match msg.rfind(" at line ") {
         Some(i) => msg[..i].to_owned(),
         None => msg.to_owned(),
+    }
+}
+
+/// The query string's parameters, each at most once: a repeated one is a
+/// 400 naming it (rather than one of its values picked silently). Unknown
+/// parameters are ignored.
+#[derive(Debug)]
+pub(crate) struct QueryParams(Vec<(String, String)>);
+
+impl<S: Send + Sync> FromRequestParts<S> for QueryParams {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let query = parts.uri.query().unwrap_or("");
+        let mut params: Vec<(String, String)> = Vec::new();
+        for (name, value) in form_urlencoded::parse(query.as_bytes()) {
+            if params.iter().any(|(n, _)| *n == name) {
+                return Err(ApiError::bad_field(&name, "is given more than once"));
+            }
+            params.push((name.into_owned(), value.into_owned()));
+        }
+        Ok(QueryParams(params))
+    }
+}
+
+impl QueryParams {
+    /// The value of `name`, if given.
+    pub(crate) fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// An integer parameter from 1 to `max`, `default` when absent.
+    pub(crate) fn bounded(&self, name: &str, default: u32, max: u32) -> Result<u32, ApiError> {
+        match self.get(name) {
+            None => Ok(default),
+            Some(v) => match v.parse::<u32>() {
+                Ok(n) if (1..=max).contains(&n) => Ok(n),
+                _ => Err(ApiError::bad_field(
+                    name,
+                    format!("must be an integer from 1 to {max}"),
+                )),
+            },
+        }
     }
 }
 

@@ -1,7 +1,8 @@
 //! The HTTP gateway of m2m: accounts and tokens, game uploads, games,
 //! progress, the sync feed and the event stream, health, metrics and the
-//! OpenAPI document. It also runs the two background tasks a gateway owns:
-//! the outbox relay and the reconciliation listener.
+//! OpenAPI document. It also runs the three background tasks a gateway
+//! owns: the outbox relay, the reconciliation listener and the idempotency
+//! sweeper.
 //!
 //! [`router`] builds the routes over an [`AppState`] (tests call it
 //! directly); [`serve`] runs them on a listener until shutdown.
@@ -15,6 +16,7 @@ mod password;
 mod relay;
 mod routes;
 mod state;
+mod sweep;
 mod telemetry;
 
 pub use auth::{JwtSecret, LoginLimits};
@@ -22,20 +24,21 @@ pub use error::{ApiError, Problem};
 pub use state::{AppState, GatewayConfig};
 
 use axum::extract::DefaultBodyLimit;
+use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::Router;
 use routes::{accounts, feed, games, ops};
 use std::net::SocketAddr;
 use tokio::net::TcpListener;
+use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::decompression::RequestDecompressionLayer;
-use tower_http::timeout::TimeoutLayer;
 
-/// The gateway's routes.
+/// The gateway's routes, and the layers every request goes through, from
+/// the outside in: metrics, trace id and logging (`telemetry::observe`);
+/// problem+json for every error, including the framework's own
+/// (`error::ensure_problem`); gzip decompression; the body limit; a caught
+/// panic as a 500; the time limit of ordinary requests.
 pub fn router(state: AppState) -> Router {
-    let timeout = TimeoutLayer::with_status_code(
-        axum::http::StatusCode::SERVICE_UNAVAILABLE,
-        state.config().request_timeout,
-    );
     let api = Router::new()
         .route("/v1/users", post(accounts::register))
         .route("/v1/login", post(accounts::login))
@@ -49,22 +52,52 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .route("/openapi.json", get(ops::openapi))
-        .layer(timeout);
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            time_limit,
+        ));
     // Event streams stay open: no request timeout for them.
     let streams = Router::new().route("/v1/events", get(feed::events));
     api.merge(streams)
         .fallback(|| async { error::ApiError::NotFound })
+        .layer(CatchPanicLayer::custom(panic_response))
         .layer(DefaultBodyLimit::max(state.config().body_limit))
         .layer(
             RequestDecompressionLayer::new()
                 .gzip(true)
                 .pass_through_unaccepted(false),
         )
+        .layer(axum::middleware::from_fn(error::ensure_problem))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             telemetry::observe,
         ))
         .with_state(state)
+}
+
+/// Answers 503 when an ordinary request takes longer than the configured
+/// limit.
+async fn time_limit(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let limit = state.config().request_timeout;
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => error::ApiError::Timeout(limit.as_secs()).into_response(),
+    }
+}
+
+/// A panic in a handler is a 500 like any other unexpected failure: the
+/// request's log line carries its message, the body says nothing more.
+fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> axum::response::Response {
+    let message = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("a panic without a message");
+    error::ApiError::Unexpected(anyhow::anyhow!("panic: {message}")).into_response()
 }
 
 /// Serves the gateway on `listener` and runs its background tasks until
@@ -74,11 +107,13 @@ pub async fn serve(listener: TcpListener, state: AppState) -> std::io::Result<()
     let shutdown = state.0.shutdown.clone();
     let relay = tokio::spawn(relay::run_relay(state.clone()));
     let listener_task = tokio::spawn(relay::run_reconciliation_listener(state.clone()));
+    let sweeper = tokio::spawn(sweep::run_idempotency_sweeper(state.clone()));
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await;
     let _ = relay.await;
     let _ = listener_task.await;
+    let _ = sweeper.await;
     result
 }

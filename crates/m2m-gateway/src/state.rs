@@ -28,6 +28,10 @@ pub struct GatewayConfig {
     pub publish_lease: Duration,
     /// Time limit of ordinary requests (not event streams).
     pub request_timeout: Duration,
+    /// How long an idempotency key answers with its first answer.
+    pub idempotency_ttl: Duration,
+    /// How often expired idempotency keys are deleted.
+    pub sweep_interval: Duration,
 }
 
 impl GatewayConfig {
@@ -41,6 +45,8 @@ impl GatewayConfig {
             keep_alive: Duration::from_secs(10),
             publish_lease: Duration::from_secs(30),
             request_timeout: Duration::from_secs(60),
+            idempotency_ttl: Duration::from_secs(24 * 3600),
+            sweep_interval: Duration::from_secs(3600),
         }
     }
 }

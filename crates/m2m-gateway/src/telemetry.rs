@@ -79,6 +79,26 @@ impl HttpMetrics {
     }
 }
 
+/// The `method` label: the standard methods by name, any other under one
+/// label, so that a client cannot add series by inventing method names.
+/// (`route` is likewise the matched route or the one label `unmatched`, and
+/// `status` one of the answers the server itself gives.)
+fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::TRACE => "TRACE",
+        Method::CONNECT => "CONNECT",
+        _ => "other",
+    }
+}
+
 /// Gives the request a trace id and a span, counts it, times it, and logs
 /// the cause of any 500 inside the span.
 pub(crate) async fn observe(
@@ -90,7 +110,7 @@ pub(crate) async fn observe(
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let method = req.method().as_str().to_owned();
+    let method = method_label(req.method()).to_owned();
     let trace_id = uuid::Uuid::now_v7().simple().to_string();
     req.extensions_mut().insert(TraceId(trace_id.clone()));
     let span = tracing::info_span!("request", %method, %route, %trace_id);

@@ -17,9 +17,10 @@ use uuid::Uuid;
 #[derive(Deserialize, utoipa::ToSchema)]
 pub(crate) struct Credentials {
     /// 3–64 ASCII letters, digits, `.`, `_`, `-`; case-insensitive.
+    #[schema(min_length = 3, max_length = 64, pattern = "^[A-Za-z0-9._-]+$")]
     username: String,
     /// 10–256 characters.
-    #[schema(format = Password)]
+    #[schema(format = Password, min_length = 10, max_length = 256)]
     password: String,
 }
 
@@ -72,6 +73,23 @@ fn check_credentials(c: Credentials) -> ApiResult<(Username, Password)> {
     match (username, password) {
         (Some(u), Some(p)) => Ok((u, p)),
         _ => Err(ApiError::Invalid(errors)),
+    }
+}
+
+/// The lengths of [`Username`] and [`Password`], checked before any other
+/// use of a login's credentials.
+fn check_lengths(c: &Credentials) -> ApiResult<()> {
+    let mut errors = Vec::new();
+    if !(3..=64).contains(&c.username.chars().count()) {
+        errors.push(FieldError::new("username", "must be 3–64 characters"));
+    }
+    if !(10..=256).contains(&c.password.chars().count()) {
+        errors.push(FieldError::new("password", "must be 10–256 characters"));
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::Invalid(errors))
     }
 }
 
@@ -128,8 +146,12 @@ pub(crate) async fn login(
     ClientAddr(addr): ClientAddr,
     JsonBody(c): JsonBody<Credentials>,
 ) -> ApiResult<Json<Tokens>> {
-    // A malformed username or password cannot match any account: the same
-    // 401 as a wrong password, so the answer tells nothing.
+    // Lengths are checked first, as at registration (422): nothing longer
+    // than a valid name is kept by the limiter or hashed. A username or
+    // password of a valid length that breaks another rule cannot match any
+    // account: the same 401 as a wrong password, so the answer tells
+    // nothing.
+    check_lengths(&c)?;
     let key = c.username.to_ascii_lowercase();
     if let Some(retry_after_s) = state.auth().limiter().check(&key, addr) {
         return Err(ApiError::TooManyRequests { retry_after_s });

@@ -1,29 +1,33 @@
 //! The change feed: `/v1/sync` (pull) and `/v1/events` (server-sent events).
 
 use crate::error::{ApiError, ApiResult, Problem};
-use crate::extract::AuthUser;
-use crate::routes::games::bounded;
+use crate::extract::{AuthUser, QueryParams};
+use crate::hub::Subscription;
 use crate::state::AppState;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::Json;
 use futures::stream::{self, Stream};
 use m2m_domain::{Change, GameStatus};
 use m2m_store::StoreError;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::time::Duration;
 use uuid::Uuid;
 
-/// Paging of `/v1/sync`.
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
+/// Paging of `/v1/sync` (read by [`QueryParams`]; this type only documents
+/// them).
+#[derive(Debug, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
 pub(crate) struct SyncQuery {
     /// A cursor from an earlier answer; omitted for everything.
     since: Option<String>,
-    /// 1–1000, default 100.
-    limit: Option<String>,
+    /// Changes per page, 1–1000.
+    #[param(minimum = 1, maximum = 1000, default = 100)]
+    limit: Option<u32>,
 }
 
 /// Changes after a cursor.
@@ -42,14 +46,18 @@ pub(crate) struct SyncPage {
 pub(crate) async fn sync(
     State(state): State<AppState>,
     user: AuthUser,
-    Query(q): Query<SyncQuery>,
+    q: QueryParams,
 ) -> ApiResult<Json<SyncPage>> {
-    let limit = bounded("limit", q.limit.as_deref(), 100, 1000)?;
+    let limit = q.bounded("limit", 100, 1000)?;
+    let since = q.get("since");
     let changes = state
         .store()
-        .changes_since(user.user_id, q.since.as_deref(), limit)
+        .changes_since(user.user_id, since, limit)
         .await?;
-    let cursor = changes.last().map(|c| c.cursor.clone()).or(q.since);
+    let cursor = changes
+        .last()
+        .map(|c| c.cursor.clone())
+        .or(since.map(str::to_owned));
     Ok(Json(SyncPage { changes, cursor }))
 }
 
@@ -62,7 +70,8 @@ struct StreamState {
     /// The cursor of the last change sent (or the start point).
     last: Option<String>,
     pending: VecDeque<Change>,
-    wake: tokio::sync::watch::Receiver<u64>,
+    /// The wake-ups; holding it keeps the stream counted as open.
+    sub: Subscription,
 }
 
 /// Server-sent events of the caller's changes, resumable with `Last-Event-ID`.
@@ -78,7 +87,7 @@ pub(crate) async fn events(
     headers: HeaderMap,
 ) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
     // Subscribe first, so a change committed while we read is not missed.
-    let wake = state.0.hub.subscribe(user.user_id);
+    let sub = state.0.hub.subscribe(user.user_id);
     let resume = headers
         .get("last-event-id")
         .map(|v| v.to_str().map(str::to_owned))
@@ -105,17 +114,24 @@ pub(crate) async fn events(
     };
     let keep_alive = state.config().keep_alive;
     let shutdown = state.0.shutdown.clone();
+    let evicted = sub.evicted.clone();
     let st = StreamState {
         state,
         user_id: user.user_id,
         last,
         pending,
-        wake,
+        sub,
     };
     let changes = stream::unfold(st, next_event);
-    let until_shutdown = futures::StreamExt::take_until(changes, shutdown.cancelled_owned());
-    Ok(Sse::new(until_shutdown)
-        .keep_alive(KeepAlive::new().interval(keep_alive).text("keep-alive")))
+    // The stream ends at shutdown, or when the user opens one too many.
+    let end = async move {
+        tokio::select! {
+            () = shutdown.cancelled() => {}
+            () = evicted.cancelled() => {}
+        }
+    };
+    let until_end = futures::StreamExt::take_until(changes, end);
+    Ok(Sse::new(until_end).keep_alive(KeepAlive::new().interval(keep_alive).text("keep-alive")))
 }
 
 async fn next_event(mut st: StreamState) -> Option<(Result<Event, Infallible>, StreamState)> {
@@ -144,7 +160,7 @@ async fn next_event(mut st: StreamState) -> Option<(Result<Event, Infallible>, S
         // Nothing new: wait for a wake-up. The sender lives in the hub as
         // long as this receiver does, so this only ends at shutdown (which
         // ends the whole stream from outside).
-        if st.wake.changed().await.is_err() {
+        if st.sub.wake.changed().await.is_err() {
             return None;
         }
     }

@@ -1,10 +1,10 @@
 //! Games: upload, read, list, and progress.
 
 use crate::error::{ApiError, ApiResult, Problem};
-use crate::extract::{AuthUser, JsonBytes};
+use crate::extract::{AuthUser, JsonBytes, QueryParams};
 use crate::state::AppState;
 use crate::telemetry::TraceId;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
@@ -29,21 +29,63 @@ pub(crate) struct Accepted {
     status: String,
 }
 
-/// A game submission (see the contract's GameSubmission).
+/// A game submission: the score and every sensor sample of one game.
+/// Parsed and validated by `m2m_domain::GameSubmission`; this type only
+/// documents it. One rule is beyond JSON Schema: every column has the same
+/// number of samples (a column that differs is a 422 naming it).
 #[derive(Debug, utoipa::ToSchema)]
 #[allow(dead_code)]
 pub(crate) struct GameSubmissionDoc {
-    /// 1–64 characters.
+    /// The game's name.
+    #[schema(min_length = 1, max_length = 64)]
     game: String,
     score: f64,
-    /// RFC 3339 with any offset; defaults to the time of submission.
-    started_at: Option<chrono::DateTime<Utc>>,
-    device: Option<m2m_domain::Device>,
-    /// 10–1000.
+    /// RFC 3339 with any offset, within the years 0000–9999 once in UTC;
+    /// defaults to the time of submission.
+    #[schema(value_type = Option<String>, format = DateTime)]
+    started_at: Option<String>,
+    device: Option<DeviceDoc>,
+    /// Samples per second of every column.
+    #[schema(minimum = 10, maximum = 1000)]
     sample_rate_hz: f64,
-    /// 1–64 channels named by 1–64 of `a-z0-9_`; equal-length columns of
-    /// 1–600 000 finite numbers.
+    /// The sensor columns by channel name.
+    #[schema(schema_with = channels_schema)]
     channels: std::collections::BTreeMap<String, Vec<f64>>,
+}
+
+/// The glove that recorded a game (every field optional).
+#[derive(Debug, utoipa::ToSchema)]
+#[allow(dead_code)]
+pub(crate) struct DeviceDoc {
+    #[schema(max_length = 64)]
+    glove_id: Option<String>,
+    #[schema(max_length = 64)]
+    firmware: Option<String>,
+    hand: Option<m2m_domain::Hand>,
+}
+
+/// 1–64 channels named by 1–64 of `a-z0-9_`, each a column of 1–600 000
+/// numbers.
+fn channels_schema() -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Type};
+    let column = ArrayBuilder::new()
+        .items(ObjectBuilder::new().schema_type(Type::Number))
+        .min_items(Some(1))
+        .max_items(Some(m2m_domain::MAX_SAMPLES));
+    ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .min_properties(Some(1))
+        .max_properties(Some(m2m_domain::MAX_CHANNELS))
+        .property_names(Some(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some("^[a-z0-9_]{1,64}$")),
+        ))
+        .additional_properties(Some(column))
+        .description(Some(
+            "1–64 channels named by 1–64 of `a-z0-9_`, each a column of 1–600 000 finite numbers, all of the same length",
+        ))
+        .build()
 }
 
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
@@ -75,7 +117,7 @@ fn accepted_response(status: u16, body: Vec<u8>) -> Response {
 /// Upload a game. Answers as soon as the game and its ProcessingEvent are
 /// durable; the analysis follows and is announced on `/v1/events`.
 #[utoipa::path(post, path = "/v1/games", tag = "games", request_body = GameSubmissionDoc,
-    params(("Idempotency-Key" = Option<String>, Header, description = "1–255 visible ASCII characters; a repeat returns the first answer")),
+    params(("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "1–255 visible ASCII characters; a repeat within 24 h returns the first answer")),
     security(("bearer" = [])),
     responses(
         (status = 202, body = Accepted, headers(("Location" = String))),
@@ -225,13 +267,18 @@ pub(crate) async fn get_game(
     Ok(Json(game))
 }
 
-/// Paging of `GET /v1/games`.
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
+/// Paging of `GET /v1/games` (read by [`QueryParams`]; this type only
+/// documents them).
+#[derive(Debug, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
 pub(crate) struct ListQuery {
-    /// 1–100, default 20.
-    limit: Option<String>,
-    /// A game id: list the games submitted before it.
-    before: Option<String>,
+    /// Games per page, 1–100.
+    #[param(minimum = 1, maximum = 100, default = 20)]
+    limit: Option<u32>,
+    /// A game id (the `next` of the previous page): list the games
+    /// submitted before it.
+    before: Option<Uuid>,
 }
 
 /// A page of games.
@@ -244,32 +291,17 @@ pub(crate) struct GamePage {
     next: Option<Uuid>,
 }
 
-/// Parses an optional integer query parameter within bounds.
-pub(crate) fn bounded(name: &str, value: Option<&str>, default: u32, max: u32) -> ApiResult<u32> {
-    match value {
-        None => Ok(default),
-        Some(v) => match v.parse::<u32>() {
-            Ok(n) if (1..=max).contains(&n) => Ok(n),
-            _ => Err(ApiError::bad_field(
-                name,
-                format!("must be an integer from 1 to {max}"),
-            )),
-        },
-    }
-}
-
 /// The caller's games, newest first.
 #[utoipa::path(get, path = "/v1/games", tag = "games", security(("bearer" = [])), params(ListQuery),
     responses((status = 200, body = GamePage), (status = 400, body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn list_games(
     State(state): State<AppState>,
     user: AuthUser,
-    Query(q): Query<ListQuery>,
+    q: QueryParams,
 ) -> ApiResult<Json<GamePage>> {
-    let limit = bounded("limit", q.limit.as_deref(), 20, 100)?;
+    let limit = q.bounded("limit", 20, 100)?;
     let before = q
-        .before
-        .as_deref()
+        .get("before")
         .map(|b| {
             b.parse::<Uuid>()
                 .map_err(|_| ApiError::bad_field("before", "must be a game id"))

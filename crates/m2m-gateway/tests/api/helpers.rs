@@ -22,6 +22,8 @@ pub(crate) struct Options {
     pub(crate) login_limits: LoginLimits,
     /// ProcessingEvents the in-process bus holds at most.
     pub(crate) bus_capacity: usize,
+    pub(crate) idempotency_ttl: Duration,
+    pub(crate) sweep_interval: Duration,
 }
 
 impl Default for Options {
@@ -32,6 +34,8 @@ impl Default for Options {
             keep_alive: Duration::from_secs(10),
             login_limits: LoginLimits::default(),
             bus_capacity: m2m_bus::DEFAULT_CAPACITY,
+            idempotency_ttl: Duration::from_secs(24 * 3600),
+            sweep_interval: Duration::from_secs(3600),
         }
     }
 }
@@ -67,6 +71,8 @@ pub(crate) async fn spawn_app_with(opts: Options) -> TestApp {
     config.body_limit = opts.body_limit;
     config.keep_alive = opts.keep_alive;
     config.login_limits = opts.login_limits;
+    config.idempotency_ttl = opts.idempotency_ttl;
+    config.sweep_interval = opts.sweep_interval;
     let registry = Arc::new(Mutex::new(Registry::default()));
     let shutdown = CancellationToken::new();
     let state = AppState::new(

@@ -6,5 +6,6 @@ mod accounts;
 mod feed;
 mod games;
 mod helpers;
+mod hostile;
 mod ops;
 mod processing;
