@@ -6,17 +6,16 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::Json;
-use utoipa::OpenApi;
 
 /// Alive.
-#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "the process is alive")))]
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "the process is alive", body = String, content_type = "text/plain", example = "ok")))]
 pub(crate) async fn healthz() -> &'static str {
     "ok"
 }
 
 /// Ready: the store and the bus answer.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
-    responses((status = 200, description = "store and bus reachable"), (status = 503, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, description = "store and bus reachable", body = String, content_type = "text/plain", example = "ready"), (status = 503, description = "the database or the event bus is not reachable", body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn readyz(State(state): State<AppState>) -> ApiResult<&'static str> {
     if let Err(e) = state.store().ping().await {
         return Err(ApiError::Unavailable(format!(
@@ -54,7 +53,9 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> ApiResult<impl Int
 }
 
 /// This document.
-#[utoipa::path(get, path = "/openapi.json", tag = "operations", responses((status = 200, description = "the OpenAPI 3.1 document")))]
-pub(crate) async fn openapi() -> Json<utoipa::openapi::OpenApi> {
-    Json(crate::openapi::ApiDoc::openapi())
+#[utoipa::path(get, path = "/openapi.json", tag = "operations", responses((status = 200, description = "the OpenAPI 3.1 document", body = Object, content_type = "application/json")))]
+pub(crate) async fn openapi() -> Json<serde_json::Value> {
+    static DOCUMENT: std::sync::LazyLock<serde_json::Value> =
+        std::sync::LazyLock::new(crate::openapi::document);
+    Json(DOCUMENT.clone())
 }

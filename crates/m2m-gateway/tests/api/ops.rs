@@ -87,3 +87,67 @@ async fn unknown_routes_are_problem_404s() {
     let r = app.client.get(app.url("/v2/nothing")).send().await.unwrap();
     assert_problem(r, 404, None).await;
 }
+
+#[tokio::test]
+async fn the_openapi_document_states_every_answer_and_limit() {
+    let app = spawn_app().await;
+    let doc: Value = app
+        .client
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let responses = op["responses"].as_object().unwrap();
+            let mut expected = vec!["400", "500", "503"];
+            if op.get("security").is_some() {
+                expected.push("401");
+            }
+            if op.get("requestBody").is_some() {
+                expected.extend(["413", "415", "422"]);
+            }
+            for status in expected {
+                let r = responses
+                    .get(status)
+                    .unwrap_or_else(|| panic!("{method} {path}: no {status}"));
+                assert!(
+                    r["content"].get("application/problem+json").is_some(),
+                    "{method} {path} {status}: {r}"
+                );
+            }
+            for (status, r) in responses {
+                if status.starts_with('2') && status != "204" {
+                    assert!(
+                        r.get("content").is_some(),
+                        "{method} {path} {status} declares no content type"
+                    );
+                }
+            }
+        }
+    }
+    for name in ["NotFound", "MethodNotAllowed"] {
+        assert!(doc["components"]["responses"].get(name).is_some(), "{name}");
+    }
+    // Limits are in the schema, not only in prose.
+    let params = doc["paths"]["/v1/games"]["get"]["parameters"]
+        .as_array()
+        .unwrap();
+    let limit = params.iter().find(|p| p["name"] == "limit").unwrap();
+    assert_eq!(limit["schema"]["minimum"], 1, "{limit}");
+    assert_eq!(limit["schema"]["maximum"], 100, "{limit}");
+    let credentials = &doc["components"]["schemas"]["Credentials"]["properties"];
+    assert_eq!(credentials["username"]["maxLength"], 64);
+    assert_eq!(credentials["password"]["maxLength"], 256);
+    let game = &doc["components"]["schemas"]["GameSubmissionDoc"]["properties"];
+    assert_eq!(game["game"]["maxLength"], 64);
+    assert_eq!(game["sample_rate_hz"]["maximum"], 1000);
+    assert_eq!(game["channels"]["maxProperties"], 64);
+    // Links, with their keys as OpenAPI spells them.
+    let link = &doc["paths"]["/v1/games"]["post"]["responses"]["202"]["links"]["GetGame"];
+    assert_eq!(link["operationId"], "get_game", "{link}");
+    assert_eq!(link["parameters"]["game_id"], "$response.body#/game_id");
+}
