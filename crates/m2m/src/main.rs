@@ -7,6 +7,7 @@ mod serve;
 mod telemetry;
 
 use clap::{Parser, Subcommand};
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -72,7 +73,9 @@ fn service(name: &str, run: impl FnOnce() -> anyhow::Result<()>) -> ExitCode {
     match run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("m2m {name}: {e:#}");
+            // Not `eprintln!`, which panics when stderr is a closed pipe:
+            // the exit status says it anyway.
+            let _ = writeln!(std::io::stderr(), "m2m {name}: {e:#}");
             ExitCode::FAILURE
         }
     }

@@ -1,14 +1,13 @@
 //! `m2m gateway` and `m2m processor`: the scaled-out roles, any number of
 //! each, talking through RabbitMQ and sharing one database.
 
-use crate::serve::wait_for_signal;
+use crate::serve::{print_line, wait_for_signal};
 use anyhow::Context;
 use m2m_bus::{Bus, RabbitBus};
 use m2m_gateway::{AppState, GatewayConfig, JwtSecret};
 use m2m_processor::{Processor, ProcessorConfig};
 use m2m_store::{MongoStore, SqliteStore, Store};
 use prometheus_client::registry::Registry;
-use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;
@@ -100,11 +99,7 @@ pub(crate) fn run_gateway(args: GatewayArgs) -> anyhow::Result<()> {
         let shutdown = CancellationToken::new();
         let state = AppState::new(store, bus, config, registry, shutdown.clone());
         let addr = listener.local_addr()?;
-        {
-            let mut out = std::io::stdout().lock();
-            writeln!(out, "m2m gateway serving on http://{addr}")?;
-            out.flush()?;
-        }
+        print_line(&format!("m2m gateway serving on http://{addr}"));
         info!(%addr, "m2m gateway started");
         tokio::spawn(wait_for_signal(shutdown));
         m2m_gateway::serve(listener, state).await.context("the HTTP server failed")?;
@@ -128,14 +123,9 @@ pub(crate) fn run_processor(args: ProcessorArgs) -> anyhow::Result<()> {
         let mut registry = Registry::default();
         let processor = Arc::new(Processor::new(store, bus, config, &mut registry));
         let shutdown = CancellationToken::new();
-        {
-            let mut out = std::io::stdout().lock();
-            writeln!(
-                out,
-                "m2m processor consuming with concurrency {concurrency}"
-            )?;
-            out.flush()?;
-        }
+        print_line(&format!(
+            "m2m processor consuming with concurrency {concurrency}"
+        ));
         tokio::spawn(wait_for_signal(shutdown.clone()));
         processor
             .run(shutdown)

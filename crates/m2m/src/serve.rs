@@ -81,15 +81,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let state = AppState::new(store, bus_dyn, config, registry, shutdown.clone());
 
     let addr = listener.local_addr()?;
-    {
-        let mut out = std::io::stdout().lock();
-        writeln!(
-            out,
-            "m2m serving on http://{addr} (data in {})",
-            args.data_dir.display()
-        )?;
-        out.flush()?;
-    }
+    // Not fatal when stdout is closed: the address is in the log too.
+    print_line(&format!(
+        "m2m serving on http://{addr} (data in {})",
+        args.data_dir.display()
+    ));
     info!(%addr, data_dir = %args.data_dir.display(), "m2m serve started");
 
     tokio::spawn(wait_for_signal(shutdown.clone()));
@@ -107,6 +103,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     bus.close();
     info!("m2m serve stopped");
     Ok(())
+}
+
+/// Writes one line to stdout, ignoring a stdout that cannot be written.
+pub(crate) fn print_line(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
 }
 
 /// The token secret: `M2M_JWT_SECRET`, or one generated once and kept in
@@ -168,6 +171,8 @@ pub(crate) async fn wait_for_signal(token: CancellationToken) {
         _ = ctrl_c => {}
         _ = term => {}
     }
-    info!("shutting down");
+    // Cancel first: nothing, not even a log line, may stand between a
+    // signal and the shutdown it asks for.
     token.cancel();
+    info!("shutting down");
 }
