@@ -69,8 +69,7 @@ fn main() -> ExitCode {
 
 /// Runs a long-lived role with logging; failures are reported on stderr.
 fn service(name: &str, run: impl FnOnce() -> anyhow::Result<()>) -> ExitCode {
-    telemetry::init();
-    match run() {
+    match telemetry::init().and_then(|()| run()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // Not `eprintln!`, which panics when stderr is a closed pipe:
