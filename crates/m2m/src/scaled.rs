@@ -1,14 +1,13 @@
 //! `m2m gateway` and `m2m processor`: the scaled-out roles, any number of
 //! each, talking through RabbitMQ and sharing one database.
 
-use crate::serve::{print_line, wait_for_signal};
+use crate::serve::{bind, print_line, wait_for_signal};
 use anyhow::Context;
 use m2m_bus::{Bus, RabbitBus};
 use m2m_gateway::{AppState, GatewayConfig, JwtSecret};
 use m2m_processor::{Processor, ProcessorConfig};
 use m2m_store::{MongoStore, SqliteStore, Store};
 use prometheus_client::registry::Registry;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
@@ -27,9 +26,10 @@ pub(crate) struct Shared {
 /// Options of `m2m gateway`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct GatewayArgs {
-    /// Address to listen on.
+    /// Address to listen on, HOST:PORT; the host is an IP address or a
+    /// name (localhost), port 0 picks a free port.
     #[arg(long, env = "M2M_LISTEN", default_value = "127.0.0.1:8080")]
-    listen: SocketAddr,
+    listen: String,
     #[command(flatten)]
     shared: Shared,
     /// Largest request body in bytes, after decompression.
@@ -84,9 +84,7 @@ fn open_bus(url: &str) -> anyhow::Result<RabbitBus> {
 
 pub(crate) fn run_gateway(args: GatewayArgs) -> anyhow::Result<()> {
     runtime()?.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(args.listen)
-            .await
-            .with_context(|| format!("cannot listen on {}", args.listen))?;
+        let listener = bind(&args.listen).await?;
         let secret = std::env::var("M2M_JWT_SECRET").context(
             "M2M_JWT_SECRET must be set: every gateway signs and checks tokens with this shared secret",
         )?;

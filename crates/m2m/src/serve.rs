@@ -8,7 +8,6 @@ use m2m_processor::{Processor, ProcessorConfig};
 use m2m_store::{SqliteStore, Store};
 use prometheus_client::registry::Registry;
 use std::io::Write;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;
@@ -17,9 +16,10 @@ use tracing::{info, warn};
 /// Options of `m2m serve`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct ServeArgs {
-    /// Address to listen on.
+    /// Address to listen on, HOST:PORT; the host is an IP address or a
+    /// name (localhost), port 0 picks a free port.
     #[arg(long, env = "M2M_LISTEN", default_value = "127.0.0.1:8080")]
-    listen: SocketAddr,
+    listen: String,
     /// Directory of the SQLite database (and, without M2M_JWT_SECRET, the
     /// generated token secret).
     #[arg(long, env = "M2M_DATA_DIR", default_value = "./m2m-data")]
@@ -43,9 +43,7 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // The port first: a start that cannot serve should fail before it
     // touches the data directory.
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let listener = bind(&args.listen).await?;
     std::fs::create_dir_all(&args.data_dir).with_context(|| {
         format!(
             "cannot create the data directory {}",
@@ -103,6 +101,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     bus.close();
     info!("m2m serve stopped");
     Ok(())
+}
+
+/// Listens on `listen`, HOST:PORT with the host an IP address or a name
+/// (resolved; the first of its addresses that can be bound is used).
+pub(crate) async fn bind(listen: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))
 }
 
 /// Writes one line to stdout, ignoring a stdout that cannot be written.

@@ -426,8 +426,13 @@ fn m2m(role: &str, env: &TestEnv) -> Command {
 
 /// Starts `m2m gateway` on a free port; returns it and its base URL.
 async fn start_gateway(env: &TestEnv, name: &str) -> (Proc, String) {
+    start_gateway_on(env, name, "127.0.0.1:0").await
+}
+
+/// Starts `m2m gateway --listen LISTEN`; returns it and its base URL.
+async fn start_gateway_on(env: &TestEnv, name: &str, listen: &str) -> (Proc, String) {
     let mut cmd = m2m("gateway", env);
-    cmd.args(["--listen", "127.0.0.1:0"])
+    cmd.args(["--listen", listen])
         .env("M2M_JWT_SECRET", JWT_SECRET);
     let mut gateway = Proc::spawn(name, &mut cmd);
     let line = gateway
@@ -1140,6 +1145,21 @@ fn a_killed_processor_loses_nothing() {
         ));
     });
     env.progress("done (the whole test, set-up included)");
+}
+
+#[test]
+fn a_gateway_listens_on_a_host_name() {
+    let Some(env) = TestEnv::begin("a_gateway_listens_on_a_host_name") else {
+        return;
+    };
+    runtime().block_on(async {
+        let (gateway, base) = start_gateway_on(&env, "gateway", "localhost:0").await;
+        let addr: std::net::SocketAddr = base["http://".len()..].parse().expect("an address");
+        assert!(addr.ip().is_loopback(), "localhost served on {addr}");
+        Api::new(&base)
+            .wait_readyz(200, READY_TIMEOUT, &[&gateway])
+            .await;
+    });
 }
 
 #[test]

@@ -631,6 +631,19 @@ async fn metrics_carry_the_documented_names() {
     }
 }
 
+/// Waits for a server that must refuse to start; returns its stderr.
+async fn refused(mut server: Server, what: &str) -> String {
+    let status = server.wait_exit(Duration::from_secs(20)).await;
+    let stderr = server.finished_stderr();
+    let status = status
+        .unwrap_or_else(|| panic!("m2m serve still running 20 s after {what}; stderr:\n{stderr}"));
+    assert!(
+        !status.success(),
+        "exit after {what}: {status}; stderr:\n{stderr}"
+    );
+    stderr
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_closed_log_pipe_stops_neither_the_service_nor_its_shutdown() {
     let dir = tempfile::tempdir().unwrap();
@@ -676,4 +689,22 @@ async fn a_closed_log_pipe_stops_neither_the_service_nor_its_shutdown() {
         )
     });
     assert!(status.success(), "exit after SIGTERM: {status}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_listen_address_may_be_a_host_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, base) = Server::start_with("localhost:0", dir.path(), Launch::default()).await;
+    let addr: std::net::SocketAddr = base["http://".len()..].parse().unwrap();
+    assert!(addr.ip().is_loopback(), "localhost served on {addr}");
+    let r = reqwest::get(format!("{base}/healthz")).await.unwrap();
+    assert_eq!(r.status(), 200);
+
+    let other = tempfile::tempdir().unwrap();
+    let bad = "no-such-host.invalid:8080";
+    let stderr = refused(Server::spawn(bad, other.path(), &[]), "an unknown host").await;
+    assert!(
+        stderr.contains(&format!("cannot listen on {bad}")),
+        "stderr does not name {bad}:\n{stderr}"
+    );
 }
