@@ -21,7 +21,7 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "M2M_LISTEN", default_value = "127.0.0.1:8080")]
     listen: String,
     /// Directory of the SQLite database (and, without M2M_JWT_SECRET, the
-    /// generated token secret).
+    /// generated token secret); one m2m serve at a time may use it.
     #[arg(long, env = "M2M_DATA_DIR", default_value = "./m2m-data")]
     data_dir: PathBuf,
     /// Largest request body in bytes, after decompression.
@@ -50,6 +50,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             args.data_dir.display()
         )
     })?;
+    // Held until this function returns, and by the kernel until the
+    // process ends, however it ends.
+    let _lock = lock_data_dir(&args.data_dir)?;
     let db = args.data_dir.join("m2m.db");
     let store: Arc<dyn Store> = Arc::new(
         SqliteStore::open(&db)
@@ -116,6 +119,51 @@ pub(crate) fn print_line(line: &str) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{line}");
     let _ = out.flush();
+}
+
+/// Takes the lock of the data directory, `lock` in it, for as long as the
+/// returned file is open: two processes writing one SQLite database and
+/// each relaying and processing its queue would diverge. The lock is the
+/// operating system's (`flock`), so it goes with the process, even a killed
+/// one; the file keeps the holder's pid for the message of the next one.
+fn lock_data_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
+    let path = dir.join("lock");
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .with_context(|| format!("cannot open the lock file {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let holder = std::fs::read_to_string(&path)
+                .ok()
+                .and_then(|s| s.trim().parse::<u32>().ok())
+                .map(|pid| format!(" (pid {pid})"))
+                .unwrap_or_default();
+            anyhow::bail!(
+                "the data directory {} is in use by another m2m serve{holder}; \
+                 stop it or choose another --data-dir",
+                dir.display()
+            );
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(e).with_context(|| {
+                format!(
+                    "cannot lock the data directory {} ({})",
+                    dir.display(),
+                    path.display()
+                )
+            });
+        }
+    }
+    // Only informative: the lock is what counts.
+    let _ = file
+        .set_len(0)
+        .and_then(|()| writeln!(file, "{}", std::process::id()));
+    Ok(file)
 }
 
 /// The token secret: `M2M_JWT_SECRET`, or one generated once and kept in

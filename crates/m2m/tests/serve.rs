@@ -692,6 +692,39 @@ async fn a_closed_log_pipe_stops_neither_the_service_nor_its_shutdown() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_second_server_on_the_same_data_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut first, base) = Server::start(dir.path(), &[]).await;
+
+    let second = Server::spawn("127.0.0.1:0", dir.path(), &[]);
+    let stderr = refused(second, "starting on a data directory in use").await;
+    let dir_name = dir.path().display().to_string();
+    for expected in [
+        format!("the data directory {dir_name} is in use by another m2m serve"),
+        format!("(pid {})", first.pid()),
+    ] {
+        assert!(stderr.contains(&expected), "no {expected:?} in:\n{stderr}");
+    }
+    assert!(
+        !stderr.contains("migrated SQLite schema"),
+        "the refused server opened the database:\n{stderr}"
+    );
+
+    // The first is unaffected and still serves.
+    let api = Api::new(&base);
+    api.register("lock-patient").await;
+    let token = api.login("lock-patient").await;
+    let (status, _) = api.sync_page(&token, None).await;
+    assert_eq!(status, 200);
+
+    // The lock goes with its process, even a killed one.
+    first.kill();
+    let (_third, base) = Server::start(dir.path(), &[]).await;
+    let api = Api::new(&base);
+    api.login("lock-patient").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn the_listen_address_may_be_a_host_name() {
     let dir = tempfile::tempdir().unwrap();
     let (_server, base) = Server::start_with("localhost:0", dir.path(), Launch::default()).await;
