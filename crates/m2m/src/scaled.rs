@@ -109,7 +109,8 @@ pub(crate) fn run_gateway(args: GatewayArgs) -> anyhow::Result<()> {
 pub(crate) fn run_processor(args: ProcessorArgs) -> anyhow::Result<()> {
     runtime()?.block_on(async move {
         let store = open_store(&args.shared.database_url).await?;
-        let bus: Arc<dyn Bus> = Arc::new(open_bus(&args.shared.amqp_url)?);
+        let rabbit = open_bus(&args.shared.amqp_url)?;
+        let bus: Arc<dyn Bus> = Arc::new(rabbit.clone());
         let mut config = ProcessorConfig {
             max_attempts: args.max_attempts.max(1),
             ..ProcessorConfig::default()
@@ -125,10 +126,11 @@ pub(crate) fn run_processor(args: ProcessorArgs) -> anyhow::Result<()> {
             "m2m processor consuming with concurrency {concurrency}"
         ));
         tokio::spawn(wait_for_signal(shutdown.clone()));
-        processor
-            .run(shutdown)
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let run = processor.run(shutdown).await;
+        // Every delivery is settled and the consumer's channel closed: the
+        // connection can go.
+        rabbit.close().await;
+        run.map_err(|e| anyhow::anyhow!("{e}"))?;
         info!("m2m processor stopped");
         Ok(())
     })
