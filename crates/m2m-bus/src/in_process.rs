@@ -161,6 +161,7 @@ impl Bus for InProcessBus {
             inner: self.inner.clone(),
             prefetch: prefetch.max(1),
             in_flight: Arc::new(AtomicUsize::new(0)),
+            stopped: false,
         }))
     }
 
@@ -208,6 +209,9 @@ struct Consumer {
     prefetch: usize,
     /// This consumer's unacknowledged deliveries (prefetch is per consumer).
     in_flight: Arc<AtomicUsize>,
+    /// Takes nothing more. (Nothing is on its way to an in-process
+    /// consumer: a message is taken only by `next`.)
+    stopped: bool,
 }
 
 #[async_trait]
@@ -219,7 +223,7 @@ impl ProcessingConsumer for Consumer {
             let notified = self.inner.changed.notified();
             {
                 let mut q = self.inner.lock();
-                if q.closed {
+                if q.closed || self.stopped {
                     return None;
                 }
                 if self.in_flight.load(Ordering::SeqCst) < self.prefetch {
@@ -242,6 +246,12 @@ impl ProcessingConsumer for Consumer {
             notified.await;
         }
     }
+
+    async fn stop(&mut self) {
+        self.stopped = true;
+    }
+
+    async fn close(self: Box<Self>) {}
 }
 
 #[derive(Debug)]

@@ -93,10 +93,29 @@ pub trait Bus: Send + Sync + 'static {
 }
 
 /// A consumer of the processing queue.
+///
+/// Stopping is in three steps, so that nothing taken is handed back:
+/// [`stop`](Self::stop) (no more deliveries), [`next`](Self::next) until
+/// `None` (the deliveries already on their way, to be handled like any
+/// other), then, once every delivery is settled, [`close`](Self::close).
 #[async_trait]
 pub trait ProcessingConsumer: Send {
-    /// The next delivery; `None` once the bus is closed.
+    /// The next delivery; `None` once the bus is closed, or once the
+    /// consumer is stopped and has returned what it had received.
     async fn next(&mut self) -> Option<Delivery>;
+
+    /// Stops taking deliveries: the bus sends this consumer no more (a
+    /// broker consumer is cancelled). Those received before are still
+    /// returned by [`next`](Self::next), then `None`.
+    async fn stop(&mut self);
+
+    /// Closes the consumer, once every delivery it returned is settled: a
+    /// broker's channel is closed and the close confirmed, so every
+    /// settlement sent before it has reached the broker. (Dropping the
+    /// consumer instead closes the channel without waiting, and a
+    /// settlement still under way is lost: the broker delivers the message
+    /// again.)
+    async fn close(self: Box<Self>);
 }
 
 /// A subscription to ReconciliationEvents.

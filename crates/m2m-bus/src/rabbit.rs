@@ -29,9 +29,9 @@ use crate::{
 use async_trait::async_trait;
 use futures::StreamExt;
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
-    BasicRejectOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
-    QueueDeclareOptions,
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions,
+    BasicPublishOptions, BasicQosOptions, BasicRejectOptions, ConfirmSelectOptions,
+    ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{
@@ -39,6 +39,7 @@ use lapin::{
 };
 use m2m_domain::{ProcessingEvent, ReconciliationEvent};
 use rand::Rng;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{watch, Mutex};
@@ -70,8 +71,10 @@ struct Inner {
     live: Mutex<Option<Arc<Live>>>,
     /// Bumped on every new connection; consumers wait on it.
     generation: watch::Sender<u64>,
-    /// Asks the supervisor to reconnect now.
+    /// Asks the supervisor to reconnect now (or to notice `closed`).
     broken: tokio::sync::Notify,
+    /// Set by [`RabbitBus::close`]: no connection any more.
+    closed: AtomicBool,
 }
 
 /// The RabbitMQ bus. Cheap to clone; clones share the connection.
@@ -104,6 +107,7 @@ impl RabbitBus {
                 live: Mutex::new(None),
                 generation: watch::channel(0).0,
                 broken: tokio::sync::Notify::new(),
+                closed: AtomicBool::new(false),
             }),
         };
         tokio::spawn(supervise(Arc::downgrade(&bus.inner)));
@@ -130,6 +134,23 @@ impl RabbitBus {
     /// The current connection, if it is up; a broken one is dropped.
     async fn live(&self) -> Option<Arc<Live>> {
         self.inner.live().await
+    }
+
+    /// Closes the connection for good, at the end of a process, once its
+    /// deliveries are settled and its consumers closed: the broker is told,
+    /// rather than finding the connection gone, and there is no reconnection
+    /// after. Publishes then fail and consumers return `None`.
+    pub async fn close(&self) {
+        self.inner.closed.store(true, Ordering::SeqCst);
+        self.inner.broken.notify_one();
+        let live = self.inner.live.lock().await.take();
+        // Wakes the consumers waiting for a connection.
+        self.inner.generation.send_modify(|g| *g += 1);
+        if let Some(live) = live {
+            if let Err(e) = live.conn.close(200, "closing".into()).await {
+                warn!(error = %e, "could not close the broker connection cleanly");
+            }
+        }
     }
 
     async fn publish(
@@ -190,6 +211,9 @@ impl RabbitBus {
 impl Inner {
     async fn live(&self) -> Option<Arc<Live>> {
         let mut guard = self.live.lock().await;
+        if self.closed.load(Ordering::SeqCst) {
+            return None;
+        }
         match guard.as_ref() {
             Some(l) if l.conn.status().connected() && l.publish.status().connected() => {
                 Some(l.clone())
@@ -220,6 +244,9 @@ async fn supervise(inner: std::sync::Weak<Inner>) {
         let Some(strong) = inner.upgrade() else {
             return;
         };
+        if strong.closed.load(Ordering::SeqCst) {
+            return;
+        }
         if strong.live().await.is_some() {
             // Connected: sleep until someone finds it broken (or re-check
             // now and then, for a connection that died quietly).
@@ -228,7 +255,15 @@ async fn supervise(inner: std::sync::Weak<Inner>) {
         }
         match connect(&strong.url).await {
             Ok(live) => {
-                *strong.live.lock().await = Some(Arc::new(live));
+                let mut guard = strong.live.lock().await;
+                if strong.closed.load(Ordering::SeqCst) {
+                    // Closed while connecting.
+                    drop(guard);
+                    let _ = live.conn.close(200, "closing".into()).await;
+                    return;
+                }
+                *guard = Some(Arc::new(live));
+                drop(guard);
                 strong.generation.send_modify(|g| *g += 1);
                 info!("connected to the broker");
                 backoff = BACKOFF_MIN;
@@ -417,6 +452,7 @@ impl Bus for RabbitBus {
             bus: self.clone(),
             prefetch: u16::try_from(prefetch.max(1)).unwrap_or(u16::MAX),
             current: None,
+            stopped: false,
         }))
     }
 
@@ -471,12 +507,16 @@ impl Bus for RabbitBus {
 }
 
 /// Waits for the next connection generation (bounded, so a quiet broken
-/// connection is noticed by the periodic check).
-async fn wait_for_connection(bus: &RabbitBus) -> Arc<Live> {
+/// connection is noticed by the periodic check); `None` once the bus is
+/// closed.
+async fn wait_for_connection(bus: &RabbitBus) -> Option<Arc<Live>> {
     let mut rx = bus.inner.generation.subscribe();
     loop {
         if let Some(live) = bus.live().await {
-            return live;
+            return Some(live);
+        }
+        if bus.inner.closed.load(Ordering::SeqCst) {
+            return None;
         }
         let _ = tokio::time::timeout(Duration::from_secs(1), rx.changed()).await;
     }
@@ -486,6 +526,8 @@ struct RabbitConsumer {
     bus: RabbitBus,
     prefetch: u16,
     current: Option<(Arc<Live>, Channel, lapin::Consumer)>,
+    /// Cancelled: returns what it had received, then `None`.
+    stopped: bool,
 }
 
 impl std::fmt::Debug for RabbitConsumer {
@@ -515,12 +557,36 @@ impl RabbitConsumer {
     }
 }
 
+/// A delivery of the processing queue as the bus hands it out.
+fn delivery(d: lapin::message::Delivery) -> Delivery {
+    let trace_id = header_str(&d.properties, "trace_id").unwrap_or_default();
+    let attempt = delivery_count(&d.properties).saturating_add(1);
+    let event = serde_json::from_slice::<ProcessingEvent>(&d.data)
+        .map(Arc::new)
+        .map_err(|e| Undecodable {
+            raw: d.data.clone(),
+            reason: e.to_string(),
+        });
+    let acker = RabbitAcker {
+        acker: Some(d.acker),
+    };
+    Delivery::new(event, trace_id, attempt, Box::new(acker))
+}
+
 #[async_trait]
 impl ProcessingConsumer for RabbitConsumer {
     async fn next(&mut self) -> Option<Delivery> {
+        if self.stopped {
+            // What came before the cancel-ok, then the end of the stream.
+            let (_, _, consumer) = self.current.as_mut()?;
+            return match consumer.next().await {
+                Some(Ok(d)) => Some(delivery(d)),
+                _ => None,
+            };
+        }
         loop {
             if self.current.is_none() {
-                let live = wait_for_connection(&self.bus).await;
+                let live = wait_for_connection(&self.bus).await?;
                 match self.open(&live).await {
                     Ok((channel, consumer)) => self.current = Some((live, channel, consumer)),
                     Err(e) => {
@@ -533,20 +599,7 @@ impl ProcessingConsumer for RabbitConsumer {
             }
             let (live, _, consumer) = self.current.as_mut().expect("opened above");
             match consumer.next().await {
-                Some(Ok(d)) => {
-                    let trace_id = header_str(&d.properties, "trace_id").unwrap_or_default();
-                    let attempt = delivery_count(&d.properties).saturating_add(1);
-                    let event = serde_json::from_slice::<ProcessingEvent>(&d.data)
-                        .map(Arc::new)
-                        .map_err(|e| Undecodable {
-                            raw: d.data.clone(),
-                            reason: e.to_string(),
-                        });
-                    let acker = RabbitAcker {
-                        acker: Some(d.acker),
-                    };
-                    return Some(Delivery::new(event, trace_id, attempt, Box::new(acker)));
-                }
+                Some(Ok(d)) => return Some(delivery(d)),
                 other => {
                     if let Some(Err(e)) = other {
                         warn!(error = %e, "the consumer lost its channel; reconnecting");
@@ -555,6 +608,33 @@ impl ProcessingConsumer for RabbitConsumer {
                     self.current = None;
                     self.bus.inner.mark_broken(&live).await;
                 }
+            }
+        }
+    }
+
+    /// Cancels the consumer at the broker (basic.cancel, waiting for its
+    /// cancel-ok) and keeps the channel open, for the deliveries received
+    /// before the cancel-ok and the settlements of all of them.
+    async fn stop(&mut self) {
+        self.stopped = true;
+        let Some((_, channel, consumer)) = self.current.as_ref() else {
+            return;
+        };
+        if let Err(e) = channel
+            .basic_cancel(consumer.tag(), BasicCancelOptions::default())
+            .await
+        {
+            // The channel is gone, and with it what was unsettled: the
+            // broker delivers that again.
+            warn!(error = %e, "could not cancel the consumer");
+            self.current = None;
+        }
+    }
+
+    async fn close(mut self: Box<Self>) {
+        if let Some((_, channel, _)) = self.current.take() {
+            if let Err(e) = channel.close(200, "consumer closed".into()).await {
+                warn!(error = %e, "could not close the consumer's channel cleanly");
             }
         }
     }
@@ -585,7 +665,14 @@ async fn settle_with(acker: &lapin::Acker, how: Settle) -> Result<(), BusError> 
         Settle::DeadLetter => acker.reject(BasicRejectOptions { requeue: false }).await,
     };
     // A failed settle means the channel is gone: the broker redelivers.
-    r.map(|_| ()).map_err(unavailable)
+    // So does `Ok(false)`: lapin refused it, the channel being closed.
+    match r {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(unavailable(
+            "the channel of the delivery is closed; the broker will deliver it again",
+        )),
+        Err(e) => Err(unavailable(e)),
+    }
 }
 
 #[async_trait]
@@ -676,7 +763,7 @@ impl ReconciliationSubscription for RabbitSubscription {
     async fn next(&mut self) -> Option<Notice> {
         loop {
             if self.current.is_none() {
-                let live = wait_for_connection(&self.bus).await;
+                let live = wait_for_connection(&self.bus).await?;
                 match self.open(&live).await {
                     Ok((channel, consumer)) => {
                         self.current = Some((live, channel, consumer));

@@ -208,3 +208,24 @@ async fn room_is_reported_once_the_bus_is_half_empty() {
     second.ack().await.unwrap();
     assert_eq!(room_soon(waiter).await, Some(2), "woken once half empty");
 }
+
+#[tokio::test]
+async fn a_stopped_consumer_takes_nothing_more() {
+    let bus = InProcessBus::new();
+    bus.publish_processing(event(), "t").await.unwrap();
+    bus.publish_processing(event(), "t").await.unwrap();
+    let mut c = bus.consume_processing(4).await.unwrap();
+    let held = next_soon(&mut c).await.expect("a delivery");
+    c.stop().await;
+    assert!(
+        next_soon(&mut c).await.is_none(),
+        "a stopped consumer took another delivery"
+    );
+    // What it holds is still its to settle; the other one waits.
+    held.ack().await.unwrap();
+    c.close().await;
+    assert_eq!(bus.backlog().await, Some(1));
+    let mut other = bus.consume_processing(4).await.unwrap();
+    let d = next_soon(&mut other).await.expect("the other delivery");
+    assert_eq!(d.attempt, 1, "it was never delivered before");
+}

@@ -161,9 +161,12 @@ impl Processor {
         }
     }
 
-    /// Consumes until `shutdown` is cancelled or the bus closes, then waits
-    /// for the deliveries in flight to be settled. Unsettled deliveries
-    /// (none, unless a handler is stuck) go back to the queue.
+    /// Consumes until `shutdown` is cancelled or the bus closes. Then it
+    /// stops in an order that hands nothing back: it stops taking
+    /// deliveries (a broker consumer is cancelled), handles those already
+    /// received, waits until every delivery it took is settled, and only
+    /// then closes the consumer (for a broker, its channel: closing it
+    /// first would make the broker deliver again what was just acked).
     pub async fn run(
         self: Arc<Self>,
         shutdown: CancellationToken,
@@ -178,18 +181,33 @@ impl Processor {
                 d = consumer.next() => d,
             };
             let Some(delivery) = delivery else { break };
-            let me = self.clone();
-            tasks.spawn(async move { me.handle(delivery).await });
-            while let Some(done) = tasks.try_join_next() {
-                if let Err(e) = done {
-                    warn!(error = %e, "a processing task ended abnormally");
-                }
-            }
+            self.spawn_handle(&mut tasks, delivery);
         }
-        drop(consumer);
-        while tasks.join_next().await.is_some() {}
+        consumer.stop().await;
+        let mut late = 0;
+        while let Some(delivery) = consumer.next().await {
+            late += 1;
+            self.spawn_handle(&mut tasks, delivery);
+        }
+        info!(
+            in_flight = tasks.len(),
+            received_while_stopping = late,
+            "processor stopping: finishing the deliveries it holds"
+        );
+        while let Some(done) = tasks.join_next().await {
+            report(done);
+        }
+        consumer.close().await;
         info!("processor stopped");
         Ok(())
+    }
+
+    fn spawn_handle(self: &Arc<Self>, tasks: &mut JoinSet<Outcome>, delivery: Delivery) {
+        let me = self.clone();
+        tasks.spawn(async move { me.handle(delivery).await });
+        while let Some(done) = tasks.try_join_next() {
+            report(done);
+        }
     }
 
     /// Processes one delivery and settles it.
@@ -356,6 +374,12 @@ impl Processor {
             .publish_reconciliation(&reconciliation, trace_id)
             .await
             .map_err(|e| Failure::Unavailable(e.to_string()))
+    }
+}
+
+fn report(done: Result<Outcome, tokio::task::JoinError>) {
+    if let Err(e) = done {
+        warn!(error = %e, "a processing task ended abnormally");
     }
 }
 

@@ -7,6 +7,7 @@ mod serve;
 mod telemetry;
 
 use clap::{Parser, Subcommand};
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -68,11 +69,12 @@ fn main() -> ExitCode {
 
 /// Runs a long-lived role with logging; failures are reported on stderr.
 fn service(name: &str, run: impl FnOnce() -> anyhow::Result<()>) -> ExitCode {
-    telemetry::init();
-    match run() {
+    match telemetry::init().and_then(|()| run()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("m2m {name}: {e:#}");
+            // Not `eprintln!`, which panics when stderr is a closed pipe:
+            // the exit status says it anyway.
+            let _ = writeln!(std::io::stderr(), "m2m {name}: {e:#}");
             ExitCode::FAILURE
         }
     }

@@ -1,15 +1,13 @@
 //! `m2m gateway` and `m2m processor`: the scaled-out roles, any number of
 //! each, talking through RabbitMQ and sharing one database.
 
-use crate::serve::wait_for_signal;
+use crate::serve::{bind, print_line, wait_for_signal};
 use anyhow::Context;
 use m2m_bus::{Bus, RabbitBus};
 use m2m_gateway::{AppState, GatewayConfig, JwtSecret};
 use m2m_processor::{Processor, ProcessorConfig};
 use m2m_store::{MongoStore, SqliteStore, Store};
 use prometheus_client::registry::Registry;
-use std::io::Write;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
@@ -28,9 +26,10 @@ pub(crate) struct Shared {
 /// Options of `m2m gateway`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct GatewayArgs {
-    /// Address to listen on.
+    /// Address to listen on, HOST:PORT; the host is an IP address or a
+    /// name (localhost), port 0 picks a free port.
     #[arg(long, env = "M2M_LISTEN", default_value = "127.0.0.1:8080")]
-    listen: SocketAddr,
+    listen: String,
     #[command(flatten)]
     shared: Shared,
     /// Largest request body in bytes, after decompression.
@@ -85,9 +84,7 @@ fn open_bus(url: &str) -> anyhow::Result<RabbitBus> {
 
 pub(crate) fn run_gateway(args: GatewayArgs) -> anyhow::Result<()> {
     runtime()?.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(args.listen)
-            .await
-            .with_context(|| format!("cannot listen on {}", args.listen))?;
+        let listener = bind(&args.listen).await?;
         let secret = std::env::var("M2M_JWT_SECRET").context(
             "M2M_JWT_SECRET must be set: every gateway signs and checks tokens with this shared secret",
         )?;
@@ -100,11 +97,7 @@ pub(crate) fn run_gateway(args: GatewayArgs) -> anyhow::Result<()> {
         let shutdown = CancellationToken::new();
         let state = AppState::new(store, bus, config, registry, shutdown.clone());
         let addr = listener.local_addr()?;
-        {
-            let mut out = std::io::stdout().lock();
-            writeln!(out, "m2m gateway serving on http://{addr}")?;
-            out.flush()?;
-        }
+        print_line(&format!("m2m gateway serving on http://{addr}"));
         info!(%addr, "m2m gateway started");
         tokio::spawn(wait_for_signal(shutdown));
         m2m_gateway::serve(listener, state).await.context("the HTTP server failed")?;
@@ -116,7 +109,8 @@ pub(crate) fn run_gateway(args: GatewayArgs) -> anyhow::Result<()> {
 pub(crate) fn run_processor(args: ProcessorArgs) -> anyhow::Result<()> {
     runtime()?.block_on(async move {
         let store = open_store(&args.shared.database_url).await?;
-        let bus: Arc<dyn Bus> = Arc::new(open_bus(&args.shared.amqp_url)?);
+        let rabbit = open_bus(&args.shared.amqp_url)?;
+        let bus: Arc<dyn Bus> = Arc::new(rabbit.clone());
         let mut config = ProcessorConfig {
             max_attempts: args.max_attempts.max(1),
             ..ProcessorConfig::default()
@@ -128,19 +122,15 @@ pub(crate) fn run_processor(args: ProcessorArgs) -> anyhow::Result<()> {
         let mut registry = Registry::default();
         let processor = Arc::new(Processor::new(store, bus, config, &mut registry));
         let shutdown = CancellationToken::new();
-        {
-            let mut out = std::io::stdout().lock();
-            writeln!(
-                out,
-                "m2m processor consuming with concurrency {concurrency}"
-            )?;
-            out.flush()?;
-        }
+        print_line(&format!(
+            "m2m processor consuming with concurrency {concurrency}"
+        ));
         tokio::spawn(wait_for_signal(shutdown.clone()));
-        processor
-            .run(shutdown)
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let run = processor.run(shutdown).await;
+        // Every delivery is settled and the consumer's channel closed: the
+        // connection can go.
+        rabbit.close().await;
+        run.map_err(|e| anyhow::anyhow!("{e}"))?;
         info!("m2m processor stopped");
         Ok(())
     })

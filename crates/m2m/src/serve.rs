@@ -8,7 +8,6 @@ use m2m_processor::{Processor, ProcessorConfig};
 use m2m_store::{SqliteStore, Store};
 use prometheus_client::registry::Registry;
 use std::io::Write;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;
@@ -17,11 +16,12 @@ use tracing::{info, warn};
 /// Options of `m2m serve`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct ServeArgs {
-    /// Address to listen on.
+    /// Address to listen on, HOST:PORT; the host is an IP address or a
+    /// name (localhost), port 0 picks a free port.
     #[arg(long, env = "M2M_LISTEN", default_value = "127.0.0.1:8080")]
-    listen: SocketAddr,
+    listen: String,
     /// Directory of the SQLite database (and, without M2M_JWT_SECRET, the
-    /// generated token secret).
+    /// generated token secret); one m2m serve at a time may use it.
     #[arg(long, env = "M2M_DATA_DIR", default_value = "./m2m-data")]
     data_dir: PathBuf,
     /// Largest request body in bytes, after decompression.
@@ -43,15 +43,16 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // The port first: a start that cannot serve should fail before it
     // touches the data directory.
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let listener = bind(&args.listen).await?;
     std::fs::create_dir_all(&args.data_dir).with_context(|| {
         format!(
             "cannot create the data directory {}",
             args.data_dir.display()
         )
     })?;
+    // Held until this function returns, and by the kernel until the
+    // process ends, however it ends.
+    let _lock = lock_data_dir(&args.data_dir)?;
     let db = args.data_dir.join("m2m.db");
     let store: Arc<dyn Store> = Arc::new(
         SqliteStore::open(&db)
@@ -81,15 +82,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let state = AppState::new(store, bus_dyn, config, registry, shutdown.clone());
 
     let addr = listener.local_addr()?;
-    {
-        let mut out = std::io::stdout().lock();
-        writeln!(
-            out,
-            "m2m serving on http://{addr} (data in {})",
-            args.data_dir.display()
-        )?;
-        out.flush()?;
-    }
+    // Not fatal when stdout is closed: the address is in the log too.
+    print_line(&format!(
+        "m2m serving on http://{addr} (data in {})",
+        args.data_dir.display()
+    ));
     info!(%addr, data_dir = %args.data_dir.display(), "m2m serve started");
 
     tokio::spawn(wait_for_signal(shutdown.clone()));
@@ -107,6 +104,66 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     bus.close();
     info!("m2m serve stopped");
     Ok(())
+}
+
+/// Listens on `listen`, HOST:PORT with the host an IP address or a name
+/// (resolved; the first of its addresses that can be bound is used).
+pub(crate) async fn bind(listen: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))
+}
+
+/// Writes one line to stdout, ignoring a stdout that cannot be written.
+pub(crate) fn print_line(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+/// Takes the lock of the data directory, `lock` in it, for as long as the
+/// returned file is open: two processes writing one SQLite database and
+/// each relaying and processing its queue would diverge. The lock is the
+/// operating system's (`flock`), so it goes with the process, even a killed
+/// one; the file keeps the holder's pid for the message of the next one.
+fn lock_data_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
+    let path = dir.join("lock");
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .with_context(|| format!("cannot open the lock file {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let holder = std::fs::read_to_string(&path)
+                .ok()
+                .and_then(|s| s.trim().parse::<u32>().ok())
+                .map(|pid| format!(" (pid {pid})"))
+                .unwrap_or_default();
+            anyhow::bail!(
+                "the data directory {} is in use by another m2m serve{holder}; \
+                 stop it or choose another --data-dir",
+                dir.display()
+            );
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(e).with_context(|| {
+                format!(
+                    "cannot lock the data directory {} ({})",
+                    dir.display(),
+                    path.display()
+                )
+            });
+        }
+    }
+    // Only informative: the lock is what counts.
+    let _ = file
+        .set_len(0)
+        .and_then(|()| writeln!(file, "{}", std::process::id()));
+    Ok(file)
 }
 
 /// The token secret: `M2M_JWT_SECRET`, or one generated once and kept in
@@ -168,6 +225,8 @@ pub(crate) async fn wait_for_signal(token: CancellationToken) {
         _ = ctrl_c => {}
         _ = term => {}
     }
-    info!("shutting down");
+    // Cancel first: nothing, not even a log line, may stand between a
+    // signal and the shutdown it asks for.
     token.cancel();
+    info!("shutting down");
 }

@@ -1,4 +1,5 @@
-//! `m2m analyze` as a user runs it: the real binary, real files, stdin.
+//! The command line as a user runs it: `m2m analyze` on real files and stdin,
+//! and what every long-lived role checks of its environment before it starts.
 
 use m2m_synth::GameSpec;
 use std::io::Write;
@@ -84,4 +85,114 @@ fn bad_json_and_unreadable_files_exit_2_with_a_message() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cannot read /nonexistent/game.json"), "{err}");
+}
+
+/// Runs `m2m ARGS` with `M2M_LOG_FORMAT=format` until it exits, or until
+/// it has written `lines` lines to stderr or 20 s have passed (then it is
+/// killed and the status is `None`); returns the status and the stderr.
+fn with_log_format(
+    args: &[&str],
+    format: &str,
+    lines: usize,
+) -> (Option<std::process::ExitStatus>, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_m2m"))
+        .args(args)
+        .env("M2M_LOG_FORMAT", format)
+        .env("M2M_JWT_SECRET", "log-format-test-secret-0123456789abcdef")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("m2m starts");
+    let err = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(err)) {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut stderr: Vec<String> = Vec::new();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        stderr.extend(rx.try_iter());
+        if stderr.len() >= lines || std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    // The last lines of an exited process.
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    stderr.extend(rx.try_iter());
+    (status, stderr.join("\n"))
+}
+
+#[test]
+fn every_service_refuses_an_unknown_log_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let db = format!("sqlite://{}", dir.path().join("scaled.db").display());
+    // The broker is never reached: the refusal comes first.
+    let amqp = "amqp://guest:guest@127.0.0.1:1/%2f";
+    let serve = [
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        data_dir.to_str().unwrap(),
+    ];
+    let gateway = [
+        "gateway",
+        "--listen",
+        "127.0.0.1:0",
+        "--amqp-url",
+        amqp,
+        "--database-url",
+        &db,
+    ];
+    let processor = ["processor", "--amqp-url", amqp, "--database-url", &db];
+    for args in [&serve[..], &gateway[..], &processor[..]] {
+        let (status, stderr) = with_log_format(args, "yaml", usize::MAX);
+        let status = status.unwrap_or_else(|| {
+            panic!(
+                "m2m {} still running 20 s with M2M_LOG_FORMAT=yaml:\n{stderr}",
+                args[0]
+            )
+        });
+        assert_eq!(
+            status.code(),
+            Some(1),
+            "m2m {}: {status}\n{stderr}",
+            args[0]
+        );
+        assert!(
+            stderr.contains("M2M_LOG_FORMAT=yaml")
+                && stderr.contains("accepted values: text, json"),
+            "m2m {}: {stderr}",
+            args[0]
+        );
+    }
+    assert!(
+        !data_dir.exists(),
+        "the refused server created its data directory"
+    );
+
+    // The accepted values are taken: JSON lines with `json`.
+    let (status, stderr) = with_log_format(&serve, "json", 1);
+    assert!(
+        status.is_none(),
+        "m2m serve with json exited: {status:?}\n{stderr}"
+    );
+    let first = stderr.lines().next().unwrap_or_default();
+    let line: serde_json::Value = serde_json::from_str(first)
+        .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {first:?}"));
+    assert!(line["fields"]["message"].is_string(), "{line}");
 }

@@ -373,6 +373,16 @@ impl Proc {
         status
     }
 
+    /// Sends SIGTERM, as systemd or `docker stop` would. (The workspace
+    /// forbids `unsafe`, hence `kill(1)` rather than `libc::kill`.)
+    fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill(1) runs");
+        assert!(status.success(), "kill -TERM failed: {status}");
+    }
+
     /// SIGKILL, as `kill -9` or the OOM killer would.
     fn kill(&mut self) {
         self.child.kill().expect("SIGKILL is sent");
@@ -426,8 +436,13 @@ fn m2m(role: &str, env: &TestEnv) -> Command {
 
 /// Starts `m2m gateway` on a free port; returns it and its base URL.
 async fn start_gateway(env: &TestEnv, name: &str) -> (Proc, String) {
+    start_gateway_on(env, name, "127.0.0.1:0").await
+}
+
+/// Starts `m2m gateway --listen LISTEN`; returns it and its base URL.
+async fn start_gateway_on(env: &TestEnv, name: &str, listen: &str) -> (Proc, String) {
     let mut cmd = m2m("gateway", env);
-    cmd.args(["--listen", "127.0.0.1:0"])
+    cmd.args(["--listen", listen])
         .env("M2M_JWT_SECRET", JWT_SECRET);
     let mut gateway = Proc::spawn(name, &mut cmd);
     let line = gateway
@@ -1140,6 +1155,183 @@ fn a_killed_processor_loses_nothing() {
         ));
     });
     env.progress("done (the whole test, set-up included)");
+}
+
+/// A message left in the processing queue, as `basic.get` saw it.
+#[derive(Debug)]
+struct Left {
+    game_id: String,
+    redelivered: bool,
+    /// The quorum queue's `x-delivery-count`: earlier deliveries.
+    delivery_count: i64,
+}
+
+/// Takes every message of the processing queue without settling it (they
+/// go back when `channel` closes) and says what each is.
+async fn take_all_unsettled(channel: &Channel) -> Vec<Left> {
+    let mut left = Vec::new();
+    while let Some(m) = channel
+        .basic_get(PROCESSING.into(), BasicGetOptions { no_ack: false })
+        .await
+        .expect("basic.get")
+    {
+        let event: Value = serde_json::from_slice(&m.delivery.data).expect("a JSON event");
+        left.push(Left {
+            game_id: event["game_id"]
+                .as_str()
+                .unwrap_or_else(|| panic!("no game_id in {event}"))
+                .to_owned(),
+            redelivered: m.delivery.redelivered,
+            delivery_count: match header(&m.delivery.properties, "x-delivery-count") {
+                None => 0,
+                Some(AMQPValue::LongLongInt(n)) => *n,
+                Some(AMQPValue::LongInt(n)) => i64::from(*n),
+                Some(AMQPValue::LongUInt(n)) => i64::from(*n),
+                Some(other) => panic!("x-delivery-count {other:?}"),
+            },
+        });
+    }
+    left
+}
+
+#[test]
+fn a_processor_stopped_with_sigterm_settles_all_it_took() {
+    const GAMES: u64 = 60;
+    let Some(env) = TestEnv::begin("a_processor_stopped_with_sigterm_settles_all_it_took") else {
+        return;
+    };
+    runtime().block_on(async {
+        let (gateway, base) = start_gateway(&env, "gateway").await;
+        let api = Arc::new(Api::new(&base));
+        api.wait_readyz(200, READY_TIMEOUT, &[&gateway]).await;
+        let token = api.new_user("stop-processor").await;
+
+        // The whole load is queued before a processor starts, so the
+        // SIGTERM finds it busy with several games and many waiting.
+        let accepted = api.submit_many(&token, 0..GAMES).await;
+        let (conn, channel) = amqp_channel(&env.vhost.url).await;
+        let deadline = Instant::now() + PROCESS_TIMEOUT;
+        while queue_count(&channel, PROCESSING).await < GAMES as u32 {
+            assert!(
+                Instant::now() < deadline,
+                "the {GAMES} events were not all published\n{}",
+                logs(&[&gateway])
+            );
+            tokio::time::sleep(POLL).await;
+        }
+        env.progress(format!("{GAMES} games queued"));
+
+        let mut stopped =
+            start_processor(&env, "processor-1 (stopped)", &["--concurrency", "4"]).await;
+        let deadline = Instant::now() + PROCESS_TIMEOUT;
+        while stopped.stderr().matches("game processed").count() < 2 {
+            assert!(
+                Instant::now() < deadline,
+                "the processor processed nothing\n{}",
+                logs(&[&gateway, &stopped])
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        stopped.terminate();
+        let status = stopped.wait_exit(Duration::from_secs(60)).await;
+        let status = status.unwrap_or_else(|| {
+            panic!(
+                "the processor still runs 60 s after SIGTERM\n{}",
+                logs(&[&stopped])
+            )
+        });
+        assert!(
+            status.success(),
+            "exit after SIGTERM: {status}\n{}",
+            logs(&[&stopped])
+        );
+        let handled = stopped.stderr().matches("game processed").count();
+
+        // Every game it said it processed is saved ...
+        let saved: HashSet<String> = api
+            .feed(&token)
+            .await
+            .iter()
+            .filter(|c| c["status"] == "processed")
+            .filter_map(|c| c["game_id"].as_str().map(str::to_owned))
+            .collect();
+        env.progress(format!(
+            "stopped with SIGTERM after {handled} games (\"game processed\"); {} saved",
+            saved.len()
+        ));
+        assert_eq!(saved.len(), handled, "{}", logs(&[&stopped]));
+        // ... and acknowledged: none of them is back in the queue (an ack
+        // lost to a channel closed too early hands the message back, and
+        // the game would be processed twice).
+        let left = take_all_unsettled(&channel).await;
+        assert!(
+            !left.is_empty(),
+            "the processor finished all {GAMES} games before the SIGTERM: nothing was tested"
+        );
+        let back: Vec<&Left> = left.iter().filter(|l| saved.contains(&l.game_id)).collect();
+        assert!(
+            back.is_empty(),
+            "{} games saved by the stopped processor are queued again (acks lost): {back:#?}\n{}",
+            back.len(),
+            logs(&[&stopped])
+        );
+        assert_eq!(saved.len() + left.len(), GAMES as usize, "saved + queued");
+        assert!(
+            !stopped.stderr().contains("could not settle"),
+            "{}",
+            logs(&[&stopped])
+        );
+        // What the broker had sent when the cancel reached it never got to
+        // the processor and is handed back: at most its prefetch.
+        let redelivered = left
+            .iter()
+            .filter(|l| l.redelivered || l.delivery_count > 0)
+            .count();
+        assert!(
+            redelivered <= 4,
+            "{redelivered} messages handed back by a processor with prefetch 4: {left:#?}"
+        );
+        env.progress(format!(
+            "{} games left in the queue, {redelivered} of them sent to the stopped processor \
+             after it stopped taking deliveries",
+            left.len()
+        ));
+        // Hand them back and let another processor finish: each game is
+        // processed once in all.
+        channel
+            .close(200, "done".into())
+            .await
+            .expect("channel.close");
+        conn.close(200, "done".into())
+            .await
+            .expect("connection.close");
+        let other = start_processor(&env, "processor-2", &["--concurrency", "4"]).await;
+        api.assert_all_processed_once(&token, &accepted, &[&gateway, &stopped, &other])
+            .await;
+        let by_other = other.stderr().matches("game processed").count();
+        assert_eq!(
+            handled + by_other,
+            GAMES as usize,
+            "games processed by the two processors\n{}",
+            logs(&[&stopped, &other])
+        );
+    });
+    env.progress("done (the whole test, set-up included)");
+}
+
+#[test]
+fn a_gateway_listens_on_a_host_name() {
+    let Some(env) = TestEnv::begin("a_gateway_listens_on_a_host_name") else {
+        return;
+    };
+    runtime().block_on(async {
+        let (gateway, base) = start_gateway_on(&env, "gateway", "localhost:0").await;
+        let addr: std::net::SocketAddr = base["http://".len()..].parse().expect("an address");
+        assert!(addr.ip().is_loopback(), "localhost served on {addr}");
+        Api::new(&base)
+            .wait_readyz(200, READY_TIMEOUT, &[&gateway])
+            .await;
+    });
 }
 
 #[test]

@@ -34,18 +34,37 @@ struct Server {
     stderr_reader: Option<JoinHandle<()>>,
 }
 
+/// How to start a server, beyond its address and data directory.
+#[derive(Debug, Default, Clone)]
+struct Launch {
+    extra: Vec<String>,
+    /// Stop reading stderr and close its pipe after this many lines, as
+    /// `m2m serve 2>&1 | head -5` does once `head` exits.
+    stderr_lines: Option<usize>,
+}
+
 impl Server {
     /// Starts `m2m serve` without waiting for it to be ready.
     fn spawn(listen: &str, data_dir: &Path, extra: &[&str]) -> Server {
+        let launch = Launch {
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            ..Launch::default()
+        };
+        Server::spawn_with(listen, data_dir, &launch)
+    }
+
+    fn spawn_with(listen: &str, data_dir: &Path, launch: &Launch) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_m2m"))
             .arg("serve")
             .args(["--listen", listen, "--data-dir"])
             .arg(data_dir)
-            .args(extra)
+            .args(&launch.extra)
             // The token secret must come from the data directory, so that
             // a restart keeps it.
             .env_remove("M2M_JWT_SECRET")
             .env_remove("M2M_LOG_FORMAT")
+            .env_remove("M2M_LISTEN")
+            .env_remove("M2M_DATA_DIR")
             .env("M2M_LOG", "info")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
@@ -66,15 +85,23 @@ impl Server {
         let stderr = Arc::new(Mutex::new(String::new()));
         let mut err = child.stderr.take().expect("stderr is piped");
         let sink = stderr.clone();
+        let stderr_lines = launch.stderr_lines;
         let stderr_reader = std::thread::spawn(move || {
             let mut buf = [0u8; 8192];
+            let mut lines = 0;
             loop {
                 match err.read(&mut buf) {
                     Ok(0) | Err(_) => break,
-                    Ok(n) => sink
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .push_str(&String::from_utf8_lossy(&buf[..n])),
+                    Ok(n) => {
+                        lines += buf[..n].iter().filter(|&&b| b == b'\n').count();
+                        sink.lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .push_str(&String::from_utf8_lossy(&buf[..n]));
+                    }
+                }
+                if stderr_lines.is_some_and(|max| lines >= max) {
+                    // Dropping `err` closes the only reading end.
+                    break;
                 }
             }
         });
@@ -89,11 +116,20 @@ impl Server {
     /// Starts `m2m serve` on a free port of 127.0.0.1 and waits until it
     /// prints its address. Returns the server and its base URL.
     async fn start(data_dir: &Path, extra: &[&str]) -> (Server, String) {
+        let launch = Launch {
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            ..Launch::default()
+        };
+        Server::start_with("127.0.0.1:0", data_dir, launch).await
+    }
+
+    /// Starts `m2m serve --listen LISTEN` and waits until it prints its
+    /// address.
+    async fn start_with(listen: &str, data_dir: &Path, launch: Launch) -> (Server, String) {
         let data_dir = data_dir.to_owned();
-        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let listen = listen.to_owned();
         tokio::task::spawn_blocking(move || {
-            let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
-            let mut server = Server::spawn("127.0.0.1:0", &data_dir, &extra);
+            let mut server = Server::spawn_with(&listen, &data_dir, &launch);
             let url = server.wait_ready(&data_dir);
             (server, url)
         })
@@ -593,4 +629,115 @@ async fn metrics_carry_the_documented_names() {
             "{name} missing:\n{text}"
         );
     }
+}
+
+/// Waits for a server that must refuse to start; returns its stderr.
+async fn refused(mut server: Server, what: &str) -> String {
+    let status = server.wait_exit(Duration::from_secs(20)).await;
+    let stderr = server.finished_stderr();
+    let status = status
+        .unwrap_or_else(|| panic!("m2m serve still running 20 s after {what}; stderr:\n{stderr}"));
+    assert!(
+        !status.success(),
+        "exit after {what}: {status}; stderr:\n{stderr}"
+    );
+    stderr
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_closed_log_pipe_stops_neither_the_service_nor_its_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    // Its stderr is read for two lines and then closed, as by
+    // `m2m serve 2>&1 | head -2`; the start alone logs more than that.
+    let launch = Launch {
+        extra: vec!["--concurrency".into(), "2".into()],
+        stderr_lines: Some(2),
+    };
+    let (mut server, base) = Server::start_with("127.0.0.1:0", dir.path(), launch).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !server
+        .stderr_reader
+        .as_ref()
+        .is_some_and(JoinHandle::is_finished)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the log pipe was not closed: fewer than 2 lines in 10 s:\n{}",
+            server.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Every request and every game is logged, into the closed pipe.
+    let api = Arc::new(Api::new(&base));
+    api.register("pipe-patient").await;
+    let token = api.login("pipe-patient").await;
+    let accepted = api.submit_many(&token, 3).await;
+    let feed = api.wait_processed(&token, &accepted, &server).await;
+    let counts = occurrences(&feed);
+    for id in &accepted {
+        assert_eq!(counts.get(id), Some(&1), "game {id} in the feed: {feed:#?}");
+    }
+    assert_processed_games(&api, &token, &accepted).await;
+
+    server.terminate();
+    let status = server.wait_exit(Duration::from_secs(30)).await;
+    let status = status.unwrap_or_else(|| {
+        panic!(
+            "m2m serve still running 30 s after SIGTERM; the stderr it got out:\n{}",
+            server.stderr()
+        )
+    });
+    assert!(status.success(), "exit after SIGTERM: {status}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_server_on_the_same_data_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut first, base) = Server::start(dir.path(), &[]).await;
+
+    let second = Server::spawn("127.0.0.1:0", dir.path(), &[]);
+    let stderr = refused(second, "starting on a data directory in use").await;
+    let dir_name = dir.path().display().to_string();
+    for expected in [
+        format!("the data directory {dir_name} is in use by another m2m serve"),
+        format!("(pid {})", first.pid()),
+    ] {
+        assert!(stderr.contains(&expected), "no {expected:?} in:\n{stderr}");
+    }
+    assert!(
+        !stderr.contains("migrated SQLite schema"),
+        "the refused server opened the database:\n{stderr}"
+    );
+
+    // The first is unaffected and still serves.
+    let api = Api::new(&base);
+    api.register("lock-patient").await;
+    let token = api.login("lock-patient").await;
+    let (status, _) = api.sync_page(&token, None).await;
+    assert_eq!(status, 200);
+
+    // The lock goes with its process, even a killed one.
+    first.kill();
+    let (_third, base) = Server::start(dir.path(), &[]).await;
+    let api = Api::new(&base);
+    api.login("lock-patient").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_listen_address_may_be_a_host_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, base) = Server::start_with("localhost:0", dir.path(), Launch::default()).await;
+    let addr: std::net::SocketAddr = base["http://".len()..].parse().unwrap();
+    assert!(addr.ip().is_loopback(), "localhost served on {addr}");
+    let r = reqwest::get(format!("{base}/healthz")).await.unwrap();
+    assert_eq!(r.status(), 200);
+
+    let other = tempfile::tempdir().unwrap();
+    let bad = "no-such-host.invalid:8080";
+    let stderr = refused(Server::spawn(bad, other.path(), &[]), "an unknown host").await;
+    assert!(
+        stderr.contains(&format!("cannot listen on {bad}")),
+        "stderr does not name {bad}:\n{stderr}"
+    );
 }
