@@ -32,14 +32,21 @@ fn format_from(value: Option<std::ffi::OsString>) -> anyhow::Result<Format> {
 
 /// Logs to stderr, filtered by `M2M_LOG` (or `RUST_LOG`; default `info`),
 /// as text or, when `M2M_LOG_FORMAT=json`, as JSON lines. Fails on an
-/// unknown `M2M_LOG_FORMAT`, before anything has started.
+/// unknown `M2M_LOG_FORMAT` or a filter that cannot be parsed, before
+/// anything has started.
 pub(crate) fn init() -> anyhow::Result<()> {
     let format = format_from(std::env::var_os("M2M_LOG_FORMAT"))?;
-    let filter = std::env::var("M2M_LOG")
-        .or_else(|_| std::env::var("RUST_LOG"))
-        .unwrap_or_else(|_| "info".to_owned());
+    let (name, filter) = match (std::env::var("M2M_LOG"), std::env::var("RUST_LOG")) {
+        (Ok(f), _) => ("M2M_LOG", f),
+        (Err(_), Ok(f)) => ("RUST_LOG", f),
+        _ => ("M2M_LOG", "info".to_owned()),
+    };
+    // A filter with a directive that cannot be parsed is refused, rather
+    // than that directive silently dropped.
+    let filter = EnvFilter::try_new(&filter)
+        .map_err(|e| anyhow::anyhow!("{name}={filter} is not a log filter: {e}"))?;
     let builder = tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::new(filter))
+        .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(Stderr)
         // Its report of a failed write goes to stderr with `eprintln!`,

@@ -95,9 +95,18 @@ fn with_log_format(
     format: &str,
     lines: usize,
 ) -> (Option<std::process::ExitStatus>, String) {
+    with_env(args, &[("M2M_LOG_FORMAT", format)], lines)
+}
+
+/// As [`with_log_format`], with any environment.
+fn with_env(
+    args: &[&str],
+    env: &[(&str, &str)],
+    lines: usize,
+) -> (Option<std::process::ExitStatus>, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_m2m"))
         .args(args)
-        .env("M2M_LOG_FORMAT", format)
+        .envs(env.iter().copied())
         .env("M2M_JWT_SECRET", "log-format-test-secret-0123456789abcdef")
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())
@@ -195,4 +204,23 @@ fn every_service_refuses_an_unknown_log_format() {
     let line: serde_json::Value = serde_json::from_str(first)
         .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {first:?}"));
     assert!(line["fields"]["message"].is_string(), "{line}");
+}
+
+#[test]
+fn a_log_filter_that_cannot_be_parsed_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let serve = [
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        data_dir.to_str().unwrap(),
+    ];
+    let (status, stderr) = with_env(&serve, &[("M2M_LOG", "m2m=loud")], usize::MAX);
+    let status =
+        status.unwrap_or_else(|| panic!("still running 20 s with M2M_LOG=m2m=loud:\n{stderr}"));
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("M2M_LOG=m2m=loud"), "{stderr}");
+    assert!(!data_dir.exists(), "the refused server created its data directory");
 }
