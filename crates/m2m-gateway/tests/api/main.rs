@@ -8,3 +8,4 @@ mod games;
 mod helpers;
 mod ops;
 mod processing;
+mod robust_reads;
