@@ -18,6 +18,6 @@ pub use game::{Change, Game, GameStatus};
 
 pub use error::{FieldError, SubmissionError};
 pub use submission::{
-    Channels, Device, GameSubmission, Hand, MAX_CHANNELS, MAX_SAMPLES, MAX_SAMPLE_RATE_HZ,
-    MIN_SAMPLE_RATE_HZ,
+    Channels, Device, GameSubmission, Hand, EARLIEST_STARTED_AT, LATEST_STARTED_AT, MAX_CHANNELS,
+    MAX_SAMPLES, MAX_SAMPLE_RATE_HZ, MIN_SAMPLE_RATE_HZ,
 };

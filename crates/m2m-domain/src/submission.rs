@@ -1,7 +1,7 @@
 //! The GameSubmission of the API contract and its validation.
 
 use crate::error::{FieldError, SubmissionError};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -16,6 +16,28 @@ pub const MAX_CHANNELS: usize = 64;
 /// Most samples in one column.
 pub const MAX_SAMPLES: usize = 600_000;
 const MAX_NAME_CHARS: usize = 64;
+/// Earliest accepted `started_at`, in UTC.
+pub const EARLIEST_STARTED_AT: &str = "0000-01-01T00:00:00Z";
+/// Latest accepted `started_at`, in UTC.
+///
+/// The two bounds are the range of an RFC 3339 date-time in UTC (a
+/// four-digit year). A time with any offset is accepted if its UTC form is
+/// within them: outside, neither the API's answers (RFC 3339 in UTC), nor
+/// the stores (fixed-width UTC text), nor the ProcessingEvent could carry
+/// it, and the game could never be read back.
+pub const LATEST_STARTED_AT: &str = "9999-12-31T23:59:59.999999Z";
+
+fn earliest_started_at() -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(EARLIEST_STARTED_AT)
+        .expect("a valid constant")
+        .with_timezone(&Utc)
+}
+
+fn latest_started_at() -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(LATEST_STARTED_AT)
+        .expect("a valid constant")
+        .with_timezone(&Utc)
+}
 
 /// A validated game submission. The only way to get one is
 /// [`GameSubmission::from_json`] (or [`GameSubmission::validate`]), so
@@ -104,8 +126,8 @@ impl GameSubmission {
     /// strings or `null` where numbers belong) is
     /// [`SubmissionError::Invalid`] naming the field, e.g. `channels.gyro_x[17]`.
     pub fn from_json(bytes: &[u8]) -> Result<Self, SubmissionError> {
-        match serde_json::from_slice::<RawSubmission>(bytes) {
-            Ok(raw) => raw.validate(),
+        match serde_json::from_slice::<Object<RawSubmission>>(bytes) {
+            Ok(Object(raw)) => raw.validate(),
             Err(e) => Err(locate_error(bytes, e)),
         }
     }
@@ -144,7 +166,8 @@ impl GameSubmission {
     pub fn score(&self) -> f64 {
         self.score
     }
-    /// When the game was played, if the phone said so (UTC).
+    /// When the game was played, if the phone said so (UTC, to the
+    /// microsecond, within [`EARLIEST_STARTED_AT`]..=[`LATEST_STARTED_AT`]).
     pub fn started_at(&self) -> Option<DateTime<Utc>> {
         self.started_at
     }
@@ -180,7 +203,7 @@ struct RawSubmission {
     score: Option<Finite>,
     #[serde(default)]
     started_at: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "optional_object")]
     device: Option<RawDevice>,
     #[serde(default, deserialize_with = "required")]
     sample_rate_hz: Option<Finite>,
@@ -196,6 +219,39 @@ struct RawDevice {
     firmware: Option<String>,
     #[serde(default)]
     hand: Option<String>,
+}
+
+/// A value that must be a JSON object. Serde's derived structs also accept
+/// the sequence form (`[game, score, …]` for the fields in order); the
+/// contract does not, so a JSON array, string, number or `null` where an
+/// object belongs fails with [`EXPECTED_OBJECT`].
+struct Object<T>(T);
+
+/// What a value that should be a JSON object is told.
+const EXPECTED_OBJECT: &str = "expected an object";
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct ObjectVisitor<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for ObjectVisitor<T> {
+            type Value = Object<T>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Object<T>, A::Error> {
+                T::deserialize(de::value::MapAccessDeserializer::new(map)).map(Object)
+            }
+        }
+        d.deserialize_map(ObjectVisitor(std::marker::PhantomData))
+    }
+}
+
+/// Deserialises an optional field that, when present and not `null`, must
+/// be a JSON object.
+fn optional_object<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<T>, D::Error> {
+    Option::<Object<T>>::deserialize(d).map(|o| o.map(|Object(t)| t))
 }
 
 /// Deserialises a field that, when present, must not be `null`.
@@ -275,7 +331,7 @@ impl<'de> Deserialize<'de> for RawChannels {
         impl<'de> Visitor<'de> for ChannelsVisitor {
             type Value = RawChannels;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an object of channel columns")
+                f.write_str("an object")
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawChannels, A::Error> {
                 let mut out: Vec<(String, Vec<f64>)> = Vec::new();
@@ -308,16 +364,18 @@ fn locate_error(bytes: &[u8], first: serde_json::Error) -> SubmissionError {
         return SubmissionError::Malformed(strip_position(&e.to_string()));
     }
     if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-        return SubmissionError::field("body", "must be a JSON object");
+        return SubmissionError::field("body", EXPECTED_OBJECT);
     }
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    let err = match serde_path_to_error::deserialize::<_, RawSubmission>(&mut de) {
+    let err = match serde_path_to_error::deserialize::<_, Object<RawSubmission>>(&mut de) {
         Ok(_) => return SubmissionError::Malformed(strip_position(&first.to_string())),
         Err(e) => e,
     };
     let message = strip_position(&err.inner().to_string());
     let message = if message.starts_with("number out of range") {
         "not a finite number (out of range)".to_owned()
+    } else if message.starts_with("invalid type: ") && message.ends_with(", expected an object") {
+        EXPECTED_OBJECT.to_owned()
     } else {
         message
     };
@@ -357,7 +415,23 @@ impl RawSubmission {
         }
         let started_at = match self.started_at.as_deref().map(DateTime::parse_from_rfc3339) {
             None => None,
-            Some(Ok(t)) => Some(t.with_timezone(&Utc)),
+            Some(Ok(t)) => {
+                let t = t.with_timezone(&Utc).trunc_subsecs(6);
+                if (earliest_started_at()..=latest_started_at()).contains(&t) {
+                    Some(t)
+                } else {
+                    err(
+                        "started_at",
+                        format!(
+                            "must be from {} to {} in UTC (years 0000–9999), got {}",
+                            EARLIEST_STARTED_AT,
+                            LATEST_STARTED_AT,
+                            t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+                        ),
+                    );
+                    None
+                }
+            }
             Some(Err(_)) => {
                 err("started_at", "must be an RFC 3339 date-time".into());
                 None

@@ -1,8 +1,10 @@
 //! GameSubmission validation: every rule of the contract, with the field
 //! each error must name.
 
-use m2m_domain::{GameSubmission, Hand, SubmissionError};
+use chrono::Utc;
+use m2m_domain::{FieldError, GameSubmission, Hand, ProcessingEvent, SubmissionError};
 use serde_json::{json, Value};
+use uuid::Uuid;
 
 fn valid() -> Value {
     json!({
@@ -213,8 +215,124 @@ fn text_that_is_not_json_is_malformed() {
 
 #[test]
 fn a_body_that_is_not_an_object_is_invalid() {
-    let err = GameSubmission::from_json(b"[1, 2]").unwrap_err();
-    assert_eq!(err.field_errors()[0].field, "body");
+    for text in [
+        "[1, 2]",
+        "[]",
+        r#""x""#,
+        "1",
+        "null",
+        "true",
+        " \n[\"g\", 1]",
+    ] {
+        let err = GameSubmission::from_json(text.as_bytes()).unwrap_err();
+        assert_eq!(
+            err.field_errors(),
+            [FieldError::new("body", "expected an object")],
+            "{text:?}"
+        );
+    }
+}
+
+#[test]
+fn nested_objects_refuse_arrays_and_other_shapes() {
+    // Serde's derived structs would take `[glove_id, firmware, hand]`;
+    // the contract has objects only.
+    for (path, value) in [
+        (&["channels"][..], json!([])),
+        (&["channels"][..], json!([[1, 2, 3]])),
+        (&["channels"][..], json!("flex")),
+        (&["channels"][..], json!(null)),
+        (&["device"][..], json!([])),
+        (&["device"][..], json!(["G-0042", "1.4.2", "right"])),
+        (&["device"][..], json!("G-0042")),
+        (&["device"][..], json!(7)),
+    ] {
+        let err = parse(&with(path, value.clone())).unwrap_err();
+        assert_eq!(
+            err.field_errors(),
+            [FieldError::new(path[0], "expected an object")],
+            "{path:?} = {value}"
+        );
+    }
+    // `device` stays optional: absent or null is no device.
+    assert_eq!(
+        parse(&with(&["device"], json!(null))).unwrap().device(),
+        None
+    );
+}
+
+#[test]
+fn started_at_must_be_within_years_0000_to_9999_in_utc() {
+    for refused in [
+        "0000-01-01T00:00:00+01:00",
+        "9999-12-31T23:59:59-00:01",
+        "9999-12-31T23:59:60Z",
+        "0000-01-01T00:59:59.999999+01:00",
+    ] {
+        let err = parse(&with(&["started_at"], json!(refused))).unwrap_err();
+        let errors = err.field_errors();
+        assert_eq!(errors.len(), 1, "{refused}: {errors:?}");
+        assert_eq!(errors[0].field, "started_at", "{refused}");
+        assert!(
+            errors[0].message.contains("years 0000–9999"),
+            "{refused}: {}",
+            errors[0].message
+        );
+    }
+    for (accepted, utc) in [
+        ("0000-01-01T00:00:00Z", "0000-01-01T00:00:00+00:00"),
+        ("0000-01-01T00:00:00-01:00", "0000-01-01T01:00:00+00:00"),
+        (
+            "9999-12-31T23:59:59.999999Z",
+            "9999-12-31T23:59:59.999999+00:00",
+        ),
+        // Kept to the microsecond, as the stores keep it.
+        (
+            "9999-12-31T23:59:59.9999999Z",
+            "9999-12-31T23:59:59.999999+00:00",
+        ),
+        ("9999-12-31T23:59:59+00:01", "9999-12-31T23:58:59+00:00"),
+        (
+            "2026-11-27T11:00:00.123456789+01:00",
+            "2026-11-27T10:00:00.123456+00:00",
+        ),
+    ] {
+        let g = parse(&with(&["started_at"], json!(accepted)))
+            .unwrap_or_else(|e| panic!("{accepted}: {e}"));
+        assert_eq!(g.started_at().unwrap().to_rfc3339(), utc, "{accepted}");
+    }
+}
+
+#[test]
+fn an_accepted_game_round_trips_through_its_processing_event() {
+    // Whatever is accepted must survive the event's JSON and the
+    // processor's re-validation unchanged.
+    for started_at in [
+        "0000-01-01T00:00:00Z",
+        "9999-12-31T23:59:59.999999Z",
+        "2026-11-27T11:00:00.5+01:00",
+    ] {
+        let mut v = with(&["started_at"], json!(started_at));
+        v["score"] = json!(f64::MAX);
+        v["game"] = json!("\u{0}🧤 game\u{7f}");
+        v["device"]["glove_id"] = json!("\u{0}".repeat(64));
+        let g = parse(&v).unwrap();
+        let event = ProcessingEvent::from_submission(
+            Uuid::now_v7(),
+            Uuid::now_v7(),
+            Uuid::now_v7(),
+            Utc::now(),
+            &g,
+        );
+        let back: ProcessingEvent =
+            serde_json::from_str(&serde_json::to_string(&event).unwrap()).unwrap();
+        assert_eq!(back, event, "{started_at}");
+        let again = back.to_submission().unwrap();
+        assert_eq!(again.started_at(), g.started_at(), "{started_at}");
+        assert_eq!(again.score(), f64::MAX);
+        assert_eq!(again.game(), g.game());
+        assert_eq!(again.device(), g.device());
+    }
 }
 
 #[test]

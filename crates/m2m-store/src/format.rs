@@ -5,6 +5,8 @@
 
 use crate::StoreError;
 use chrono::{DateTime, TimeDelta, Utc};
+use m2m_analysis::Metrics;
+use m2m_domain::{Change, Device, Game, GameStatus};
 use std::fmt;
 use std::time::Duration;
 use uuid::Uuid;
@@ -45,4 +47,209 @@ pub(crate) fn id(u: Uuid) -> String {
 /// Data that cannot be read back.
 pub(crate) fn corrupt(what: &str, e: impl fmt::Display) -> StoreError {
     StoreError::Corrupt(format!("{what}: {e}"))
+}
+
+// ---------------------------------------------------------------------------
+// Reading stored data that cannot be decoded
+//
+// The rule (crate documentation, "Stored data that cannot be read"): a read
+// never fails because of what one row holds. A stored value that cannot be
+// decoded is replaced by its documented fallback and a warning names the
+// row and the field; the stored value itself is left as it is.
+
+/// A stored field before its rendering: `Ok(None)` when absent, `Err` with
+/// the reason when present but not decodable.
+pub(crate) type Field<T> = std::result::Result<Option<T>, String>;
+
+/// Logs a stored value that cannot be read and what is shown instead.
+pub(crate) fn unreadable(row: &dyn fmt::Display, field: &str, why: &str, shown: &str) {
+    tracing::warn!(
+        row = %row,
+        field,
+        reason = why,
+        shown,
+        "stored value cannot be read; shown with its fallback"
+    );
+}
+
+/// The creation time a UUIDv7 id carries (to the millisecond), or the Unix
+/// epoch for an id that carries none.
+pub(crate) fn id_time(id: Uuid) -> DateTime<Utc> {
+    id.get_timestamp()
+        .and_then(|ts| {
+            let (secs, nanos) = ts.to_unix();
+            DateTime::from_timestamp(i64::try_from(secs).ok()?, nanos)
+        })
+        .unwrap_or(DateTime::UNIX_EPOCH)
+}
+
+/// A required field's value, or `None` after logging why it is unusable.
+fn required<T>(row: &dyn fmt::Display, field: &str, value: Field<T>, shown: &str) -> Option<T> {
+    match value {
+        Ok(Some(v)) => Some(v),
+        Ok(None) => {
+            unreadable(row, field, "missing", shown);
+            None
+        }
+        Err(why) => {
+            unreadable(row, field, &why, shown);
+            None
+        }
+    }
+}
+
+/// An optional field's value, `None` when absent or (logged) unreadable.
+fn optional<T>(row: &dyn fmt::Display, field: &str, value: Field<T>) -> Option<T> {
+    value.unwrap_or_else(|why| {
+        unreadable(row, field, &why, "absent");
+        None
+    })
+}
+
+/// A stored time's text, read as a time.
+fn time(text: Field<String>) -> Field<DateTime<Utc>> {
+    match text {
+        Ok(Some(s)) => parse_time(&s).map(Some).map_err(|e| format!("{e} ({s:?})")),
+        Ok(None) => Ok(None),
+        Err(why) => Err(why),
+    }
+}
+
+/// When a game was submitted: its stored `submitted_at`, else the time in
+/// its id.
+fn submitted_at(game_id: Uuid, stored: Field<String>) -> DateTime<Utc> {
+    required(
+        &game_id,
+        "submitted_at",
+        time(stored),
+        "the time in the game id",
+    )
+    .unwrap_or_else(|| id_time(game_id))
+}
+
+/// When a game was played: its stored `started_at`, else its submission
+/// time (as when the phone gives none).
+pub(crate) fn started_at(
+    game_id: Uuid,
+    started: Field<String>,
+    submitted: Field<String>,
+) -> DateTime<Utc> {
+    match time(started) {
+        Ok(Some(t)) => t,
+        other => {
+            let why = match other {
+                Err(why) => why,
+                _ => "missing".to_owned(),
+            };
+            unreadable(&game_id, "started_at", &why, "submitted_at");
+            submitted_at(game_id, submitted)
+        }
+    }
+}
+
+/// A stored game, field by field, before its rendering.
+pub(crate) struct StoredGame {
+    pub(crate) game_id: Uuid,
+    pub(crate) status: Field<String>,
+    pub(crate) game: Field<String>,
+    pub(crate) score: Field<f64>,
+    pub(crate) started_at: Field<String>,
+    pub(crate) submitted_at: Field<String>,
+    pub(crate) processed_at: Field<String>,
+    pub(crate) device: Field<Device>,
+    pub(crate) sample_rate_hz: Field<f64>,
+    pub(crate) samples: Field<i64>,
+    pub(crate) channels: Field<Vec<String>>,
+    pub(crate) metrics: Field<Metrics>,
+    pub(crate) error: Field<String>,
+}
+
+/// The `error` of a game whose stored status cannot be read.
+pub(crate) const UNREADABLE_STATUS: &str = "the stored status of this game cannot be read";
+
+impl StoredGame {
+    /// The game as the API shows it, every unreadable value replaced by its
+    /// fallback.
+    pub(crate) fn render(self, with_metrics: bool) -> Game {
+        let id = self.game_id;
+        let status = match self.status {
+            Ok(Some(s)) => GameStatus::parse(&s).ok_or(format!("unknown status {s:?}")),
+            Ok(None) => Err("missing".to_owned()),
+            Err(why) => Err(why),
+        };
+        let mut error = optional(&id, "error", self.error);
+        let status = status.unwrap_or_else(|why| {
+            unreadable(&id, "status", &why, "failed");
+            error.get_or_insert_with(|| UNREADABLE_STATUS.to_owned());
+            GameStatus::Failed
+        });
+        let samples = match self.samples {
+            Ok(Some(n)) => u64::try_from(n).map_err(|_| format!("negative count {n}")),
+            Ok(None) => Err("missing".to_owned()),
+            Err(why) => Err(why),
+        }
+        .unwrap_or_else(|why| {
+            unreadable(&id, "samples", &why, "0");
+            0
+        });
+        Game {
+            game_id: id,
+            status,
+            game: required(&id, "game", self.game, "\"\"").unwrap_or_default(),
+            score: required(&id, "score", self.score, "0").unwrap_or(0.0),
+            started_at: started_at(id, self.started_at, self.submitted_at.clone()),
+            submitted_at: submitted_at(id, self.submitted_at),
+            processed_at: optional(&id, "processed_at", time(self.processed_at)),
+            device: optional(&id, "device", self.device),
+            sample_rate_hz: required(&id, "sample_rate_hz", self.sample_rate_hz, "0")
+                .unwrap_or(0.0),
+            samples,
+            channels: required(&id, "channels", self.channels, "[]").unwrap_or_default(),
+            metrics: if with_metrics {
+                optional(&id, "metrics", self.metrics)
+            } else {
+                None
+            },
+            error,
+        }
+    }
+}
+
+/// A stored change of the feed, field by field, before its rendering.
+pub(crate) struct StoredChange {
+    pub(crate) cursor: String,
+    pub(crate) game_id: Uuid,
+    pub(crate) status: Field<String>,
+    pub(crate) processed_at: Field<String>,
+    pub(crate) metrics: Field<Metrics>,
+}
+
+impl StoredChange {
+    /// The change as the API shows it, every unreadable value replaced by
+    /// its fallback.
+    pub(crate) fn render(self) -> Change {
+        let row = format!("change {} of game {}", self.cursor, self.game_id);
+        let status = match self.status {
+            Ok(Some(s)) => GameStatus::parse(&s).ok_or(format!("unknown status {s:?}")),
+            Ok(None) => Err("missing".to_owned()),
+            Err(why) => Err(why),
+        }
+        .unwrap_or_else(|why| {
+            unreadable(&row, "status", &why, "failed");
+            GameStatus::Failed
+        });
+        Change {
+            cursor: self.cursor,
+            game_id: self.game_id,
+            status,
+            processed_at: optional(&row, "processed_at", time(self.processed_at)),
+            metrics: optional(&row, "metrics", self.metrics),
+        }
+    }
+}
+
+/// The time an outbox entry was created (its game's submission): stored,
+/// else the time in the game id.
+pub(crate) fn outbox_created_at(game_id: Uuid, stored: Field<String>) -> DateTime<Utc> {
+    submitted_at(game_id, stored)
 }

@@ -13,6 +13,18 @@
 //! one document as its commit point and is safe to repeat (its module
 //! documentation says how, method by method). The same contract tests run
 //! against every implementation (`tests/contract.rs`).
+//!
+//! # Stored data that cannot be read
+//! A read never fails because of what one row holds. Both stores decode a
+//! game or a change field by field; a value that cannot be decoded is shown
+//! as its fallback (`started_at` → the game's `submitted_at`;
+//! `submitted_at` → the time in the game's UUIDv7 id; `processed_at`,
+//! `device`, `metrics`, `error` → absent; `channels` → none, `samples` →
+//! 0; `game` → `""`, `score` and `sample_rate_hz` → 0; `status` →
+//! `failed` with an `error` saying so), a warning names the row and the
+//! field, and the stored value is left as it is. A row whose own id (or a
+//! change whose game id) cannot be read is left out with a warning, and
+//! pages are filled from the rows after it. See docs/design.md.
 
 mod format;
 mod mongo;
@@ -218,11 +230,14 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<SubmitOutcome>;
 
     /// A user's game, with its metrics when processed. `None` if it does not
-    /// exist or belongs to someone else.
+    /// exist or belongs to someone else. Stored values that cannot be read
+    /// are shown as their fallbacks (crate documentation).
     async fn game(&self, user_id: Uuid, game_id: Uuid) -> Result<Option<Game>>;
 
     /// A user's games, newest submission first, without metrics; at most
     /// `limit`, only those submitted before `before` (a game id) if given.
+    /// A game whose id cannot be read is left out and the page filled from
+    /// the games after it; other unreadable values show their fallbacks.
     async fn list_games(
         &self,
         user_id: Uuid,
@@ -230,11 +245,17 @@ pub trait Store: Send + Sync + 'static {
         limit: u32,
     ) -> Result<Vec<Game>>;
 
-    /// Every processed game of a user with its metrics (any order).
+    /// Every processed game of a user with its metrics (any order). A game
+    /// whose metrics cannot be read is left out; one whose `started_at`
+    /// cannot be read has its `submitted_at`.
     async fn processed_games(&self, user_id: Uuid) -> Result<Vec<ProcessedGame>>;
 
     /// Claims up to `limit` events not yet published and not leased, oldest
     /// first, leasing them for `lease` so that other relays skip them.
+    /// An event whose stored `started_at` cannot be read carries the game's
+    /// submission time. One that cannot be rebuilt at all is leased but not
+    /// returned (a warning names it): it stays in the outbox, is tried again
+    /// after its lease, and holds up no other.
     async fn claim_unpublished(
         &self,
         now: DateTime<Utc>,
@@ -279,7 +300,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// The user's changes strictly after `since` (all if `None`), in cursor
     /// order, at most `limit`. [`StoreError::UnknownCursor`] if `since` is
-    /// not a cursor of this user's feed.
+    /// not a cursor of this user's feed. A change whose game id cannot be
+    /// read is left out and the page filled from the changes after it.
     async fn changes_since(
         &self,
         user_id: Uuid,

@@ -27,6 +27,11 @@
 //! Metrics and devices are BSON sub-documents (doubles keep every bit, so a
 //! result reads back exactly as it was returned).
 //!
+//! Games and changes are read as plain documents and decoded field by
+//! field, so a field of the wrong type or a time that does not parse is
+//! shown as its fallback, by the rule of the crate documentation ("Stored
+//! data that cannot be read"), instead of failing the whole query.
+//!
 //! # Collections
 //! | collection | `_id` | other fields |
 //! |---|---|---|
@@ -81,7 +86,10 @@
 //! another user's feed is refused rather than read as a position in this
 //! one.
 
-use crate::format::{corrupt, id, parse_time, plus, ts};
+use crate::format::{
+    corrupt, id, outbox_created_at, parse_time, plus, started_at, ts, unreadable, Field,
+    StoredChange, StoredGame,
+};
 use crate::{
     Completed, Completion, Digest, IdempotencyRecord, NewGame, NewLogin, NewUser, OutboxEntry,
     ProcessedGame, RefreshOutcome, Result, Store, StoreError, SubmitOutcome, UserRecord,
@@ -94,7 +102,7 @@ use m2m_domain::{
     decode_column, encode_column, Change, Channels, Device, EventGame, Game, GameStatus,
     ProcessingEvent, Username, EVENT_VERSION,
 };
-use mongodb::bson::{self, doc, spec::BinarySubtype, Binary, Document, RawDocumentBuf};
+use mongodb::bson::{self, doc, spec::BinarySubtype, Binary, Bson, Document, RawDocumentBuf};
 use mongodb::error::{ErrorKind, WriteFailure};
 use mongodb::options::{Acknowledgment, ClientOptions, IndexOptions, ReturnDocument, WriteConcern};
 use mongodb::{Client, Collection, Database, IndexModel};
@@ -526,24 +534,58 @@ struct ChangeDoc {
     error: Option<String>,
 }
 
-impl GameDoc {
-    fn into_game(self, with_metrics: bool) -> Result<Game> {
-        Ok(Game {
-            game_id: parse_id(&self.game_id)?,
-            status: parse_status(&self.status)?,
-            game: self.game,
-            score: self.score,
-            started_at: parse_time(&self.started_at)?,
-            submitted_at: parse_time(&self.submitted_at)?,
-            processed_at: self.processed_at.as_deref().map(parse_time).transpose()?,
-            device: self.device,
-            sample_rate_hz: self.sample_rate_hz,
-            samples: u64::try_from(self.samples).map_err(|e| corrupt("stored sample count", e))?,
-            channels: self.channels,
-            metrics: if with_metrics { self.metrics } else { None },
-            error: self.error,
-        })
-    }
+/// A `games` document rendered as a [`Game`] by the rule of
+/// [`StoredGame`]; `None` (logged) if its id cannot be read.
+fn game_from_doc(d: &Document, with_metrics: bool) -> Option<Game> {
+    let game_id = doc_id(d, "_id", "game")?;
+    Some(
+        StoredGame {
+            game_id,
+            status: doc_text(d, "status"),
+            game: doc_text(d, "game"),
+            score: doc_f64(d, "score"),
+            started_at: doc_text(d, "started_at"),
+            submitted_at: doc_text(d, "submitted_at"),
+            processed_at: doc_text(d, "processed_at"),
+            device: doc_value::<Device>(d, "device"),
+            sample_rate_hz: doc_f64(d, "sample_rate_hz"),
+            samples: doc_i64(d, "samples"),
+            channels: doc_value(d, "channels"),
+            metrics: if with_metrics {
+                doc_value::<Metrics>(d, "metrics")
+            } else {
+                Ok(None)
+            },
+            error: doc_text(d, "error"),
+        }
+        .render(with_metrics),
+    )
+}
+
+/// A `changes` document rendered as a [`Change`] by the rule of
+/// [`StoredChange`]; `None` (logged) if its position or game id cannot be
+/// read.
+fn change_from_doc(d: &Document, user_id: Uuid) -> Option<Change> {
+    let seq = match doc_i64(d, "seq") {
+        Ok(Some(seq)) if seq > 0 => seq,
+        other => {
+            let row = format!("change {:?}", d.get("_id"));
+            unreadable(&row, "seq", &format!("{other:?}"), "skipped");
+            return None;
+        }
+    };
+    let cursor = encode_cursor(user_id, seq);
+    let game_id = doc_id(d, "game_id", &format!("change {cursor} of game"))?;
+    Some(
+        StoredChange {
+            cursor,
+            game_id,
+            status: doc_text(d, "status"),
+            processed_at: doc_text(d, "processed_at"),
+            metrics: doc_value(d, "metrics"),
+        }
+        .render(),
+    )
 }
 
 impl ChangeDoc {
@@ -561,6 +603,78 @@ impl ChangeDoc {
             first,
         })
     }
+}
+
+/// What [`Store::complete_game`] returns for a change stored before, read
+/// by the rule of [`StoredChange`].
+fn stored_completed(d: &Document, user_id: Uuid) -> Result<Completed> {
+    let unreadable_change = || corrupt("stored change", format!("{:?}", d.get("_id")));
+    let change = change_from_doc(d, user_id).ok_or_else(unreadable_change)?;
+    let reconciliation_event_id =
+        doc_id(d, "reconciliation_event_id", "change").ok_or_else(unreadable_change)?;
+    let error = doc_text(d, "error").unwrap_or_else(|why| {
+        unreadable(&change.cursor, "error", &why, "absent");
+        None
+    });
+    Ok(Completed {
+        change,
+        reconciliation_event_id,
+        error,
+        first: false,
+    })
+}
+
+// Fields of a stored document, read one by one so that one bad value
+// spoils neither its document nor the others (see [`StoredGame`]).
+
+fn doc_text(d: &Document, key: &str) -> Field<String> {
+    match d.get(key) {
+        None | Some(Bson::Null) => Ok(None),
+        Some(Bson::String(s)) => Ok(Some(s.clone())),
+        Some(other) => Err(format!("not a string: {:?}", other.element_type())),
+    }
+}
+
+fn doc_f64(d: &Document, key: &str) -> Field<f64> {
+    match d.get(key) {
+        None | Some(Bson::Null) => Ok(None),
+        Some(Bson::Double(x)) => Ok(Some(*x)),
+        Some(Bson::Int32(n)) => Ok(Some(f64::from(*n))),
+        Some(Bson::Int64(n)) => Ok(Some(*n as f64)),
+        Some(other) => Err(format!("not a number: {:?}", other.element_type())),
+    }
+}
+
+fn doc_i64(d: &Document, key: &str) -> Field<i64> {
+    match d.get(key) {
+        None | Some(Bson::Null) => Ok(None),
+        Some(Bson::Int32(n)) => Ok(Some(i64::from(*n))),
+        Some(Bson::Int64(n)) => Ok(Some(*n)),
+        Some(other) => Err(format!("not an integer: {:?}", other.element_type())),
+    }
+}
+
+fn doc_value<T: serde::de::DeserializeOwned>(d: &Document, key: &str) -> Field<T> {
+    match d.get(key) {
+        None | Some(Bson::Null) => Ok(None),
+        Some(v) => bson::from_bson(v.clone())
+            .map(Some)
+            .map_err(|e| e.to_string()),
+    }
+}
+
+/// The id in a field, or `None` (logged) when it cannot be read: a document
+/// without a readable id cannot be shown or addressed, so it is skipped.
+fn doc_id(d: &Document, key: &str, what: &str) -> Option<Uuid> {
+    let raw = d.get(key);
+    match raw {
+        Some(Bson::String(s)) => Uuid::parse_str(s).ok(),
+        _ => None,
+    }
+    .or_else(|| {
+        unreadable(&format!("{what} {raw:?}"), key, "not a UUID", "skipped");
+        None
+    })
 }
 
 /// The `game_columns` document of a game, refused with
@@ -1004,11 +1118,12 @@ impl Store for MongoStore {
     async fn game(&self, user_id: Uuid, game_id: Uuid) -> Result<Option<Game>> {
         let found = self
             .games
+            .clone_with_type::<Document>()
             .find_one(doc! { "_id": id(game_id), "user_id": id(user_id) })
             .projection(doc! { "outbox": 0 })
             .await
             .map_err(db)?;
-        found.map(|g| g.into_game(true)).transpose()
+        Ok(found.and_then(|g| game_from_doc(&g, true)))
     }
 
     async fn list_games(
@@ -1024,50 +1139,59 @@ impl Store for MongoStore {
         if let Some(before) = before {
             filter.insert("_id", doc! { "$lt": id(before) });
         }
-        let cursor = self
+        // No limit on the query: a document skipped for an unreadable id
+        // must not shorten the page (the cursor fetches batches lazily).
+        let mut cursor = self
             .games
+            .clone_with_type::<Document>()
             .find(filter)
             .sort(doc! { "_id": -1 })
-            .limit(i64::from(limit))
+            .batch_size(limit.saturating_add(1))
             .projection(doc! { "outbox": 0, "metrics": 0 })
             .await
             .map_err(db)?;
-        collect(cursor)
-            .await?
-            .into_iter()
-            .map(|g| g.into_game(false))
-            .collect()
+        let mut games = Vec::new();
+        while games.len() < limit as usize {
+            let Some(g) = cursor.try_next().await.map_err(db)? else {
+                break;
+            };
+            games.extend(game_from_doc(&g, false));
+        }
+        Ok(games)
     }
 
     async fn processed_games(&self, user_id: Uuid) -> Result<Vec<ProcessedGame>> {
-        #[derive(Deserialize)]
-        struct Row {
-            #[serde(rename = "_id")]
-            game_id: String,
-            started_at: String,
-            metrics: Option<Metrics>,
-        }
         let cursor = self
             .games
-            .clone_with_type::<Row>()
+            .clone_with_type::<Document>()
             .find(doc! { "user_id": id(user_id), "status": GameStatus::Processed.as_str() })
-            .projection(doc! { "started_at": 1, "metrics": 1 })
+            .projection(doc! { "started_at": 1, "submitted_at": 1, "metrics": 1 })
             .await
             .map_err(db)?;
-        collect(cursor)
-            .await?
-            .into_iter()
-            .map(|row| {
-                let game_id = parse_id(&row.game_id)?;
-                Ok(ProcessedGame {
+        let mut games = Vec::new();
+        for d in collect(cursor).await? {
+            let Some(game_id) = doc_id(&d, "_id", "game") else {
+                continue;
+            };
+            let metrics = match doc_value::<Metrics>(&d, "metrics") {
+                Ok(Some(m)) => m,
+                other => {
+                    let why = other.err().unwrap_or_else(|| "missing".into());
+                    unreadable(&game_id, "metrics", &why, "left out of progress");
+                    continue;
+                }
+            };
+            games.push(ProcessedGame {
+                game_id,
+                started_at: started_at(
                     game_id,
-                    started_at: parse_time(&row.started_at)?,
-                    metrics: row
-                        .metrics
-                        .ok_or_else(|| corrupt("processed game without metrics", game_id))?,
-                })
-            })
-            .collect()
+                    doc_text(&d, "started_at"),
+                    doc_text(&d, "submitted_at"),
+                ),
+                metrics,
+            });
+        }
+        Ok(games)
     }
 
     async fn claim_unpublished(
@@ -1084,6 +1208,7 @@ impl Store for MongoStore {
         for _ in 0..limit {
             let game = self
                 .games
+                .clone_with_type::<Document>()
                 .find_one_and_update(
                     doc! {
                         "outbox.pending": true,
@@ -1106,7 +1231,17 @@ impl Store for MongoStore {
         }
         let mut entries = Vec::with_capacity(claimed.len());
         for game in claimed {
-            entries.push(self.outbox_entry(game).await?);
+            // One that cannot be made into its event stays leased in the
+            // outbox and is tried again after its lease; the others go on.
+            match self.outbox_entry(&game).await {
+                Ok(entry) => entries.push(entry),
+                Err(StoreError::Corrupt(why)) => tracing::warn!(
+                    event_id = ?game.get("event_id"),
+                    reason = why,
+                    "stored event cannot be read; left in the outbox and retried after its lease"
+                ),
+                Err(e) => return Err(e),
+            }
         }
         Ok(entries)
     }
@@ -1222,12 +1357,21 @@ impl Store for MongoStore {
         for _ in 0..MAX_SEQ_ATTEMPTS {
             if let Some(stored) = self
                 .changes
+                .clone_with_type::<Document>()
                 .find_one(doc! { "_id": &event })
                 .await
                 .map_err(db)?
             {
-                self.apply_change(&stored).await?;
-                return stored.completed(user_id, false);
+                match bson::from_document::<ChangeDoc>(stored.clone()) {
+                    Ok(typed) => self.apply_change(&typed).await?,
+                    Err(e) => unreadable(
+                        &format!("change of event {event}"),
+                        "document",
+                        &e.to_string(),
+                        "not applied to its game again",
+                    ),
+                }
+                return stored_completed(&stored, user_id);
             }
             change.seq = self.latest_seq(&user).await? + 1;
             match self.changes.insert_one(&change).await {
@@ -1273,18 +1417,25 @@ impl Store for MongoStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let cursor = self
+        // No limit on the query: a change skipped for an unreadable game id
+        // must not shorten the page, or a page of them would look like the
+        // end of the feed.
+        let mut cursor = self
             .changes
+            .clone_with_type::<Document>()
             .find(doc! { "user_id": &user, "seq": { "$gt": after } })
             .sort(doc! { "seq": 1 })
-            .limit(i64::from(limit))
+            .batch_size(limit.saturating_add(1))
             .await
             .map_err(db)?;
-        collect(cursor)
-            .await?
-            .iter()
-            .map(|c| c.completed(user_id, false).map(|done| done.change))
-            .collect()
+        let mut changes = Vec::new();
+        while changes.len() < limit as usize {
+            let Some(c) = cursor.try_next().await.map_err(db)? else {
+                break;
+            };
+            changes.extend(change_from_doc(&c, user_id));
+        }
+        Ok(changes)
     }
 
     async fn latest_cursor(&self, user_id: Uuid) -> Result<Option<String>> {
@@ -1329,16 +1480,41 @@ impl MongoStore {
         Ok(updated.matched_count > 0)
     }
 
-    /// The event of a claimed game, with its columns.
-    async fn outbox_entry(&self, game: GameDoc) -> Result<OutboxEntry> {
-        let game_id = parse_id(&game.game_id)?;
+    /// The event of a claimed game, with its columns. A stored time or
+    /// device that cannot be read is replaced as [`StoredGame`] says;
+    /// anything else the event needs and cannot have is
+    /// [`StoreError::Corrupt`].
+    async fn outbox_entry(&self, game: &Document) -> Result<OutboxEntry> {
+        let must = |key: &str| -> Result<String> {
+            match doc_text(game, key) {
+                Ok(Some(s)) => Ok(s),
+                other => Err(corrupt(&format!("stored {key}"), format!("{other:?}"))),
+            }
+        };
+        let number = |key: &str| -> Result<f64> {
+            match doc_f64(game, key) {
+                Ok(Some(x)) => Ok(x),
+                other => Err(corrupt(&format!("stored {key}"), format!("{other:?}"))),
+            }
+        };
+        let game_id_text = must("_id")?;
+        let game_id = parse_id(&game_id_text)?;
         let outbox = game
-            .outbox
-            .ok_or_else(|| corrupt("claimed game without outbox", game_id))?;
+            .get_document("outbox")
+            .map_err(|_| corrupt("claimed game without outbox", game_id))?;
+        let created_at = doc_text(outbox, "created_at");
+        let trace_id = match doc_text(outbox, "trace_id") {
+            Ok(Some(t)) => t,
+            other => return Err(corrupt("stored trace_id", format!("{other:?}"))),
+        };
+        let names: Vec<String> = match doc_value(game, "channels") {
+            Ok(Some(names)) => names,
+            other => return Err(corrupt("stored channels", format!("{other:?}"))),
+        };
         let columns = self
             .columns
             .clone_with_type::<Document>()
-            .find_one(doc! { "_id": &game.game_id })
+            .find_one(doc! { "_id": &game_id_text })
             .await
             .map_err(db)?
             .ok_or_else(|| corrupt("game without columns", game_id))?;
@@ -1346,30 +1522,33 @@ impl MongoStore {
             .get_document("columns")
             .map_err(|e| corrupt("stored columns", e))?;
         let mut channels = BTreeMap::new();
-        for name in &game.channels {
+        for name in names {
             let data = columns
-                .get_binary_generic(name)
+                .get_binary_generic(&name)
                 .map_err(|e| corrupt(&format!("column {name}"), e))?;
             let col = decode_column(data).map_err(|e| corrupt(&format!("column {name}"), e))?;
-            channels.insert(name.clone(), col);
+            channels.insert(name, col);
         }
         Ok(OutboxEntry {
             event: ProcessingEvent {
                 version: EVENT_VERSION,
-                event_id: parse_id(&game.event_id)?,
+                event_id: parse_id(&must("event_id")?)?,
                 game_id,
-                user_id: parse_id(&game.user_id)?,
-                created_at: parse_time(&outbox.created_at)?,
+                user_id: parse_id(&must("user_id")?)?,
+                created_at: outbox_created_at(game_id, created_at.clone()),
                 game: EventGame {
-                    game: game.game,
-                    score: game.score,
-                    started_at: parse_time(&game.started_at)?,
-                    device: game.device,
+                    game: must("game")?,
+                    score: number("score")?,
+                    started_at: started_at(game_id, doc_text(game, "started_at"), created_at),
+                    device: doc_value::<Device>(game, "device").unwrap_or_else(|why| {
+                        unreadable(&game_id, "device", &why, "absent");
+                        None
+                    }),
                 },
-                sample_rate_hz: game.sample_rate_hz,
+                sample_rate_hz: number("sample_rate_hz")?,
                 channels,
             },
-            trace_id: outbox.trace_id,
+            trace_id,
         })
     }
 }

@@ -19,6 +19,13 @@
 //! what reads (and [`Completed`]) return. Ids are UUIDs as lower-case
 //! hyphenated text, so UUIDv7 ids sort by time.
 //!
+//! Reads decode each column on its own and show a value that cannot be
+//! decoded (a time with a five-digit or signed year, as an older version
+//! wrote one; JSON that does not parse; text that is not UTF-8) as its
+//! fallback, by the rule of the crate documentation ("Stored data that
+//! cannot be read"): one row never fails a listing, a game, progress, the
+//! feed or the relay.
+//!
 //! | table | columns | notes |
 //! |---|---|---|
 //! | `users` | `user_id` PK, `username`, `username_key` UNIQUE, `password_hash`, `created_at` | `username_key` is the lower-cased username |
@@ -30,7 +37,10 @@
 //! | `idempotency` | (`user_id`, `key`) PK, `request_hash` BLOB, `status`, `body` BLOB, `created_at` | kept 24 h, then swept (`purge_idempotency_keys`) |
 //! | `changes` | `seq` INTEGER PK AUTOINCREMENT, `user_id`, `game_id` → games, `event_id` UNIQUE, `reconciliation_event_id`, `status`, `processed_at`, `metrics` JSON, `error` | the change feed; a cursor is `seq` as 16 lower-case hex digits |
 
-use crate::format::{corrupt, id, parse_time, plus, ts};
+use crate::format::{
+    corrupt, id, outbox_created_at, parse_time, plus, started_at, ts, unreadable, Field,
+    StoredChange, StoredGame,
+};
 use crate::{
     Completed, Completion, Digest, IdempotencyRecord, NewGame, NewLogin, NewUser, OutboxEntry,
     ProcessedGame, RefreshOutcome, Result, Store, StoreError, SubmitOutcome, UserRecord,
@@ -39,9 +49,10 @@ use async_trait::async_trait;
 use chrono::{DateTime, SubsecRound, Utc};
 use m2m_analysis::Metrics;
 use m2m_domain::{
-    decode_column, encode_column, Change, Device, EventGame, Game, GameStatus, ProcessingEvent,
-    Username, EVENT_VERSION,
+    decode_column, encode_column, Change, Device, EventGame, Game, ProcessingEvent, Username,
+    EVENT_VERSION,
 };
+use rusqlite::types::ValueRef;
 use rusqlite::{
     ffi, params, Connection, ErrorCode, OpenFlags, OptionalExtension, Row, Transaction,
     TransactionBehavior,
@@ -407,26 +418,60 @@ fn get_uuid(row: &Row<'_>, i: usize) -> Result<Uuid> {
     Uuid::parse_str(&s).map_err(|e| corrupt("stored id", e))
 }
 
-fn get_time(row: &Row<'_>, i: usize) -> Result<DateTime<Utc>> {
-    parse_time(&get::<String>(row, i)?)
+/// A column as text, however it is stored: `Ok(None)` for NULL; bytes that
+/// are not UTF-8 read with U+FFFD in their place.
+fn text(row: &Row<'_>, i: usize) -> Result<Field<String>> {
+    Ok(Ok(match row.get_ref(i).map_err(db)? {
+        ValueRef::Null => None,
+        ValueRef::Text(b) | ValueRef::Blob(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        ValueRef::Integer(n) => Some(n.to_string()),
+        ValueRef::Real(x) => Some(x.to_string()),
+    }))
 }
 
-fn get_opt_time(row: &Row<'_>, i: usize) -> Result<Option<DateTime<Utc>>> {
-    get::<Option<String>>(row, i)?
-        .as_deref()
-        .map(parse_time)
-        .transpose()
+/// A JSON column, decoded.
+fn json<T: serde::de::DeserializeOwned>(row: &Row<'_>, i: usize) -> Result<Field<T>> {
+    Ok(text(row, i)?.and_then(|s| {
+        s.map(|s| serde_json::from_str(&s).map_err(|e| format!("stored JSON: {e}")))
+            .transpose()
+    }))
 }
 
-fn get_status(row: &Row<'_>, i: usize) -> Result<GameStatus> {
-    let s: String = get(row, i)?;
-    GameStatus::parse(&s).ok_or_else(|| corrupt("stored status", s))
+/// A number column.
+fn real(row: &Row<'_>, i: usize) -> Result<Field<f64>> {
+    Ok(match row.get_ref(i).map_err(db)? {
+        ValueRef::Null => Ok(None),
+        ValueRef::Real(x) => Ok(Some(x)),
+        ValueRef::Integer(n) => Ok(Some(n as f64)),
+        other => Err(format!("not a number: {:?}", other.data_type())),
+    })
 }
 
-fn get_json<T: serde::de::DeserializeOwned>(row: &Row<'_>, i: usize) -> Result<Option<T>> {
-    get::<Option<String>>(row, i)?
-        .map(|s| serde_json::from_str(&s).map_err(|e| corrupt("stored JSON", e)))
-        .transpose()
+/// An integer column.
+fn integer(row: &Row<'_>, i: usize) -> Result<Field<i64>> {
+    Ok(match row.get_ref(i).map_err(db)? {
+        ValueRef::Null => Ok(None),
+        ValueRef::Integer(n) => Ok(Some(n)),
+        other => Err(format!("not an integer: {:?}", other.data_type())),
+    })
+}
+
+/// The id in a column, or `None` (logged) when it cannot be read: a row
+/// without a readable id cannot be shown or addressed, so it is skipped.
+fn row_id(row: &Row<'_>, i: usize, what: &str) -> Result<Option<Uuid>> {
+    let raw = text(row, i)?;
+    match raw
+        .as_ref()
+        .ok()
+        .and_then(Option::as_deref)
+        .map(Uuid::parse_str)
+    {
+        Some(Ok(u)) => Ok(Some(u)),
+        _ => {
+            unreadable(&format!("{what} {raw:?}"), "id", "not a UUID", "skipped");
+            Ok(None)
+        }
+    }
 }
 
 fn to_json<T: serde::Serialize>(value: &T) -> Result<String> {
@@ -456,29 +501,54 @@ fn decode_cursor(cursor: &str) -> Option<i64> {
     i64::try_from(seq).ok().filter(|&s| s > 0)
 }
 
-/// A [`Game`] from a row selected with [`GAME_FIELDS`].
-fn game_from_row(row: &Row<'_>, with_metrics: bool) -> Result<Game> {
-    let channels: String = get(row, 10)?;
-    Ok(Game {
-        game_id: get_uuid(row, 0)?,
-        status: get_status(row, 1)?,
-        game: get(row, 2)?,
-        score: get(row, 3)?,
-        started_at: get_time(row, 4)?,
-        submitted_at: get_time(row, 5)?,
-        processed_at: get_opt_time(row, 6)?,
-        device: get_json::<Device>(row, 7)?,
-        sample_rate_hz: get(row, 8)?,
-        samples: u64::try_from(get::<i64>(row, 9)?)
-            .map_err(|e| corrupt("stored sample count", e))?,
-        channels: serde_json::from_str(&channels).map_err(|e| corrupt("stored channels", e))?,
-        metrics: if with_metrics {
-            get_json::<Metrics>(row, 11)?
-        } else {
-            None
-        },
-        error: get(row, 12)?,
-    })
+/// A [`Game`] from a row selected with [`GAME_FIELDS`], rendered by the
+/// rule of [`StoredGame`]; `None` (logged) if its id cannot be read.
+fn game_from_row(row: &Row<'_>, with_metrics: bool) -> Result<Option<Game>> {
+    let Some(game_id) = row_id(row, 0, "game")? else {
+        return Ok(None);
+    };
+    Ok(Some(
+        StoredGame {
+            game_id,
+            status: text(row, 1)?,
+            game: text(row, 2)?,
+            score: real(row, 3)?,
+            started_at: text(row, 4)?,
+            submitted_at: text(row, 5)?,
+            processed_at: text(row, 6)?,
+            device: json::<Device>(row, 7)?,
+            sample_rate_hz: real(row, 8)?,
+            samples: integer(row, 9)?,
+            channels: json(row, 10)?,
+            metrics: if with_metrics {
+                json::<Metrics>(row, 11)?
+            } else {
+                Ok(None)
+            },
+            error: text(row, 12)?,
+        }
+        .render(with_metrics),
+    ))
+}
+
+/// A [`Change`] from a row `seq, game_id, status, processed_at, metrics`,
+/// rendered by the rule of [`StoredChange`]; `None` (logged) if its game id
+/// cannot be read.
+fn change_from_row(row: &Row<'_>) -> Result<Option<Change>> {
+    let cursor = encode_cursor(get(row, 0)?);
+    let Some(game_id) = row_id(row, 1, &format!("change {cursor} of game"))? else {
+        return Ok(None);
+    };
+    Ok(Some(
+        StoredChange {
+            cursor,
+            game_id,
+            status: text(row, 2)?,
+            processed_at: text(row, 3)?,
+            metrics: json(row, 4)?,
+        }
+        .render(),
+    ))
 }
 
 /// An outbox entry as read inside the claiming transaction; its columns
@@ -492,10 +562,15 @@ struct ClaimedRow {
     game: EventGame,
     sample_rate_hz: f64,
     columns: Vec<(String, Vec<u8>)>,
+    /// Why a column cannot be read, if one cannot.
+    unreadable: Option<String>,
 }
 
 impl ClaimedRow {
     fn into_entry(self) -> Result<OutboxEntry> {
+        if let Some(why) = self.unreadable {
+            return Err(corrupt("stored column", why));
+        }
         let channels = self
             .columns
             .into_iter()
@@ -521,6 +596,63 @@ impl ClaimedRow {
     }
 }
 
+/// The outbox row `event_id, game_id, user_id, trace_id, created_at, game,
+/// score, started_at, device, sample_rate_hz` read for its event, with
+/// fallbacks for what the event can do without; `Err` if it cannot be
+/// made into an event at all.
+fn claimed_row(row: &Row<'_>) -> std::result::Result<ClaimedRow, String> {
+    let uuid = |i: usize| -> std::result::Result<Uuid, String> {
+        let s: String = get(row, i).map_err(|e| e.to_string())?;
+        Uuid::parse_str(&s).map_err(|e| format!("stored id {s:?}: {e}"))
+    };
+    let game_id = uuid(1)?;
+    let must = |r: Result<Field<String>>| r.map_err(|e| e.to_string());
+    let created_at = must(text(row, 4))?;
+    let required = |what: &str, v: Field<String>| match v {
+        Ok(Some(v)) => Ok(v),
+        Ok(None) => Err(format!("{what} is missing")),
+        Err(why) => Err(format!("{what}: {why}")),
+    };
+    Ok(ClaimedRow {
+        event_id: uuid(0)?,
+        game_id,
+        user_id: uuid(2)?,
+        trace_id: required("trace_id", must(text(row, 3))?)?,
+        created_at: outbox_created_at(game_id, created_at.clone()),
+        game: EventGame {
+            game: required("game", must(text(row, 5))?)?,
+            score: match real(row, 6).map_err(|e| e.to_string())? {
+                Ok(Some(x)) => x,
+                _ => return Err("score cannot be read".into()),
+            },
+            started_at: started_at(game_id, must(text(row, 7))?, created_at),
+            device: json::<Device>(row, 8)
+                .map_err(|e| e.to_string())?
+                .unwrap_or_else(|why| {
+                    unreadable(&game_id, "device", &why, "absent");
+                    None
+                }),
+        },
+        sample_rate_hz: match real(row, 9).map_err(|e| e.to_string())? {
+            Ok(Some(x)) => x,
+            _ => return Err("sample_rate_hz cannot be read".into()),
+        },
+        columns: Vec::new(),
+        unreadable: None,
+    })
+}
+
+/// Logs an outbox entry that cannot be made into its event. It stays in the
+/// outbox, leased: the relay tries it again when the lease ends, and the
+/// entries behind it go on meanwhile.
+fn unpublishable(event_id: &dyn fmt::Display, why: &str) {
+    tracing::warn!(
+        %event_id,
+        reason = why,
+        "stored event cannot be read; left in the outbox and retried after its lease"
+    );
+}
+
 /// The stored change of a processing event, if it was completed before.
 fn stored_change(tx: &Transaction<'_>, event_id: Uuid) -> Result<Option<Completed>> {
     let mut stmt = tx
@@ -533,16 +665,15 @@ fn stored_change(tx: &Transaction<'_>, event_id: Uuid) -> Result<Option<Complete
     let Some(row) = rows.next().map_err(db)? else {
         return Ok(None);
     };
+    let change = change_from_row(row)?
+        .ok_or_else(|| corrupt("stored change", format!("of event {event_id}")))?;
     Ok(Some(Completed {
-        change: Change {
-            cursor: encode_cursor(get(row, 0)?),
-            game_id: get_uuid(row, 1)?,
-            status: get_status(row, 2)?,
-            processed_at: Some(get_time(row, 3)?),
-            metrics: get_json(row, 4)?,
-        },
+        change,
         reconciliation_event_id: get_uuid(row, 5)?,
-        error: get(row, 6)?,
+        error: text(row, 6)?.unwrap_or_else(|why| {
+            unreadable(&event_id, "error", &why, "absent");
+            None
+        }),
         first: false,
     }))
 }
@@ -834,7 +965,7 @@ impl Store for SqliteStore {
                     .map_err(db)?;
                 let mut rows = stmt.query([id(game_id), id(user_id)]).map_err(db)?;
                 match rows.next().map_err(db)? {
-                    Some(row) => game_from_row(row, true).map(Some),
+                    Some(row) => game_from_row(row, true),
                     None => Ok(None),
                 }
             })
@@ -850,19 +981,25 @@ impl Store for SqliteStore {
     ) -> Result<Vec<Game>> {
         self.blocking(move |inner| {
             inner.read(|tx| {
+                // No LIMIT: a row skipped for an unreadable id must not
+                // shorten the page (rows are read lazily, so no more than
+                // needed are).
                 let mut stmt = tx
                     .prepare_cached(&format!(
                         "SELECT {GAME_FIELDS} FROM games
                          WHERE user_id = ?1 AND (?2 IS NULL OR game_id < ?2)
-                         ORDER BY game_id DESC LIMIT ?3"
+                         ORDER BY game_id DESC"
                     ))
                     .map_err(db)?;
                 let mut rows = stmt
-                    .query(params![id(user_id), before.map(id), limit])
+                    .query(params![id(user_id), before.map(id)])
                     .map_err(db)?;
                 let mut games = Vec::new();
-                while let Some(row) = rows.next().map_err(db)? {
-                    games.push(game_from_row(row, false)?);
+                while games.len() < limit as usize {
+                    let Some(row) = rows.next().map_err(db)? else {
+                        break;
+                    };
+                    games.extend(game_from_row(row, false)?);
                 }
                 Ok(games)
             })
@@ -875,19 +1012,31 @@ impl Store for SqliteStore {
             inner.read(|tx| {
                 let mut stmt = tx
                     .prepare_cached(
-                        "SELECT game_id, started_at, metrics FROM games
+                        "SELECT game_id, started_at, submitted_at, metrics FROM games
                          WHERE user_id = ?1 AND status = 'processed'",
                     )
                     .map_err(db)?;
                 let mut rows = stmt.query([id(user_id)]).map_err(db)?;
                 let mut games = Vec::new();
                 while let Some(row) = rows.next().map_err(db)? {
-                    let game_id = get_uuid(row, 0)?;
+                    let Some(game_id) = row_id(row, 0, "game")? else {
+                        continue;
+                    };
+                    let metrics = match json::<Metrics>(row, 3)? {
+                        Ok(Some(m)) => m,
+                        Ok(None) => {
+                            unreadable(&game_id, "metrics", "missing", "left out of progress");
+                            continue;
+                        }
+                        Err(why) => {
+                            unreadable(&game_id, "metrics", &why, "left out of progress");
+                            continue;
+                        }
+                    };
                     games.push(ProcessedGame {
                         game_id,
-                        started_at: get_time(row, 1)?,
-                        metrics: get_json(row, 2)?
-                            .ok_or_else(|| corrupt("processed game without metrics", game_id))?,
+                        started_at: started_at(game_id, text(row, 1)?, text(row, 2)?),
+                        metrics,
                     });
                 }
                 Ok(games)
@@ -920,30 +1069,24 @@ impl Store for SqliteStore {
                     .map_err(db)?;
                 let mut rows = stmt.query(params![ts(now), limit]).map_err(db)?;
                 let mut claimed = Vec::new();
+                let mut leased = Vec::new();
                 while let Some(row) = rows.next().map_err(db)? {
-                    claimed.push(ClaimedRow {
-                        event_id: get_uuid(row, 0)?,
-                        game_id: get_uuid(row, 1)?,
-                        user_id: get_uuid(row, 2)?,
-                        trace_id: get(row, 3)?,
-                        created_at: get_time(row, 4)?,
-                        game: EventGame {
-                            game: get(row, 5)?,
-                            score: get(row, 6)?,
-                            started_at: get_time(row, 7)?,
-                            device: get_json(row, 8)?,
-                        },
-                        sample_rate_hz: get(row, 9)?,
-                        columns: Vec::new(),
-                    });
+                    // Leased even if it cannot be published, so that the
+                    // entries behind it are not held up by it.
+                    let key: rusqlite::types::Value = get(row, 0)?;
+                    match claimed_row(row) {
+                        Ok(entry) => claimed.push(entry),
+                        Err(why) => unpublishable(&format!("{key:?}"), &why),
+                    }
+                    leased.push(key);
                 }
                 let lease_until = ts(plus(now, lease));
                 let mut set_lease = tx
                     .prepare_cached("UPDATE outbox SET lease_until = ?2 WHERE event_id = ?1")
                     .map_err(db)?;
-                for entry in &claimed {
+                for event_id in &leased {
                     set_lease
-                        .execute(params![id(entry.event_id), lease_until])
+                        .execute(params![event_id, lease_until])
                         .map_err(db)?;
                 }
                 Ok(claimed)
@@ -959,12 +1102,23 @@ impl Store for SqliteStore {
                 for entry in &mut claimed {
                     let mut rows = columns.query([id(entry.game_id)]).map_err(db)?;
                     while let Some(row) = rows.next().map_err(db)? {
-                        entry.columns.push((get(row, 0)?, get(row, 1)?));
+                        match (row.get(0), row.get(1)) {
+                            (Ok(name), Ok(data)) => entry.columns.push((name, data)),
+                            (Err(e), _) | (_, Err(e)) => entry.unreadable = Some(e.to_string()),
+                        }
                     }
                 }
                 Ok(claimed)
             })?;
-            claimed.into_iter().map(ClaimedRow::into_entry).collect()
+            Ok(claimed
+                .into_iter()
+                .filter_map(|row| {
+                    let event_id = row.event_id;
+                    row.into_entry()
+                        .map_err(|e| unpublishable(&event_id, &e.to_string()))
+                        .ok()
+                })
+                .collect())
         })
         .await
     }
@@ -1154,24 +1308,22 @@ impl Store for SqliteStore {
                         return Err(StoreError::UnknownCursor);
                     }
                 }
+                // No LIMIT: a change skipped for an unreadable game id must
+                // not shorten the page, or a page of them would look like
+                // the end of the feed.
                 let mut stmt = tx
                     .prepare_cached(
                         "SELECT seq, game_id, status, processed_at, metrics FROM changes
-                         WHERE user_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+                         WHERE user_id = ?1 AND seq > ?2 ORDER BY seq",
                     )
                     .map_err(db)?;
-                let mut rows = stmt
-                    .query(params![user, after.unwrap_or(0), limit])
-                    .map_err(db)?;
+                let mut rows = stmt.query(params![user, after.unwrap_or(0)]).map_err(db)?;
                 let mut changes = Vec::new();
-                while let Some(row) = rows.next().map_err(db)? {
-                    changes.push(Change {
-                        cursor: encode_cursor(get(row, 0)?),
-                        game_id: get_uuid(row, 1)?,
-                        status: get_status(row, 2)?,
-                        processed_at: Some(get_time(row, 3)?),
-                        metrics: get_json(row, 4)?,
-                    });
+                while changes.len() < limit as usize {
+                    let Some(row) = rows.next().map_err(db)? else {
+                        break;
+                    };
+                    changes.extend(change_from_row(row)?);
                 }
                 Ok(changes)
             })

@@ -54,6 +54,91 @@ async fn sqlite_fixture() -> Option<Fixture> {
     })
 }
 
+/// Direct access to a store's data, bypassing the store: to put there what
+/// an older version, a damaged file or a hand edit could have left.
+enum Raw {
+    Sqlite(std::path::PathBuf),
+    Mongo(::mongodb::Database),
+}
+
+impl Raw {
+    /// Sets the text field `field` of the row (document) of `table` whose
+    /// `key` is `value`. SQLite's JSON columns and MongoDB's sub-documents
+    /// both get the text as it is: unreadable either way.
+    async fn set(&self, table: &str, key: &str, value: &str, field: &str, to: &str) {
+        match self {
+            Raw::Sqlite(path) => {
+                let conn = rusqlite::Connection::open(path).unwrap();
+                // As a hand edit would, past the checks of the schema.
+                conn.pragma_update(None, "foreign_keys", "OFF").unwrap();
+                let n = conn
+                    .execute(
+                        &format!("UPDATE {table} SET {field} = ?2 WHERE {key} = ?1"),
+                        [value, to],
+                    )
+                    .unwrap();
+                assert_eq!(n, 1, "{table}.{field} of {value}");
+            }
+            Raw::Mongo(db) => {
+                let (collection, key) = match (table, key) {
+                    ("games", "game_id") => ("games", "_id"),
+                    ("game_columns", "game_id") => ("game_columns", "_id"),
+                    ("game_columns", _) => panic!("by game_id"),
+                    (other, key) => (other, key),
+                };
+                let n = db
+                    .collection::<::mongodb::bson::Document>(collection)
+                    .update_one(
+                        ::mongodb::bson::doc! { key: value },
+                        ::mongodb::bson::doc! { "$set": { field: to } },
+                    )
+                    .await
+                    .unwrap();
+                assert_eq!(n.matched_count, 1, "{table}.{field} of {value}");
+            }
+        }
+    }
+
+    /// Makes the stored sensor columns of a game unreadable.
+    async fn damage_columns(&self, game_id: Uuid) {
+        let game = game_id.hyphenated().to_string();
+        match self {
+            Raw::Sqlite(path) => {
+                let conn = rusqlite::Connection::open(path).unwrap();
+                let n = conn
+                    .execute(
+                        "UPDATE game_columns SET data = x'ff00' WHERE game_id = ?1",
+                        [&game],
+                    )
+                    .unwrap();
+                assert!(n > 0);
+            }
+            Raw::Mongo(_) => {
+                self.set("game_columns", "game_id", &game, "columns", "x")
+                    .await
+            }
+        }
+    }
+}
+
+async fn sqlite_raw_fixture() -> Option<(Fixture, Raw)> {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path().join("m2m.db");
+    let store = SqliteStore::open(&path).expect("open the store");
+    let twin = SqliteStore::open(&path).expect("open the store again");
+    let fixture = Fixture {
+        store: Arc::new(store),
+        twin: Arc::new(twin),
+        _keep: Box::new(dir),
+    };
+    Some((fixture, Raw::Sqlite(path)))
+}
+
+async fn mongodb_raw_fixture() -> Option<(Fixture, Raw)> {
+    let (fixture, db) = mongodb_fixture_with_raw_access().await?;
+    Some((fixture, Raw::Mongo(db)))
+}
+
 const MONGODB_URL_VAR: &str = "M2M_TEST_MONGODB_URL";
 
 /// The MongoDB server to test against, if the run names one.
@@ -146,11 +231,19 @@ impl Drop for DropDatabase {
 }
 
 macro_rules! contract {
-    ($backend:ident = $fixture:path;
+    ($backend:ident = $fixture:path, $raw_fixture:path;
      one: $($behaviour:ident),* $(,)?;
      two: $($pair:ident),* $(,)?;
+     raw: $($damaged:ident),* $(,)?;
     ) => {
         mod $backend {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $damaged() {
+                    let Some((fixture, raw)) = $raw_fixture().await else { return };
+                    super::$damaged(Arc::clone(&fixture.store), raw).await;
+                }
+            )*
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $behaviour() {
@@ -171,9 +264,9 @@ macro_rules! contract {
 }
 
 macro_rules! contract_everywhere {
-    ($($backend:ident = $fixture:path),* $(,)?) => {
+    ($($backend:ident = $fixture:path, $raw_fixture:path);* $(;)?) => {
         $(
-            contract!($backend = $fixture;
+            contract!($backend = $fixture, $raw_fixture;
                 one:
                 users_are_unique_ignoring_case,
                 refresh_tokens_rotate,
@@ -200,14 +293,18 @@ macro_rules! contract_everywhere {
                 two:
                 two_processes_complete_the_same_event_once,
                 two_processes_share_accounts_games_and_keys;
+                raw:
+                unreadable_values_read_as_their_fallbacks,
+                rows_without_a_readable_id_are_skipped_not_fatal,
+                an_event_that_cannot_be_rebuilt_holds_up_no_other;
             );
         )*
     };
 }
 
 contract_everywhere!(
-    sqlite = super::sqlite_fixture,
-    mongodb = super::mongodb_fixture,
+    sqlite = super::sqlite_fixture, super::sqlite_raw_fixture;
+    mongodb = super::mongodb_fixture, super::mongodb_raw_fixture;
 );
 
 // ---------------------------------------------------------------------------
@@ -1256,6 +1353,183 @@ async fn the_change_feed_pages_by_cursor(store: Arc<dyn Store>) {
         store.latest_cursor(grace).await.unwrap(),
         Some(hers[0].cursor.clone())
     );
+}
+
+// ---------------------------------------------------------------------------
+// Stored data that cannot be read
+
+/// The time a UUIDv7 id carries.
+fn id_time(id: Uuid) -> DateTime<Utc> {
+    let (secs, nanos) = id.get_timestamp().unwrap().to_unix();
+    DateTime::from_timestamp(secs as i64, nanos).unwrap()
+}
+
+/// What the old code stored for a `started_at` whose UTC year is outside
+/// 0000–9999 (chrono writes the year with a sign there).
+const YEAR_MINUS_1: &str = "-0001-12-31T23:00:00.000000Z";
+const YEAR_10000: &str = "+10000-01-01T00:00:59.000000Z";
+
+async fn unreadable_values_read_as_their_fallbacks(store: Arc<dyn Store>, raw: Raw) {
+    let ada = create_user(&*store, "ada").await;
+    let old = new_game(ada, submission(1, Some("2026-01-01T00:00:00Z")), t0());
+    store.submit_game(old.clone(), None).await.unwrap();
+    let later = submit(&*store, ada, 2, t0() + secs(1)).await;
+    let queued = submit(&*store, ada, 3, t0() + secs(2)).await;
+    for game in [&old, &later] {
+        store
+            .complete_game(processed(game, t0() + secs(10)))
+            .await
+            .unwrap();
+    }
+    store
+        .mark_published_all(vec![old.event_id, later.event_id], t0())
+        .await
+        .unwrap();
+    let ids = |g: &NewGame| g.game_id.hyphenated().to_string();
+    // started_at as the old code wrote it; everything of `later` at once.
+    raw.set("games", "game_id", &ids(&old), "started_at", YEAR_MINUS_1)
+        .await;
+    for (field, to) in [
+        ("started_at", YEAR_10000),
+        ("submitted_at", "yesterday"),
+        ("processed_at", "0000-13-01T00:00:00.000000Z"),
+        ("device", "{\"glove_id\": "),
+        ("metrics", "[1, 2"),
+        ("channels", "flex"),
+    ] {
+        raw.set("games", "game_id", &ids(&later), field, to).await;
+    }
+    raw.set("games", "game_id", &ids(&queued), "started_at", YEAR_10000)
+        .await;
+    raw.set("games", "game_id", &ids(&queued), "device", "[")
+        .await;
+    raw.set("changes", "game_id", &ids(&old), "processed_at", "soon")
+        .await;
+    raw.set("changes", "game_id", &ids(&later), "metrics", "{")
+        .await;
+
+    // The game whose started_at cannot be read: played when submitted.
+    let got = store.game(ada, old.game_id).await.unwrap().unwrap();
+    assert_eq!(got.started_at, t0());
+    assert_eq!(got.submitted_at, t0());
+    assert_eq!(got.status, GameStatus::Processed);
+    assert!(got.metrics.is_some());
+
+    // Nothing of `later` reads: every field has its fallback.
+    let got = store.game(ada, later.game_id).await.unwrap().unwrap();
+    assert_eq!(got.submitted_at, id_time(later.game_id), "the id's time");
+    assert_eq!(got.started_at, got.submitted_at);
+    assert_eq!(got.processed_at, None);
+    assert_eq!(got.device, None);
+    assert_eq!(got.metrics, None);
+    assert!(got.channels.is_empty());
+    assert_eq!(got.status, GameStatus::Processed, "what was readable stays");
+    assert_eq!(got.score, 1234.0);
+
+    // A listing shows every game, in pages as usual.
+    let all = store.list_games(ada, None, 10).await.unwrap();
+    let mut expected = vec![old.game_id, later.game_id, queued.game_id];
+    expected.sort();
+    expected.reverse();
+    assert_eq!(all.iter().map(|g| g.game_id).collect::<Vec<_>>(), expected);
+    let page = store.list_games(ada, Some(expected[0]), 1).await.unwrap();
+    assert_eq!(page[0].game_id, expected[1]);
+
+    // Progress: `later` has no readable metrics and is left out.
+    let progress = store.processed_games(ada).await.unwrap();
+    assert_eq!(progress.len(), 1);
+    assert_eq!(progress[0].game_id, old.game_id);
+    assert_eq!(progress[0].started_at, t0());
+
+    // The feed: both changes, without what cannot be read.
+    let changes = store.changes_since(ada, None, 10).await.unwrap();
+    assert_eq!(changes.len(), 2);
+    assert_eq!(changes[0].game_id, old.game_id);
+    assert_eq!(changes[0].processed_at, None);
+    assert!(changes[0].metrics.is_some());
+    assert_eq!(changes[1].game_id, later.game_id);
+    assert_eq!(changes[1].processed_at, Some(t0() + secs(10)));
+    assert_eq!(changes[1].metrics, None);
+    // A redelivery of a completed event still gets its stored change.
+    let again = store
+        .complete_game(processed(&old, t0() + secs(20)))
+        .await
+        .unwrap();
+    assert!(!again.first);
+    assert_eq!(again.change, changes[0]);
+
+    // The queued game's event is rebuilt with its submission time.
+    let claimed = store
+        .claim_unpublished(t0() + secs(3600), Duration::from_secs(60), 10)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    let event = &claimed[0].event;
+    assert_eq!(event.game_id, queued.game_id);
+    assert_eq!(event.game.started_at, t0() + secs(2));
+    assert_eq!(event.game.device, None);
+    event.to_submission().expect("a valid game again");
+}
+
+async fn rows_without_a_readable_id_are_skipped_not_fatal(store: Arc<dyn Store>, raw: Raw) {
+    let ada = create_user(&*store, "ada").await;
+    let mut games = Vec::new();
+    for i in 0..3 {
+        let game = submit(&*store, ada, i, t0() + secs(i as i64)).await;
+        store
+            .complete_game(processed(&game, t0() + secs(10)))
+            .await
+            .unwrap();
+        games.push(game);
+    }
+    // The first two changes name no game that can be read.
+    for game in &games[..2] {
+        let id = game.game_id.hyphenated().to_string();
+        raw.set("changes", "game_id", &id, "game_id", "not-a-uuid")
+            .await;
+    }
+    // A page is filled past them, so a client never takes them for the end.
+    let page = store.changes_since(ada, None, 1).await.unwrap();
+    assert_eq!(page.len(), 1);
+    assert_eq!(page[0].game_id, games[2].game_id);
+    assert!(store
+        .changes_since(ada, Some(&page[0].cursor), 10)
+        .await
+        .unwrap()
+        .is_empty());
+    let latest = store.latest_cursor(ada).await.unwrap();
+    assert_eq!(latest.as_deref(), Some(page[0].cursor.as_str()));
+}
+
+async fn an_event_that_cannot_be_rebuilt_holds_up_no_other(store: Arc<dyn Store>, raw: Raw) {
+    let ada = create_user(&*store, "ada").await;
+    let broken = submit(&*store, ada, 1, t0()).await;
+    let healthy = submit(&*store, ada, 2, t0() + secs(1)).await;
+    raw.damage_columns(broken.game_id).await;
+    let now = t0() + secs(3600);
+    let lease = Duration::from_secs(60);
+
+    let claimed = store.claim_unpublished(now, lease, 10).await.unwrap();
+    assert_eq!(
+        claimed.iter().map(|e| e.event.game_id).collect::<Vec<_>>(),
+        [healthy.game_id]
+    );
+    // The broken one is kept, leased like the others, and tried again
+    // after its lease.
+    assert_eq!(store.unpublished_count().await.unwrap(), 2);
+    assert!(store
+        .claim_unpublished(now + secs(1), lease, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    let retried = store
+        .claim_unpublished(now + secs(61), lease, 10)
+        .await
+        .unwrap();
+    assert_eq!(retried.len(), 1, "the healthy one, unpublished still");
+    assert_eq!(retried[0].event.game_id, healthy.game_id);
+    // Its game still reads.
+    assert!(store.game(ada, broken.game_id).await.unwrap().is_some());
 }
 
 async fn unknown_cursors_are_refused(store: Arc<dyn Store>) {

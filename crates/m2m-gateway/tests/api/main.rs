@@ -9,3 +9,4 @@ mod helpers;
 mod hostile;
 mod ops;
 mod processing;
+mod robust_reads;
