@@ -222,5 +222,8 @@ fn a_log_filter_that_cannot_be_parsed_is_refused() {
         status.unwrap_or_else(|| panic!("still running 20 s with M2M_LOG=m2m=loud:\n{stderr}"));
     assert_eq!(status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("M2M_LOG=m2m=loud"), "{stderr}");
-    assert!(!data_dir.exists(), "the refused server created its data directory");
+    assert!(
+        !data_dir.exists(),
+        "the refused server created its data directory"
+    );
 }

@@ -267,7 +267,7 @@ async fn a_user_keeps_at_most_eight_event_streams_open() {
 }
 
 #[tokio::test]
-async fn every_error_of_the_framework_is_problem_json() {
+async fn undecodable_bodies_and_headers_are_problem_400s() {
     let app = spawn_app().await;
     // A body that is not gzip although it says so.
     let token = app.user("ada").await;
