@@ -1,4 +1,5 @@
-//! A user's progress over their processed games (the spec's "Progress").
+//! A user's progress over their processed games (docs/metrics.md, "Progress
+//! over games").
 
 use crate::metrics::Metrics;
 use crate::stats;
