@@ -101,7 +101,7 @@ def ramp(base, steps, label):
 def half_rate(base, best):
     rate = best[1]["completed_per_s"] / 2
     seconds = "8s" if QUICK else "20s"
-    r = simulate(base, "--users", "16", "--rate", f"{rate:.1f}", "--duration", seconds)
+    r = simulate(base, "--users", "16", "--rate", f"{rate:.1f}", "--run-for", seconds)
     return rate, r
 
 
@@ -186,7 +186,7 @@ def main():
 
         def uploads():
             login_result["uploads"] = simulate(base, "--users", "8", "--rate", f"{rate:.1f}",
-                                               "--duration", "12s" if not QUICK else "6s")
+                                               "--run-for", "12s" if not QUICK else "6s")
         t = threading.Thread(target=uploads)
         t.start()
         time.sleep(2)
