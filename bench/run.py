@@ -23,7 +23,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 M2M = os.path.join(ROOT, "target", "release", "m2m")
 DOC = os.path.join(ROOT, "docs", "performance.md")
 QUICK = "--quick" in sys.argv
-CHANNELS = "flex,force,gyro"  # the standard game: 5 flex + 5 force + 3 gyro
+CHANNELS = "flex,force,gyro"  # the 13-channel game: 5 flex + 5 force + 3 gyro
 SECRET = "bench-secret-" + "x" * 32
 PROCS = []
 COMMANDS = []
@@ -101,7 +101,7 @@ def ramp(base, steps, label):
 def half_rate(base, best):
     rate = best[1]["completed_per_s"] / 2
     seconds = "8s" if QUICK else "20s"
-    r = simulate(base, "--users", "16", "--rate", f"{rate:.1f}", "--duration", seconds)
+    r = simulate(base, "--users", "16", "--rate", f"{rate:.1f}", "--run-for", seconds)
     return rate, r
 
 
@@ -186,7 +186,7 @@ def main():
 
         def uploads():
             login_result["uploads"] = simulate(base, "--users", "8", "--rate", f"{rate:.1f}",
-                                               "--duration", "12s" if not QUICK else "6s")
+                                               "--run-for", "12s" if not QUICK else "6s")
         t = threading.Thread(target=uploads)
         t.start()
         time.sleep(2)
@@ -199,7 +199,7 @@ def main():
             return "met" if ok else "**not met**"
         p99_half = half["notify_latency_ms"]["p99"]
         lines += [
-            "### Targets (embedded mode, standard games, this 2-core machine)",
+            "### Targets (embedded mode, 13-channel games, this 2-core machine)",
             "",
             "| target | measured | |",
             "|---|---|---|",
@@ -207,7 +207,7 @@ def main():
             f"| submit→notification p99 ≤ 50 ms at half that rate | {p99_half:.1f} ms | {verdict(p99_half <= 50)} |",
             f"| peak RSS ≤ 300 MB | {serve_rss:.0f} MB | {verdict(serve_rss <= 300)} |",
             "",
-            "### Embedded (`m2m serve`), standard games, closed loop",
+            "### Embedded (`m2m serve`), 13-channel games, closed loop",
             "",
             "| concurrency | games/s end to end | MB/s uploaded | submit p50/p95/p99/max ms | submit→notification p50/p95/p99/max ms | simulator CPU |",
             "|---|---|---|---|---|---|",
@@ -234,7 +234,7 @@ def main():
             env = {"M2M_AMQP_URL": f"amqp://guest:guest@127.0.0.1:5672/{vhost}",
                    "M2M_DATABASE_URL": f"sqlite://{tmp}/scaled.db", "M2M_JWT_SECRET": SECRET}
             try:
-                lines += ["### Scaled out (one gateway, RabbitMQ, SQLite), standard games, closed loop", "",
+                lines += ["### Scaled out (one gateway, RabbitMQ, SQLite), 13-channel games, closed loop", "",
                           "| processors | best concurrency | games/s end to end | MB/s | submit→notification p50/p95/p99/max ms | peak RSS gateway / processors MB |",
                           "|---|---|---|---|---|---|"]
                 gw, gline = start(["gateway", "--listen", "127.0.0.1:0"], env, ready="serving on")
@@ -263,7 +263,7 @@ def main():
                 while (queue_depth(vhost) or 0) > 0 and time.time() - t0 < 600:
                     time.sleep(0.25)
                 drain_s = time.time() - t0
-                lines += ["", f"Backlog drain: {queued} standard games queued with the processors stopped, then two "
+                lines += ["", f"Backlog drain: {queued} 13-channel games queued with the processors stopped, then two "
                           f"processors started: the queue was empty after **{drain_s:.1f} s** "
                           f"({queued / drain_s:.0f} games/s). Peak RSS of the draining processors: "
                           + ", ".join(f"{peak_rss_mb(p) or 0:.0f} MB" for p in drains) + ".", ""]
@@ -284,7 +284,7 @@ def main():
         f"Run on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} with `bench/run.sh{' --quick' if QUICK else ''}`"
         f"{' (QUICK: reduced steps, not the reference figures)' if QUICK else ''}. "
         "The simulator runs on the same machine and its CPU share is shown, so a saturated simulator would be visible. "
-        "Standard game: 60 s at 100 Hz, 5 flex + 5 force + 3 gyro channels.",
+        "Game: the 13-channel game (60 s at 100 Hz, 5 flex + 5 force + 3 gyro channels; see \"The two games\").",
         "",
     ]
     commands = ["", "<details><summary>Exact commands</summary>", "", "```"] + sorted(set(COMMANDS)) + ["```", "", "</details>"]

@@ -1,4 +1,5 @@
-//! A user's progress over their processed games (the spec's "Progress").
+//! A user's progress over their processed games (docs/metrics.md, "Progress
+//! over games").
 
 use crate::metrics::Metrics;
 use crate::stats;
@@ -164,11 +165,13 @@ fn metric_progress(h: Headline, series: Vec<SeriesPoint>) -> Option<MetricProgre
                 Direction::LowerIsBetter => -pct,
             }
         })
-        .filter(|v| v.is_finite());
+        .filter(|v| v.is_finite())
+        .map(positive_zero);
     let recent = &series[series.len().saturating_sub(TREND_GAMES)..];
     let trend_per_week = (recent.len() >= MIN_TREND_GAMES)
         .then(|| theil_sen_per_week(recent))
-        .flatten();
+        .flatten()
+        .map(positive_zero);
     Some(MetricProgress {
         unit: h.unit().to_owned(),
         direction: h.direction(),
@@ -178,6 +181,13 @@ fn metric_progress(h: Headline, series: Vec<SeriesPoint>) -> Option<MetricProgre
         trend_per_week,
         series,
     })
+}
+
+/// `-0.0` as `0.0`, every other value unchanged: "no change" is sent as
+/// `0.0`, never `-0.0` (negating a zero change for a lower-is-better
+/// metric gives `-0.0`, which JSON would carry as `-0.0`).
+fn positive_zero(v: f64) -> f64 {
+    v + 0.0
 }
 
 /// Median of the pairwise slopes (value per week) over pairs at different
@@ -198,4 +208,54 @@ fn theil_sen_per_week(points: &[SeriesPoint]) -> Option<f64> {
         }
     }
     stats::median(&slopes).filter(|s| s.is_finite())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn metrics(tremor_index: f64, score: f64) -> Metrics {
+        serde_json::from_value(serde_json::json!({
+            "duration_s": 60.0,
+            "tremor": {"index": tremor_index},
+            "score": score,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn no_change_is_positive_zero_in_both_directions() {
+        // Same values in every game: no change, for a lower-is-better
+        // metric (tremor index) as for a higher-is-better one (score).
+        let played = [
+            metrics(0.25, 100.0),
+            metrics(0.25, 100.0),
+            metrics(0.25, 100.0),
+        ];
+        let games: Vec<ProgressGame<'_>> = played
+            .iter()
+            .enumerate()
+            .map(|(i, m)| ProgressGame {
+                game_id: Uuid::from_u128(i as u128 + 1),
+                at: Utc
+                    .with_ymd_and_hms(2026, 1, 1 + i as u32, 10, 0, 0)
+                    .unwrap(),
+                metrics: m,
+            })
+            .collect();
+        let p = progress(&games);
+        for key in ["tremor.index", "score"] {
+            let m = &p.metrics[key];
+            for (what, v) in [
+                ("improvement_pct", m.improvement_pct),
+                ("trend_per_week", m.trend_per_week),
+            ] {
+                let v = v.unwrap_or_else(|| panic!("{key} {what} is absent"));
+                assert_eq!(v.to_bits(), 0.0f64.to_bits(), "{key} {what} is {v:?}");
+            }
+        }
+        let json = serde_json::to_string(&p).unwrap();
+        assert!(!json.contains("-0.0"), "{json}");
+    }
 }

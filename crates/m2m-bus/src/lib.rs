@@ -1,6 +1,6 @@
 //! The event bus of m2m behind the [`Bus`] trait.
 //!
-//! Semantics every implementation keeps (they are RabbitMQ's, see API.md):
+//! Semantics every implementation keeps (they are RabbitMQ's, see docs/api.md):
 //! - ProcessingEvents go to one shared queue; any number of consumers
 //!   compete for them, each with at most `prefetch` unacknowledged.
 //! - Delivery is at least once: a delivery that is not acknowledged (nacked,

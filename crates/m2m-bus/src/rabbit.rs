@@ -1,4 +1,4 @@
-//! The RabbitMQ bus: the topology of API.md, declared idempotently on every
+//! The RabbitMQ bus: the topology of docs/api.md, declared idempotently on every
 //! (re)connection.
 //!
 //! | name | kind | role |
@@ -45,7 +45,7 @@ use std::time::Duration;
 use tokio::sync::{watch, Mutex};
 use tracing::{info, warn};
 
-/// Names of the topology (API.md).
+/// Names of the topology (docs/api.md).
 pub const PROCESSING_EXCHANGE: &str = "m2m.processing";
 pub const PROCESSING_QUEUE: &str = "m2m.processing";
 pub const PROCESSING_ROUTING_KEY: &str = "game.submitted";
@@ -311,7 +311,7 @@ fn durable() -> ExchangeDeclareOptions {
     }
 }
 
-/// Declares every exchange and queue of API.md's topology (idempotent).
+/// Declares every exchange and queue of the topology in docs/api.md (idempotent).
 pub async fn declare_topology(channel: &Channel) -> Result<(), lapin::Error> {
     let none = FieldTable::default;
     channel

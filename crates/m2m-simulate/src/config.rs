@@ -15,9 +15,10 @@ pub struct SimulateArgs {
     #[arg(long, default_value_t = 10)]
     pub users: usize,
 
-    /// Length of each generated game, in seconds.
-    #[arg(long, default_value_t = 60.0)]
-    pub duration_s: f64,
+    /// Length of each generated game, in seconds (how long the patient
+    /// plays; not how long the simulator runs, see --run-for).
+    #[arg(long, alias = "duration-s", default_value_t = 60.0)]
+    pub game_seconds: f64,
     /// Sample rate of each generated game.
     #[arg(long, default_value_t = 100.0)]
     pub sample_rate_hz: f64,
@@ -52,12 +53,13 @@ pub struct SimulateArgs {
     #[arg(long)]
     pub concurrency: Option<usize>,
     /// Stop after submitting this many games (default 100 when neither
-    /// --games nor --duration is given; with both, whichever comes first).
+    /// --games nor --run-for is given; with both, whichever comes first).
     #[arg(long)]
     pub games: Option<u64>,
-    /// Stop submitting after this long: `90`, `90s`, `500ms`, `5m`, `1h`.
-    #[arg(long, value_parser = parse_duration)]
-    pub duration: Option<Duration>,
+    /// Stop submitting after this long (the length of the whole run, not of
+    /// each game): `90`, `90s`, `500ms`, `5m`, `1h`.
+    #[arg(long, alias = "duration", value_parser = parse_duration)]
+    pub run_for: Option<Duration>,
     /// After the last submission, wait at most this long for the
     /// notifications of the accepted games.
     #[arg(long, value_parser = parse_duration, default_value = "30s")]
@@ -90,7 +92,8 @@ pub enum Channel {
 /// What each generated game looks like (the seed is given separately).
 #[derive(Debug, Clone, PartialEq)]
 pub struct GameOptions {
-    pub duration_s: f64,
+    /// Length of each game, in seconds.
+    pub game_seconds: f64,
     pub sample_rate_hz: f64,
     pub channels: Vec<Channel>,
     pub tremor_hz: Option<f64>,
@@ -117,8 +120,9 @@ pub struct SimulateConfig {
     pub load: Load,
     /// Stop after this many submissions…
     pub games: Option<u64>,
-    /// …or after this long, whichever comes first (at least one is set).
-    pub duration: Option<Duration>,
+    /// …or after submitting for this long, whichever comes first (at
+    /// least one is set).
+    pub run_for: Option<Duration>,
     pub drain_timeout: Duration,
     pub request_timeout: Duration,
     pub gzip: bool,
@@ -136,7 +140,7 @@ impl SimulateConfig {
             base_url,
             users: 10,
             game: GameOptions {
-                duration_s: 60.0,
+                game_seconds: 60.0,
                 sample_rate_hz: 100.0,
                 channels: vec![Channel::Flex, Channel::Force, Channel::Gyro],
                 tremor_hz: None,
@@ -146,7 +150,7 @@ impl SimulateConfig {
             distinct_games: 64,
             load: Load::Concurrency(8),
             games: Some(100),
-            duration: None,
+            run_for: None,
             drain_timeout: Duration::from_secs(30),
             request_timeout: Duration::from_secs(60),
             gzip: false,
@@ -170,14 +174,14 @@ impl SimulateConfig {
         if self.game.channels.is_empty() {
             return bad("--channels needs at least one group");
         }
-        if !(self.game.duration_s > 0.0 && self.game.duration_s.is_finite()) {
-            return bad("--duration-s must be a positive number");
+        if !(self.game.game_seconds > 0.0 && self.game.game_seconds.is_finite()) {
+            return bad("--game-seconds must be a positive number");
         }
         if !(10.0..=1000.0).contains(&self.game.sample_rate_hz) {
             return bad("--sample-rate-hz must be within 10 and 1000 (the API's range)");
         }
-        if self.game.duration_s * self.game.sample_rate_hz > 600_000.0 {
-            return bad("--duration-s × --sample-rate-hz exceeds the API's 600 000 samples");
+        if self.game.game_seconds * self.game.sample_rate_hz > 600_000.0 {
+            return bad("--game-seconds × --sample-rate-hz exceeds the API's 600 000 samples");
         }
         if !(self.game.noise >= 0.0 && self.game.noise.is_finite()) {
             return bad("--noise must be a non-negative number");
@@ -194,8 +198,8 @@ impl SimulateConfig {
             Load::Concurrency(0) => return bad("--concurrency must be at least 1"),
             _ => {}
         }
-        if self.games.is_none() && self.duration.is_none() {
-            return bad("give --games or --duration");
+        if self.games.is_none() && self.run_for.is_none() {
+            return bad("give --games or --run-for");
         }
         Ok(())
     }
@@ -213,7 +217,7 @@ impl TryFrom<SimulateArgs> for SimulateConfig {
             (None, Some(c)) => Load::Concurrency(c),
             (None, None) => Load::Concurrency(8),
         };
-        let games = match (a.games, a.duration) {
+        let games = match (a.games, a.run_for) {
             (None, None) => Some(100),
             (g, _) => g,
         };
@@ -223,7 +227,7 @@ impl TryFrom<SimulateArgs> for SimulateConfig {
             base_url,
             users: a.users,
             game: GameOptions {
-                duration_s: a.duration_s,
+                game_seconds: a.game_seconds,
                 sample_rate_hz: a.sample_rate_hz,
                 channels,
                 tremor_hz: a.tremor_hz,
@@ -233,7 +237,7 @@ impl TryFrom<SimulateArgs> for SimulateConfig {
             distinct_games: a.distinct_games,
             load,
             games,
-            duration: a.duration,
+            run_for: a.run_for,
             drain_timeout: a.drain_timeout,
             request_timeout: a.request_timeout,
             gzip: a.gzip,
@@ -340,12 +344,40 @@ mod tests {
             c.game.channels,
             [Channel::Flex, Channel::Force, Channel::Gyro]
         );
-        let c = parse(&["--rate", "5", "--duration", "10s", "--seed", "7"]).unwrap();
+        let c = parse(&["--rate", "5", "--run-for", "10s", "--seed", "7"]).unwrap();
         assert_eq!(c.load, Load::Rate(5.0));
-        assert_eq!((c.games, c.duration), (None, Some(Duration::from_secs(10))));
+        assert_eq!((c.games, c.run_for), (None, Some(Duration::from_secs(10))));
         assert_eq!(c.seed, 7);
         let c = parse(&["--channels", "flex,accel"]).unwrap();
         assert_eq!(c.game.channels, [Channel::Flex, Channel::Accel]);
+    }
+
+    #[test]
+    fn run_length_and_game_length_are_distinct_flags() {
+        let c = parse(&["--run-for", "2m", "--game-seconds", "30"]).unwrap();
+        assert_eq!(c.run_for, Some(Duration::from_secs(120)));
+        assert_eq!(c.game.game_seconds, 30.0);
+        assert_eq!(c.games, None, "--run-for alone bounds the run");
+        // The old names still work, meaning the same as before.
+        let old = parse(&["--duration", "2m", "--duration-s", "30"]).unwrap();
+        assert_eq!(old.run_for, c.run_for);
+        assert_eq!(old.game.game_seconds, c.game.game_seconds);
+        assert_eq!(old.games, None);
+        // Each defaults on its own.
+        let c = parse(&["--run-for", "5s"]).unwrap();
+        assert_eq!(c.game.game_seconds, 60.0);
+        let c = parse(&["--game-seconds", "5"]).unwrap();
+        assert_eq!((c.games, c.run_for), (Some(100), None));
+        // Help shows only the unambiguous names.
+        let help = <Cli as clap::CommandFactory>::command()
+            .render_long_help()
+            .to_string();
+        for shown in ["--run-for", "--game-seconds"] {
+            assert!(help.contains(shown), "{shown} missing from:\n{help}");
+        }
+        for hidden in ["--duration ", "--duration-s"] {
+            assert!(!help.contains(hidden), "{hidden} shown in:\n{help}");
+        }
     }
 
     #[test]
@@ -357,7 +389,12 @@ mod tests {
             (&["--users", "0"][..], "--users"),
             (&["--sample-rate-hz", "5"][..], "--sample-rate-hz"),
             (&["--channels", "flex,nose"][..], "nose"),
-            (&["--duration", "soon"][..], "soon"),
+            (&["--run-for", "soon"][..], "soon"),
+            (&["--game-seconds", "0"][..], "--game-seconds"),
+            (
+                &["--game-seconds", "700", "--sample-rate-hz", "1000"][..],
+                "--game-seconds",
+            ),
         ] {
             let e = parse(args).unwrap_err();
             assert!(e.contains(needle), "{args:?}: {e}");

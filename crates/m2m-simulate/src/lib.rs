@@ -146,7 +146,7 @@ pub async fn run(config: SimulateConfig) -> anyhow::Result<Report> {
     let start = Instant::now();
     let bound = Bound {
         games: config.games,
-        until: config.duration.map(|d| start + d),
+        until: config.run_for.map(|d| start + d),
     };
     submitter.run(config.load, start, bound).await;
     let submitted_at = Instant::now();

@@ -99,7 +99,7 @@ impl GamePool {
 fn game_json(opts: &GameOptions, seed: u64, i: usize) -> String {
     let game_seed = splitmix64(seed ^ splitmix64(i as u64));
     let spec = GameSpec {
-        duration_s: opts.duration_s,
+        duration_s: opts.game_seconds,
         sample_rate_hz: opts.sample_rate_hz,
         flex: opts.channels.contains(&Channel::Flex),
         force: opts.channels.contains(&Channel::Force),
@@ -128,7 +128,7 @@ mod tests {
 
     fn opts() -> GameOptions {
         GameOptions {
-            duration_s: 2.0,
+            game_seconds: 2.0,
             sample_rate_hz: 50.0,
             channels: vec![Channel::Flex, Channel::Gyro],
             tremor_hz: Some(5.0),

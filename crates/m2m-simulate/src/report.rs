@@ -146,10 +146,6 @@ impl fmt::Display for Report {
             }
         )?;
         writeln!(f)?;
-        writeln!(f, "  games      submitted {:>8}", self.submitted)?;
-        writeln!(f, "             accepted  {:>8}", self.accepted)?;
-        writeln!(f, "             processed {:>8}", self.processed)?;
-        writeln!(f, "             failed    {:>8}", self.failed)?;
         let kinds: Vec<String> = self
             .errors
             .iter()
@@ -160,17 +156,24 @@ impl fmt::Display for Report {
         } else {
             format!("  ({})", kinds.join(", "))
         };
-        writeln!(f, "             errored   {:>8}{kinds}", self.errored)?;
-        writeln!(
-            f,
-            "             unnotified{:>9}{}",
-            self.unnotified,
-            if self.drain_timed_out {
-                "  (drain timed out)"
-            } else {
-                ""
-            }
-        )?;
+        let drain = if self.drain_timed_out {
+            "  (drain timed out)".to_owned()
+        } else {
+            String::new()
+        };
+        let counts = [
+            ("games", "submitted", self.submitted, String::new()),
+            ("", "accepted", self.accepted, String::new()),
+            ("", "processed", self.processed, String::new()),
+            ("", "failed", self.failed, String::new()),
+            ("", "errored", self.errored, kinds),
+            ("", "unnotified", self.unnotified, drain),
+        ];
+        // One format for every row, so the numbers line up whatever the
+        // length of the label.
+        for (group, label, n, note) in counts {
+            writeln!(f, "  {group:<11}{label:<11}{n:>8}{note}")?;
+        }
         writeln!(f)?;
         writeln!(
             f,
@@ -212,6 +215,106 @@ impl fmt::Display for Report {
                 "  simulator   CPU time not available; pool generated in {:.2} s",
                 s.pool_generation_s
             ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn latency() -> Latency {
+        Latency {
+            count: 3,
+            p50: 1.0,
+            p95: 2.0,
+            p99: 3.0,
+            max: 4.0,
+            mean: 1.5,
+        }
+    }
+
+    fn report(unnotified: u64, drain_timed_out: bool) -> Report {
+        Report {
+            run_id: "0badcafe".into(),
+            base_url: "http://127.0.0.1:8080/".into(),
+            mode: "concurrency",
+            concurrency: Some(8),
+            rate: None,
+            users: 10,
+            seed: 7,
+            distinct_games: 64,
+            gzip: false,
+            body_bytes_mean: 600_000.0,
+            body_bytes_raw_mean: 600_000.0,
+            submitted: 123_456,
+            accepted: 123_450,
+            processed: 123_440,
+            failed: 7,
+            errored: 6,
+            errors: BTreeMap::from([("HTTP 503".to_owned(), 6)]),
+            unnotified,
+            drain_timed_out,
+            submit_latency_ms: latency(),
+            notify_latency_ms: latency(),
+            elapsed_s: 10.0,
+            submit_elapsed_s: 9.0,
+            games_per_s: 12.0,
+            completed_per_s: 11.0,
+            bytes_sent: 1,
+            mb_per_s: 7.0,
+            simulator: SimulatorLoad {
+                cpu_s: Some(1.0),
+                cpu_share: Some(0.1),
+                cores: 2,
+                pool_generation_s: 0.5,
+            },
+        }
+    }
+
+    /// The column just after the count that follows `label` on its line.
+    fn end_of_count(text: &str, label: &str) -> usize {
+        let line = text
+            .lines()
+            .find(|l| l.split_whitespace().any(|w| w == label))
+            .unwrap_or_else(|| panic!("no {label} line in:\n{text}"));
+        let after = line.find(label).unwrap() + label.len();
+        let rest = &line[after..];
+        let start = after + rest.find(|c: char| c.is_ascii_digit()).unwrap();
+        start
+            + line[start..]
+                .find(|c: char| !c.is_ascii_digit())
+                .unwrap_or(line.len() - start)
+    }
+
+    #[test]
+    fn the_counts_line_up() {
+        for r in [report(3, false), report(12_345, true), report(0, false)] {
+            let text = r.to_string();
+            let labels = [
+                "submitted",
+                "accepted",
+                "processed",
+                "failed",
+                "errored",
+                "unnotified",
+            ];
+            let ends: Vec<usize> = labels.iter().map(|l| end_of_count(&text, l)).collect();
+            assert!(ends.iter().all(|&e| e == ends[0]), "{ends:?} in:\n{text}");
+            let starts: Vec<usize> = labels
+                .iter()
+                .map(|l| text.lines().find_map(|line| line.find(l)).unwrap())
+                .collect();
+            assert!(
+                starts.iter().all(|&s| s == starts[0]),
+                "{starts:?} in:\n{text}"
+            );
+            assert!(text.contains("(HTTP 503: 6)"), "{text}");
+            assert_eq!(
+                text.contains("(drain timed out)"),
+                r.drain_timed_out,
+                "{text}"
+            );
         }
     }
 }

@@ -63,7 +63,7 @@ async fn spawn_system() -> System {
 fn small(system: &System) -> SimulateConfig {
     let mut c = SimulateConfig::new(system.base.clone());
     c.users = 3;
-    c.game.duration_s = 5.0;
+    c.game.game_seconds = 5.0;
     c.game.tremor_hz = Some(6.0);
     c.distinct_games = 6;
     c.seed = 42;
@@ -133,12 +133,12 @@ async fn open_loop_run_with_gzip_keeps_the_rate() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_duration_bound_stops_the_run() {
+async fn a_run_for_bound_stops_the_run() {
     let system = spawn_system().await;
     let mut config = small(&system);
     config.users = 1;
     config.games = None;
-    config.duration = Some(Duration::from_millis(600));
+    config.run_for = Some(Duration::from_millis(600));
     config.load = Load::Rate(5.0);
     let r = m2m_simulate::run(config).await.unwrap();
     // Ticks at 0, 0.2 and 0.4 s (0.6 s is the bound).
@@ -186,7 +186,7 @@ async fn a_refused_registration_is_a_clear_error() {
 #[test]
 fn the_same_seed_gives_the_same_game_bodies() {
     let opts = GameOptions {
-        duration_s: 3.0,
+        game_seconds: 3.0,
         sample_rate_hz: 100.0,
         channels: vec![Channel::Flex, Channel::Force, Channel::Gyro, Channel::Accel],
         tremor_hz: Some(6.0),

@@ -42,7 +42,7 @@ const PASSWORD: &str = "correct horse battery";
 /// Shared by every gateway of a test, as a deployment shares it.
 const JWT_SECRET: &str = "scaled-test-secret-0123456789-abcdefghijklmnop";
 /// The processing queue, its exchange and routing key, and the dead letters
-/// (API.md, "RabbitMQ topology").
+/// (docs/api.md, "RabbitMQ topology").
 const PROCESSING: &str = "m2m.processing";
 const ROUTING_KEY: &str = "game.submitted";
 const DEAD_LETTERS: &str = "m2m.processing.dead";
