@@ -1,5 +1,5 @@
 //! The game analysis of m2m: turns one game's glove data into the metrics
-//! defined in the product's METRICS spec, and a user's processed games into
+//! defined in docs/metrics.md, and a user's processed games into
 //! their progress.
 //!
 //! This crate is pure computation. It performs no I/O, holds no global state
@@ -73,8 +73,9 @@ impl std::fmt::Debug for Recording<'_> {
 
 /// Computes every metric of one game.
 ///
-/// A metric whose channels are missing, or that cannot be computed (see the
-/// spec's "When a value is undefined"), is absent from the result.
+/// A metric whose channels are missing, or that cannot be computed (e.g. no
+/// movement to measure smoothness on, see docs/metrics.md), is absent from
+/// the result.
 pub fn analyze(rec: &Recording<'_>) -> Metrics {
     let fs = rec.sample_rate_hz;
     let flex = finger_columns(rec, "flex");

@@ -1,6 +1,6 @@
 //! Movement segments of the flexion speed profile and their smoothness
-//! (SPARC and LDLJ), as defined in the spec's "Flexion speed and movement
-//! segments".
+//! (SPARC and LDLJ), as defined in docs/metrics.md ("How a movement is
+//! found").
 
 use crate::fft::RealFft;
 use crate::stats;
@@ -107,7 +107,7 @@ pub(crate) fn segments(speed: &[f64], fs: f64) -> Vec<(usize, usize)> {
     out
 }
 
-/// SPARC with the spec's parameters, keeping one FFT per length.
+/// SPARC with the parameters of docs/metrics.md, keeping one FFT per length.
 #[derive(Default)]
 struct Sparc {
     fft: Option<(usize, RealFft)>,

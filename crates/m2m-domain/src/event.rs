@@ -1,4 +1,4 @@
-//! The events on the bus, exactly as API.md defines them.
+//! The events on the bus, exactly as docs/api.md defines them.
 
 use crate::error::SubmissionError;
 use crate::game::GameStatus;

@@ -372,6 +372,17 @@ fn locate_error(bytes: &[u8], first: serde_json::Error) -> SubmissionError {
         Err(e) => e,
     };
     let message = strip_position(&err.inner().to_string());
+    let path = err.path().to_string();
+    // A key repeated in one object: serde names it only in its message, and
+    // the path is that of the object holding it.
+    if let Some(key) = quoted_after(&message, "duplicate field `") {
+        let field = if path == "." {
+            key
+        } else {
+            format!("{path}.{key}")
+        };
+        return SubmissionError::field(field, "appears more than once".to_owned());
+    }
     let message = if message.starts_with("number out of range") {
         "not a finite number (out of range)".to_owned()
     } else if message.starts_with("invalid type: ") && message.ends_with(", expected an object") {
@@ -379,7 +390,13 @@ fn locate_error(bytes: &[u8], first: serde_json::Error) -> SubmissionError {
     } else {
         message
     };
-    SubmissionError::field(err.path().to_string(), message)
+    SubmissionError::field(path, message)
+}
+
+/// The name serde quotes after `prefix` in an error message.
+fn quoted_after(message: &str, prefix: &str) -> Option<String> {
+    let rest = message.strip_prefix(prefix)?;
+    Some(rest.split('`').next()?.to_owned())
 }
 
 /// serde_json appends " at line L column C"; the field path says more.

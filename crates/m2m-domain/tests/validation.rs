@@ -194,6 +194,23 @@ fn duplicate_channels_are_refused() {
 }
 
 #[test]
+fn a_repeated_key_is_named() {
+    for (text, field) in [
+        (r#"{"game":"a","game":"b"}"#, "game"),
+        (r#"{"game":"tap","game":0e99}"#, "game"),
+        (
+            r#"{"game":"g","score":1,"sample_rate_hz":100,"device":{"hand":"left","hand":"left"},"channels":{"a":[1]}}"#,
+            "device.hand",
+        ),
+    ] {
+        let err = GameSubmission::from_json(text.as_bytes()).unwrap_err();
+        let errors = err.field_errors();
+        assert_eq!(errors[0].field, field, "{text}: {errors:?}");
+        assert_eq!(errors[0].message, "appears more than once", "{text}");
+    }
+}
+
+#[test]
 fn text_that_is_not_json_is_malformed() {
     for text in [
         "",

@@ -123,17 +123,24 @@ pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiErro
         }
         let message = strip_position(&e.inner().to_string());
         let path = e.path().to_string();
-        let field =
-            missing_field(&message).unwrap_or(if path == "." { "body".to_owned() } else { path });
+        if let Some(key) = quoted_after(&message, "duplicate field `") {
+            return ApiError::invalid_field(&key, "appears more than once");
+        }
+        let field = quoted_after(&message, "missing field `").unwrap_or(if path == "." {
+            "body".to_owned()
+        } else {
+            path
+        });
         ApiError::invalid_field(&field, message)
     })?;
     de.end().map_err(|e| malformed(&e))?;
     Ok(value)
 }
 
-/// serde names a missing field only in its message ("missing field `x`").
-fn missing_field(message: &str) -> Option<String> {
-    let rest = message.strip_prefix("missing field `")?;
+/// serde names a missing or repeated field only in its message ("missing
+/// field `x`", "duplicate field `x`").
+fn quoted_after(message: &str, prefix: &str) -> Option<String> {
+    let rest = message.strip_prefix(prefix)?;
     Some(rest.split('`').next()?.to_owned())
 }
 

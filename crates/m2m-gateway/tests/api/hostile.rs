@@ -129,6 +129,24 @@ async fn anything_but_an_object_is_refused_where_an_object_is_expected() {
 }
 
 #[tokio::test]
+async fn a_repeated_key_is_a_problem_422_naming_it() {
+    let app = spawn_app().await;
+    let r = app
+        .client
+        .post(app.url("/v1/users"))
+        .header("content-type", "application/json")
+        .body(r#"{"username":"ada","username":"grace","password":"correct horse battery"}"#)
+        .send()
+        .await
+        .unwrap();
+    let v = assert_problem(r, 422, Some("username")).await;
+    assert!(
+        v["detail"].as_str().unwrap().contains("more than once"),
+        "{v}"
+    );
+}
+
+#[tokio::test]
 async fn account_endpoints_take_small_bodies_only() {
     let app = spawn_app().await;
     let huge = "a".repeat(4 * 1024 * 1024);
