@@ -7,14 +7,21 @@
 #   scripts/api-fuzz.sh [M2M_BINARY] [SECONDS]
 #
 # M2M_BINARY defaults to target/debug/m2m (built if missing), SECONDS to 180.
-# Needs schemathesis 4 (`pip install 'schemathesis>=4,<5'`). Exit status 0
+# Needs schemathesis 4 (`pip install 'schemathesis==4.32.5'`, as .ci/run does). Exit status 0
 # only when Schemathesis found no failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=${1:-target/debug/m2m}
 budget=${2:-180}
 [ -x "$bin" ] || cargo build --bin m2m
-command -v schemathesis >/dev/null || { echo "schemathesis not found: pip install 'schemathesis>=4,<5'" >&2; exit 1; }
+if python3 -c 'import schemathesis' 2>/dev/null; then
+  st=(python3 -m schemathesis.cli)
+elif command -v schemathesis >/dev/null; then
+  st=(schemathesis)
+else
+  echo "schemathesis not found: pip install 'schemathesis==4.32.5'" >&2
+  exit 1
+fi
 
 work=$(mktemp -d)
 log="$work/serve.log"
@@ -41,7 +48,7 @@ token=$(curl -sf -X POST "$base/v1/login" -H 'Content-Type: application/json' \
   sed -E 's/.*"access_token":"([^"]+)".*/\1/')
 
 status=0
-schemathesis --config-file scripts/schemathesis.toml run "$base/openapi.json" \
+"${st[@]}" --config-file scripts/schemathesis.toml run "$base/openapi.json" \
   --checks all \
   --phases examples,coverage,fuzzing,stateful \
   --max-time "$budget" \
