@@ -117,15 +117,12 @@ async fn gzip_bodies_are_accepted() {
     let app = spawn_app().await;
     let token = app.user("ada").await;
     let r = app
-        .client
-        .post(app.url("/v1/games"))
-        .bearer_auth(&token)
-        .header("content-type", "application/json")
-        .header("content-encoding", "gzip")
-        .body(gzip(small_game(3).as_bytes()))
-        .send()
-        .await
-        .unwrap();
+        .post_game_with(
+            &token,
+            &[("content-encoding", "gzip")],
+            gzip(small_game(3).as_bytes()),
+        )
+        .await;
     assert_eq!(r.status(), 202);
 }
 
@@ -180,21 +177,7 @@ async fn idempotent_replay_returns_the_first_answer() {
     })
     .await;
     let token = app.user("ada").await;
-    let send = |key: &'static str, body: String| {
-        let app = &app;
-        let token = token.clone();
-        async move {
-            app.client
-                .post(app.url("/v1/games"))
-                .bearer_auth(token)
-                .header("content-type", "application/json")
-                .header("idempotency-key", key)
-                .body(body)
-                .send()
-                .await
-                .unwrap()
-        }
-    };
+    let send = |key: &'static str, body: String| app.post_game_keyed(&token, key, body);
     let first = send("game-42", small_game(1)).await;
     assert_eq!(first.status(), 202);
     let first_location = first.headers()["location"].clone();
@@ -215,16 +198,7 @@ async fn idempotent_replay_returns_the_first_answer() {
 
     // Keys are per user.
     let other = app.user("grace").await;
-    let r = app
-        .client
-        .post(app.url("/v1/games"))
-        .bearer_auth(&other)
-        .header("content-type", "application/json")
-        .header("idempotency-key", "game-42")
-        .body(small_game(1))
-        .send()
-        .await
-        .unwrap();
+    let r = app.post_game_keyed(&other, "game-42", small_game(1)).await;
     assert_eq!(r.status(), 202);
     assert_ne!(r.text().await.unwrap(), first_body);
 

@@ -179,14 +179,55 @@ impl TestApp {
         token: &str,
         body: impl Into<reqwest::Body>,
     ) -> reqwest::Response {
-        self.client
+        self.post_game_with(token, &[], body).await
+    }
+
+    /// Uploads a game with an `Idempotency-Key`.
+    pub(crate) async fn post_game_keyed(
+        &self,
+        token: &str,
+        key: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> reqwest::Response {
+        self.post_game_with(token, &[("idempotency-key", key)], body)
+            .await
+    }
+
+    /// Uploads a game as JSON with more headers.
+    pub(crate) async fn post_game_with(
+        &self,
+        token: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<reqwest::Body>,
+    ) -> reqwest::Response {
+        let mut request = self
+            .client
             .post(self.url("/v1/games"))
             .bearer_auth(token)
-            .header("content-type", "application/json")
-            .body(body)
+            .header("content-type", "application/json");
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.body(body).send().await.unwrap()
+    }
+
+    /// The text of `/metrics`.
+    pub(crate) async fn metrics(&self) -> String {
+        let r = self.client.get(self.url("/metrics")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        r.text().await.unwrap()
+    }
+
+    /// The served OpenAPI document.
+    pub(crate) async fn openapi(&self) -> Value {
+        let r = self
+            .client
+            .get(self.url("/openapi.json"))
             .send()
             .await
-            .unwrap()
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r.json().await.unwrap()
     }
 
     /// Uploads a small generated game; returns its game_id.

@@ -41,15 +41,8 @@ async fn a_content_encoding_other_than_gzip_is_a_problem_415() {
     let token = app.user("ada").await;
     for encoding in ["br", "deflate", "zstd", "x-unknown"] {
         let r = app
-            .client
-            .post(app.url("/v1/games"))
-            .bearer_auth(&token)
-            .header("content-type", "application/json")
-            .header("content-encoding", encoding)
-            .body(small_game(1))
-            .send()
-            .await
-            .unwrap();
+            .post_game_with(&token, &[("content-encoding", encoding)], small_game(1))
+            .await;
         assert!(
             r.headers()["accept-encoding"]
                 .to_str()
@@ -199,15 +192,7 @@ async fn invented_methods_share_one_metrics_label() {
             .unwrap();
         assert_problem(r, 404, None).await;
     }
-    let text = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.metrics().await;
     assert!(!text.contains("ZZMETHOD"), "{text}");
     assert!(
         text.contains(
@@ -228,16 +213,7 @@ async fn idempotency_keys_are_forgotten_after_their_time() {
     .await;
     let token = app.user("ada").await;
     let upload = || async {
-        let r = app
-            .client
-            .post(app.url("/v1/games"))
-            .bearer_auth(&token)
-            .header("content-type", "application/json")
-            .header("idempotency-key", "game-1")
-            .body(small_game(1))
-            .send()
-            .await
-            .unwrap();
+        let r = app.post_game_keyed(&token, "game-1", small_game(1)).await;
         assert_eq!(r.status(), 202);
         r.json::<Value>().await.unwrap()["game_id"].clone()
     };
@@ -290,15 +266,8 @@ async fn undecodable_bodies_and_headers_are_problem_400s() {
     // A body that is not gzip although it says so.
     let token = app.user("ada").await;
     let r = app
-        .client
-        .post(app.url("/v1/games"))
-        .bearer_auth(&token)
-        .header("content-type", "application/json")
-        .header("content-encoding", "gzip")
-        .body("not gzip at all")
-        .send()
-        .await
-        .unwrap();
+        .post_game_with(&token, &[("content-encoding", "gzip")], "not gzip at all")
+        .await;
     assert_problem(r, 400, Some("body")).await;
     // A header that is not text.
     let r = app

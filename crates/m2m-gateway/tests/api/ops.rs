@@ -1,7 +1,6 @@
 //! /healthz, /readyz, /metrics, /openapi.json, unknown routes.
 
 use crate::helpers::*;
-use serde_json::Value;
 
 #[tokio::test]
 async fn health_and_readiness() {
@@ -41,15 +40,7 @@ async fn metrics_count_requests_and_games() {
 #[tokio::test]
 async fn the_openapi_document_lists_every_endpoint() {
     let app = spawn_app().await;
-    let doc: Value = app
-        .client
-        .get(app.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc = app.openapi().await;
     assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
     let paths = doc["paths"].as_object().unwrap();
     for (path, method) in [
@@ -91,15 +82,7 @@ async fn unknown_routes_are_problem_404s() {
 #[tokio::test]
 async fn the_openapi_document_states_every_answer_and_limit() {
     let app = spawn_app().await;
-    let doc: Value = app
-        .client
-        .get(app.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc = app.openapi().await;
     for (path, item) in doc["paths"].as_object().unwrap() {
         for (method, op) in item.as_object().unwrap() {
             let responses = op["responses"].as_object().unwrap();

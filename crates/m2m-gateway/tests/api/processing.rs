@@ -61,15 +61,7 @@ async fn a_poison_event_ends_failed_without_blocking_the_games_behind_it() {
         1,
         "dead-lettered once, after 3 attempts"
     );
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains("m2m_processing_retries_total 2"),
         "{metrics}"
