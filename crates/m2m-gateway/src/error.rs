@@ -52,8 +52,8 @@ pub enum ApiError {
     /// 503: the request took longer than the server's time limit.
     #[error("the request took longer than {0} s; it may or may not have taken effect")]
     Timeout(u64),
-    /// Any other error status, made by a layer of the framework rather than
-    /// by a handler (see [`ensure_problem`]).
+    /// An error status made by a layer of the framework that no other kind
+    /// stands for (see [`ensure_problem`]).
     #[error("{detail}")]
     Status { status: StatusCode, detail: String },
     /// 500: a bug or an unexpected failure. The body says nothing more;
@@ -113,17 +113,10 @@ impl ApiError {
             ApiError::TooManyRequests { .. } => ("rate-limited", "Too many requests"),
             ApiError::Unavailable(_) => ("unavailable", "Service unavailable"),
             ApiError::Timeout(_) => ("timeout", "Request timed out"),
-            ApiError::Status { status, .. } => match status.as_u16() {
-                400 => ("bad-request", "Malformed request"),
-                404 => ("not-found", "Not found"),
-                405 => ("method-not-allowed", "Method not allowed"),
-                413 => ("payload-too-large", "Request body too large"),
-                415 => ("unsupported-media-type", "Unsupported media type"),
-                500 => ("internal", "Internal server error"),
-                503 => ("unavailable", "Service unavailable"),
-                s if s < 500 => ("client-error", "Request not accepted"),
-                _ => ("server-error", "Server error"),
-            },
+            ApiError::Status { status, .. } if status.is_client_error() => {
+                ("client-error", "Request not accepted")
+            }
+            ApiError::Status { .. } => ("server-error", "Server error"),
             ApiError::Unexpected(_) => ("internal", "Internal server error"),
         }
     }
@@ -238,9 +231,10 @@ fn is_problem(headers: &header::HeaderMap) -> bool {
 
 /// Turns every error response that is not problem+json yet into one, so
 /// that the answers made by the framework's own layers have the same shape
-/// as the handlers': the router's 405, the decompression's 415, a body
-/// limit's 413, an extractor's 400. The headers they set (`Allow`,
-/// `Accept-Encoding`, ...) are kept; their text, if any, becomes the detail.
+/// as the handlers' and the same `type` for the same status: the router's
+/// 405, the decompression's 415, an extractor's 400. The headers they set
+/// (`Allow`, `Accept-Encoding`, ...) are kept; their text, if any, becomes
+/// the detail.
 pub(crate) async fn ensure_problem(
     req: axum::extract::Request,
     next: axum::middleware::Next,
@@ -257,22 +251,28 @@ pub(crate) async fn ensure_problem(
         .and_then(|b| String::from_utf8(b.to_vec()).ok())
         .map(|t| t.trim().to_owned())
         .filter(|t| !t.is_empty());
+    let detail = text.unwrap_or_else(|| {
+        status
+            .canonical_reason()
+            .unwrap_or("error")
+            .to_ascii_lowercase()
+    });
     let error = match status {
+        StatusCode::BAD_REQUEST => ApiError::BadRequest {
+            detail,
+            errors: Vec::new(),
+        },
+        StatusCode::NOT_FOUND => ApiError::NotFound,
         StatusCode::METHOD_NOT_ALLOWED => ApiError::MethodNotAllowed,
         StatusCode::UNSUPPORTED_MEDIA_TYPE
             if parts.headers.contains_key(header::ACCEPT_ENCODING) =>
         {
             ApiError::UnsupportedEncoding
         }
-        _ => ApiError::Status {
-            status,
-            detail: text.unwrap_or_else(|| {
-                status
-                    .canonical_reason()
-                    .unwrap_or("error")
-                    .to_ascii_lowercase()
-            }),
-        },
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::UnsupportedMediaType,
+        StatusCode::SERVICE_UNAVAILABLE => ApiError::Unavailable(detail),
+        StatusCode::INTERNAL_SERVER_ERROR => ApiError::Unexpected(anyhow::anyhow!(detail)),
+        _ => ApiError::Status { status, detail },
     };
     let mut problem = error.into_response();
     for (name, value) in &parts.headers {

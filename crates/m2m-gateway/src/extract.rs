@@ -4,9 +4,8 @@
 use crate::error::ApiError;
 use crate::state::AppState;
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
-use axum::http::{header, request::Parts, HeaderMap, StatusCode};
+use axum::http::{header, request::Parts, HeaderMap};
 use serde::de::DeserializeOwned;
 use std::net::{IpAddr, SocketAddr};
 use uuid::Uuid;
@@ -24,8 +23,38 @@ fn is_json(headers: &HeaderMap) -> bool {
         .unwrap_or(false)
 }
 
-/// The raw body of a JSON request: 415 if not sent as JSON, 413 once the
-/// (decompressed) body passes the limit, without reading the rest.
+/// The raw body of a JSON request, read up to `limit` bytes after
+/// decompression: 415 if not sent as JSON, 413 once the body passes the
+/// limit (without reading the rest), 400 if it cannot be read.
+async fn read_json(req: Request, limit: usize) -> Result<Bytes, ApiError> {
+    if !is_json(req.headers()) {
+        return Err(ApiError::UnsupportedMediaType);
+    }
+    axum::body::to_bytes(req.into_body(), limit)
+        .await
+        .map_err(|e| {
+            if is_length_limit(&e) {
+                ApiError::PayloadTooLarge { limit }
+            } else {
+                ApiError::bad_field("body", format!("cannot read the request body: {e}"))
+            }
+        })
+}
+
+/// Whether reading a body failed on its length limit.
+fn is_length_limit(e: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if s.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = s.source();
+    }
+    false
+}
+
+/// The raw body of a game upload, up to the configured body limit
+/// (`--body-limit`), as [`read_json`].
 #[derive(Debug)]
 pub(crate) struct JsonBytes(pub(crate) Bytes);
 
@@ -33,25 +62,9 @@ impl FromRequest<AppState> for JsonBytes {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
-        if !is_json(req.headers()) {
-            return Err(ApiError::UnsupportedMediaType);
-        }
-        let limit = state.config().body_limit;
-        Bytes::from_request(req, state)
+        read_json(req, state.config().body_limit)
             .await
             .map(JsonBytes)
-            .map_err(|e| body_error(e, limit))
-    }
-}
-
-fn body_error(e: BytesRejection, limit: usize) -> ApiError {
-    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        ApiError::PayloadTooLarge { limit }
-    } else {
-        ApiError::bad_field(
-            "body",
-            format!("cannot read the request body: {}", e.body_text()),
-        )
     }
 }
 
@@ -71,34 +84,9 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, _: &AppState) -> Result<Self, ApiError> {
-        if !is_json(req.headers()) {
-            return Err(ApiError::UnsupportedMediaType);
-        }
-        let bytes = axum::body::to_bytes(req.into_body(), ACCOUNT_BODY_LIMIT)
-            .await
-            .map_err(|e| {
-                if is_length_limit(&e) {
-                    ApiError::PayloadTooLarge {
-                        limit: ACCOUNT_BODY_LIMIT,
-                    }
-                } else {
-                    ApiError::bad_field("body", format!("cannot read the request body: {e}"))
-                }
-            })?;
+        let bytes = read_json(req, ACCOUNT_BODY_LIMIT).await?;
         parse_json(&bytes).map(JsonBody)
     }
-}
-
-/// Whether reading a body failed on its length limit.
-fn is_length_limit(e: &axum::Error) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(s) = source {
-        if s.is::<http_body_util::LengthLimitError>() {
-            return true;
-        }
-        source = s.source();
-    }
-    false
 }
 
 /// Parses a JSON object, telling malformed text (400) from a value that is

@@ -23,7 +23,6 @@ pub use auth::{JwtSecret, LoginLimits};
 pub use error::{ApiError, Problem};
 pub use state::{AppState, GatewayConfig};
 
-use axum::extract::DefaultBodyLimit;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::Router;
@@ -36,8 +35,9 @@ use tower_http::decompression::RequestDecompressionLayer;
 /// The gateway's routes, and the layers every request goes through, from
 /// the outside in: metrics, trace id and logging (`telemetry::observe`);
 /// problem+json for every error, including the framework's own
-/// (`error::ensure_problem`); gzip decompression; the body limit; a caught
-/// panic as a 500; the time limit of ordinary requests.
+/// (`error::ensure_problem`); gzip decompression; a caught panic as a 500;
+/// the time limit of ordinary requests. Body limits are the extractors'
+/// (`extract.rs`): each reads at most its limit, after decompression.
 pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .route("/v1/users", post(accounts::register))
@@ -61,7 +61,6 @@ pub fn router(state: AppState) -> Router {
     api.merge(streams)
         .fallback(|| async { error::ApiError::NotFound })
         .layer(CatchPanicLayer::custom(panic_response))
-        .layer(DefaultBodyLimit::max(state.config().body_limit))
         .layer(
             RequestDecompressionLayer::new()
                 .gzip(true)

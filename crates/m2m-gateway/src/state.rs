@@ -15,7 +15,8 @@ use tokio_util::sync::CancellationToken;
 /// How the gateway behaves. `Default` gives the contract's values.
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
-    /// Largest request body, after decompression.
+    /// Largest game upload, after decompression (the account endpoints
+    /// have their own limit, `extract::ACCOUNT_BODY_LIMIT`).
     pub body_limit: usize,
     pub jwt_secret: JwtSecret,
     pub access_ttl: Duration,

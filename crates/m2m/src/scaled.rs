@@ -32,7 +32,8 @@ pub(crate) struct GatewayArgs {
     listen: String,
     #[command(flatten)]
     shared: Shared,
-    /// Largest request body in bytes, after decompression.
+    /// Largest game upload in bytes, after decompression (the account
+    /// endpoints take at most 8 KiB).
     #[arg(long, env = "M2M_BODY_LIMIT", default_value_t = 32 * 1024 * 1024)]
     body_limit: usize,
 }

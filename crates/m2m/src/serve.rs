@@ -24,7 +24,8 @@ pub(crate) struct ServeArgs {
     /// generated token secret); one m2m serve at a time may use it.
     #[arg(long, env = "M2M_DATA_DIR", default_value = "./m2m-data")]
     data_dir: PathBuf,
-    /// Largest request body in bytes, after decompression.
+    /// Largest game upload in bytes, after decompression (the account
+    /// endpoints take at most 8 KiB).
     #[arg(long, env = "M2M_BODY_LIMIT", default_value_t = 32 * 1024 * 1024)]
     body_limit: usize,
     /// Games analysed at once (default: the number of cores).
