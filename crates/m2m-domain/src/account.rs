@@ -2,6 +2,12 @@
 
 use crate::error::FieldError;
 use std::fmt;
+use std::ops::RangeInclusive;
+
+/// How many characters a username has.
+pub const USERNAME_CHARS: RangeInclusive<usize> = 3..=64;
+/// How many characters a password has.
+pub const PASSWORD_CHARS: RangeInclusive<usize> = 10..=256;
 
 /// A username: 3–64 ASCII letters, digits, `.`, `_`, `-`. Compared without
 /// regard to case; the spelling the user chose is kept for display.
@@ -14,7 +20,7 @@ pub struct Username {
 impl Username {
     pub fn parse(s: &str) -> Result<Self, FieldError> {
         let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
-        if !(3..=64).contains(&s.len()) || !s.chars().all(ok_char) {
+        if !USERNAME_CHARS.contains(&s.len()) || !s.chars().all(ok_char) {
             return Err(FieldError::new(
                 "username",
                 "must be 3–64 characters of ASCII letters, digits, '.', '_' or '-'",
@@ -43,7 +49,7 @@ pub struct Password(String);
 
 impl Password {
     pub fn parse(s: String) -> Result<Self, FieldError> {
-        if !(10..=256).contains(&s.chars().count()) {
+        if !PASSWORD_CHARS.contains(&s.chars().count()) {
             return Err(FieldError::new("password", "must be 10–256 characters"));
         }
         Ok(Password(s))

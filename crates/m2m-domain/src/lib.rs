@@ -11,7 +11,7 @@ mod event;
 mod game;
 mod submission;
 
-pub use account::{Password, Username};
+pub use account::{Password, Username, PASSWORD_CHARS, USERNAME_CHARS};
 pub use column::{decode_column, encode_column, stored_precision, ColumnError};
 pub use event::{EventGame, ProcessingEvent, ReconciliationEvent, EVENT_VERSION};
 pub use game::{Change, Game, GameStatus};

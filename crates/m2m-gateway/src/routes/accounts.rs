@@ -8,7 +8,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use chrono::Utc;
-use m2m_domain::{FieldError, Password, Username};
+use m2m_domain::{FieldError, Password, Username, PASSWORD_CHARS, USERNAME_CHARS};
 use m2m_store::{NewLogin, NewUser, RefreshOutcome, StoreError};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -80,10 +80,10 @@ fn check_credentials(c: Credentials) -> ApiResult<(Username, Password)> {
 /// use of a login's credentials.
 fn check_lengths(c: &Credentials) -> ApiResult<()> {
     let mut errors = Vec::new();
-    if !(3..=64).contains(&c.username.chars().count()) {
+    if !USERNAME_CHARS.contains(&c.username.chars().count()) {
         errors.push(FieldError::new("username", "must be 3–64 characters"));
     }
-    if !(10..=256).contains(&c.password.chars().count()) {
+    if !PASSWORD_CHARS.contains(&c.password.chars().count()) {
         errors.push(FieldError::new("password", "must be 10–256 characters"));
     }
     if errors.is_empty() {

@@ -86,13 +86,14 @@ pub(crate) async fn events(
     user: AuthUser,
     headers: HeaderMap,
 ) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
-    // Subscribe first, so a change committed while we read is not missed.
-    let sub = state.0.hub.subscribe(user.user_id);
     let resume = headers
         .get("last-event-id")
         .map(|v| v.to_str().map(str::to_owned))
         .transpose()
         .map_err(|_| ApiError::bad_field("Last-Event-ID", "unknown or malformed event id"))?;
+    // Subscribe before reading the store, so a change committed while we
+    // read is not missed.
+    let sub = state.0.hub.subscribe(user.user_id);
     let (last, pending) = match resume {
         Some(cursor) => {
             let missed = state
