@@ -21,7 +21,7 @@ pub(crate) fn ts(t: DateTime<Utc>) -> String {
 /// The latest time [`TIME_FORMAT`] can write with four-digit years (past
 /// it, text order would stop being time order).
 pub(crate) fn latest_time() -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339("9999-12-31T23:59:59.999999Z")
+    DateTime::parse_from_rfc3339(m2m_domain::LATEST_STARTED_AT)
         .expect("a valid constant")
         .with_timezone(&Utc)
 }
@@ -84,7 +84,12 @@ pub(crate) fn id_time(id: Uuid) -> DateTime<Utc> {
 }
 
 /// A required field's value, or `None` after logging why it is unusable.
-fn required<T>(row: &dyn fmt::Display, field: &str, value: Field<T>, shown: &str) -> Option<T> {
+pub(crate) fn required<T>(
+    row: &dyn fmt::Display,
+    field: &str,
+    value: Field<T>,
+    shown: &str,
+) -> Option<T> {
     match value {
         Ok(Some(v)) => Some(v),
         Ok(None) => {
@@ -115,9 +120,9 @@ fn time(text: Field<String>) -> Field<DateTime<Utc>> {
     }
 }
 
-/// When a game was submitted: its stored `submitted_at`, else the time in
-/// its id.
-fn submitted_at(game_id: Uuid, stored: Field<String>) -> DateTime<Utc> {
+/// When a game was submitted (and its outbox entry created): its stored
+/// `submitted_at`, else the time in its id.
+pub(crate) fn submitted_at(game_id: Uuid, stored: Field<String>) -> DateTime<Utc> {
     required(
         &game_id,
         "submitted_at",
@@ -164,6 +169,15 @@ pub(crate) struct StoredGame {
     pub(crate) error: Field<String>,
 }
 
+/// A stored status, or why it cannot be read.
+fn status(stored: Field<String>) -> std::result::Result<GameStatus, String> {
+    match stored {
+        Ok(Some(s)) => GameStatus::parse(&s).ok_or(format!("unknown status {s:?}")),
+        Ok(None) => Err("missing".to_owned()),
+        Err(why) => Err(why),
+    }
+}
+
 /// The `error` of a game whose stored status cannot be read.
 pub(crate) const UNREADABLE_STATUS: &str = "the stored status of this game cannot be read";
 
@@ -172,11 +186,7 @@ impl StoredGame {
     /// fallback.
     pub(crate) fn render(self, with_metrics: bool) -> Game {
         let id = self.game_id;
-        let status = match self.status {
-            Ok(Some(s)) => GameStatus::parse(&s).ok_or(format!("unknown status {s:?}")),
-            Ok(None) => Err("missing".to_owned()),
-            Err(why) => Err(why),
-        };
+        let status = status(self.status);
         let mut error = optional(&id, "error", self.error);
         let status = status.unwrap_or_else(|why| {
             unreadable(&id, "status", &why, "failed");
@@ -229,12 +239,7 @@ impl StoredChange {
     /// its fallback.
     pub(crate) fn render(self) -> Change {
         let row = format!("change {} of game {}", self.cursor, self.game_id);
-        let status = match self.status {
-            Ok(Some(s)) => GameStatus::parse(&s).ok_or(format!("unknown status {s:?}")),
-            Ok(None) => Err("missing".to_owned()),
-            Err(why) => Err(why),
-        }
-        .unwrap_or_else(|why| {
+        let status = status(self.status).unwrap_or_else(|why| {
             unreadable(&row, "status", &why, "failed");
             GameStatus::Failed
         });
@@ -246,10 +251,4 @@ impl StoredChange {
             metrics: optional(&row, "metrics", self.metrics),
         }
     }
-}
-
-/// The time an outbox entry was created (its game's submission): stored,
-/// else the time in the game id.
-pub(crate) fn outbox_created_at(game_id: Uuid, stored: Field<String>) -> DateTime<Utc> {
-    submitted_at(game_id, stored)
 }

@@ -316,7 +316,7 @@ pub trait Store: Send + Sync + 'static {
     async fn ping(&self) -> Result<()>;
 
     /// Deletes the idempotency keys stored before `before`; returns how
-    /// many. The gateway keeps keys for 24 h (`IDEMPOTENCY_TTL`), so a
+    /// many. The gateway keeps keys for 24 h (`GatewayConfig::idempotency_ttl`), so a
     /// repeat within a day gets the first answer and the table stays
     /// bounded by a day of uploads.
     async fn purge_idempotency_keys(&self, before: DateTime<Utc>) -> Result<u64>;

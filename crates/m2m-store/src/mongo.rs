@@ -87,7 +87,7 @@
 //! one.
 
 use crate::format::{
-    corrupt, id, outbox_created_at, parse_time, plus, started_at, ts, unreadable, Field,
+    corrupt, id, parse_time, plus, required, started_at, submitted_at, ts, unreadable, Field,
     StoredChange, StoredGame,
 };
 use crate::{
@@ -1173,13 +1173,13 @@ impl Store for MongoStore {
             let Some(game_id) = doc_id(&d, "_id", "game") else {
                 continue;
             };
-            let metrics = match doc_value::<Metrics>(&d, "metrics") {
-                Ok(Some(m)) => m,
-                other => {
-                    let why = other.err().unwrap_or_else(|| "missing".into());
-                    unreadable(&game_id, "metrics", &why, "left out of progress");
-                    continue;
-                }
+            let Some(metrics) = required(
+                &game_id,
+                "metrics",
+                doc_value::<Metrics>(&d, "metrics"),
+                "left out of progress",
+            ) else {
+                continue;
             };
             games.push(ProcessedGame {
                 game_id,
@@ -1535,7 +1535,7 @@ impl MongoStore {
                 event_id: parse_id(&must("event_id")?)?,
                 game_id,
                 user_id: parse_id(&must("user_id")?)?,
-                created_at: outbox_created_at(game_id, created_at.clone()),
+                created_at: submitted_at(game_id, created_at.clone()),
                 game: EventGame {
                     game: must("game")?,
                     score: number("score")?,

@@ -38,7 +38,7 @@
 //! | `changes` | `seq` INTEGER PK AUTOINCREMENT, `user_id`, `game_id` → games, `event_id` UNIQUE, `reconciliation_event_id`, `status`, `processed_at`, `metrics` JSON, `error` | the change feed; a cursor is `seq` as 16 lower-case hex digits |
 
 use crate::format::{
-    corrupt, id, outbox_created_at, parse_time, plus, started_at, ts, unreadable, Field,
+    corrupt, id, parse_time, plus, required, started_at, submitted_at, ts, unreadable, Field,
     StoredChange, StoredGame,
 };
 use crate::{
@@ -618,7 +618,7 @@ fn claimed_row(row: &Row<'_>) -> std::result::Result<ClaimedRow, String> {
         game_id,
         user_id: uuid(2)?,
         trace_id: required("trace_id", must(text(row, 3))?)?,
-        created_at: outbox_created_at(game_id, created_at.clone()),
+        created_at: submitted_at(game_id, created_at.clone()),
         game: EventGame {
             game: required("game", must(text(row, 5))?)?,
             score: match real(row, 6).map_err(|e| e.to_string())? {
@@ -1022,16 +1022,13 @@ impl Store for SqliteStore {
                     let Some(game_id) = row_id(row, 0, "game")? else {
                         continue;
                     };
-                    let metrics = match json::<Metrics>(row, 3)? {
-                        Ok(Some(m)) => m,
-                        Ok(None) => {
-                            unreadable(&game_id, "metrics", "missing", "left out of progress");
-                            continue;
-                        }
-                        Err(why) => {
-                            unreadable(&game_id, "metrics", &why, "left out of progress");
-                            continue;
-                        }
+                    let Some(metrics) = required(
+                        &game_id,
+                        "metrics",
+                        json::<Metrics>(row, 3)?,
+                        "left out of progress",
+                    ) else {
+                        continue;
                     };
                     games.push(ProcessedGame {
                         game_id,
