@@ -98,6 +98,11 @@ fn with_log_format(
     with_env(args, &[("M2M_LOG_FORMAT", format)], lines)
 }
 
+/// `m2m serve` on a free port and `data_dir`.
+fn serve_args(data_dir: &str) -> [&str; 5] {
+    ["serve", "--listen", "127.0.0.1:0", "--data-dir", data_dir]
+}
+
 /// As [`with_log_format`], with any environment.
 fn with_env(
     args: &[&str],
@@ -151,13 +156,7 @@ fn every_service_refuses_an_unknown_log_format() {
     let db = format!("sqlite://{}", dir.path().join("scaled.db").display());
     // The broker is never reached: the refusal comes first.
     let amqp = "amqp://guest:guest@127.0.0.1:1/%2f";
-    let serve = [
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--data-dir",
-        data_dir.to_str().unwrap(),
-    ];
+    let serve = serve_args(data_dir.to_str().unwrap());
     let gateway = [
         "gateway",
         "--listen",
@@ -210,13 +209,7 @@ fn every_service_refuses_an_unknown_log_format() {
 fn a_log_filter_that_cannot_be_parsed_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("data");
-    let serve = [
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--data-dir",
-        data_dir.to_str().unwrap(),
-    ];
+    let serve = serve_args(data_dir.to_str().unwrap());
     let (status, stderr) = with_env(&serve, &[("M2M_LOG", "m2m=loud")], usize::MAX);
     let status =
         status.unwrap_or_else(|| panic!("still running 20 s with M2M_LOG=m2m=loud:\n{stderr}"));

@@ -7,6 +7,7 @@ use m2m_store::{SqliteStore, Store};
 use m2m_synth::GameSpec;
 use prometheus_client::registry::Registry;
 use serde_json::{json, Value};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -24,6 +25,9 @@ pub(crate) struct Options {
     pub(crate) bus_capacity: usize,
     pub(crate) idempotency_ttl: Duration,
     pub(crate) sweep_interval: Duration,
+    /// An SQLite file to serve, which outlives the app (as `m2m serve` on
+    /// a data directory); a new one in a temporary directory if `None`.
+    pub(crate) db: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -36,6 +40,7 @@ impl Default for Options {
             bus_capacity: m2m_bus::DEFAULT_CAPACITY,
             idempotency_ttl: Duration::from_secs(24 * 3600),
             sweep_interval: Duration::from_secs(3600),
+            db: None,
         }
     }
 }
@@ -47,7 +52,8 @@ pub(crate) struct TestApp {
     pub(crate) bus: InProcessBus,
     registry: Arc<Mutex<Registry>>,
     shutdown: CancellationToken,
-    _dir: tempfile::TempDir,
+    served: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl Drop for TestApp {
@@ -62,8 +68,15 @@ pub(crate) async fn spawn_app() -> TestApp {
 }
 
 pub(crate) async fn spawn_app_with(opts: Options) -> TestApp {
-    let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("m2m.db")).unwrap());
+    let (dir, db) = match opts.db {
+        Some(db) => (None, db),
+        None => {
+            let dir = tempfile::tempdir().unwrap();
+            let db = dir.path().join("m2m.db");
+            (Some(dir), db)
+        }
+    };
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&db).unwrap());
     let bus = InProcessBus::with_capacity(opts.bus_capacity);
     let mut config = GatewayConfig::new(JwtSecret::new(
         b"test-secret-test-secret-test-secret".to_vec(),
@@ -84,7 +97,7 @@ pub(crate) async fn spawn_app_with(opts: Options) -> TestApp {
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(m2m_gateway::serve(listener, state));
+    let served = tokio::spawn(m2m_gateway::serve(listener, state));
     let app = TestApp {
         base,
         client: reqwest::Client::new(),
@@ -92,6 +105,7 @@ pub(crate) async fn spawn_app_with(opts: Options) -> TestApp {
         bus,
         registry,
         shutdown,
+        served: Some(served),
         _dir: dir,
     };
     if opts.processor {
@@ -103,6 +117,24 @@ pub(crate) async fn spawn_app_with(opts: Options) -> TestApp {
 impl TestApp {
     pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
+    }
+
+    /// Stops the app as a shutdown does, and waits until it has stopped.
+    pub(crate) async fn stop(mut self) {
+        self.shutdown.cancel();
+        self.bus.close();
+        if let Some(served) = self.served.take() {
+            served.await.unwrap().unwrap();
+        }
+    }
+
+    /// GET `path` with a token, asserting 200; the JSON answer.
+    pub(crate) async fn read(&self, token: &str, path: &str) -> Value {
+        let r = self.get(token, path).await;
+        let status = r.status();
+        let body = r.text().await.unwrap();
+        assert_eq!(status, 200, "{path}: {body}");
+        serde_json::from_str(&body).unwrap()
     }
 
     /// Starts a processor on the app's bus and store.

@@ -4,16 +4,9 @@
 
 use crate::helpers::*;
 use futures::StreamExt;
-use m2m_bus::{Bus, InProcessBus};
-use m2m_gateway::{AppState, GatewayConfig, JwtSecret};
-use m2m_processor::{Processor, ProcessorConfig};
-use m2m_store::{SqliteStore, Store};
-use prometheus_client::registry::Registry;
 use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-use tokio_util::sync::CancellationToken;
+use std::path::PathBuf;
+use std::time::Duration;
 use uuid::Uuid;
 
 #[tokio::test]
@@ -93,136 +86,6 @@ async fn games_at_the_edges_of_every_range_are_stored_processed_and_read() {
 const YEAR_MINUS_1: &str = "-0001-12-31T23:00:00.000000Z";
 const YEAR_10000: &str = "+10000-01-01T00:00:59.000000Z";
 
-/// The real router, bus and (optionally) processor on an SQLite file that
-/// outlives it, as `m2m serve` on a data directory.
-struct Server {
-    base: String,
-    client: reqwest::Client,
-    bus: InProcessBus,
-    shutdown: CancellationToken,
-    served: tokio::task::JoinHandle<std::io::Result<()>>,
-}
-
-impl Server {
-    async fn start(db: &Path, processor: bool) -> Server {
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(db).unwrap());
-        let bus = InProcessBus::new();
-        let registry = Arc::new(Mutex::new(Registry::default()));
-        let shutdown = CancellationToken::new();
-        let state = AppState::new(
-            store.clone(),
-            Arc::new(bus.clone()),
-            GatewayConfig::new(JwtSecret::new(
-                b"test-secret-test-secret-test-secret".to_vec(),
-            )),
-            registry.clone(),
-            shutdown.clone(),
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let served = tokio::spawn(m2m_gateway::serve(listener, state));
-        if processor {
-            let bus: Arc<dyn Bus> = Arc::new(bus.clone());
-            let processor = Arc::new(Processor::new(
-                store,
-                bus,
-                ProcessorConfig {
-                    concurrency: 2,
-                    max_attempts: 5,
-                },
-                &mut registry.lock().unwrap(),
-            ));
-            tokio::spawn(processor.run(shutdown.clone()));
-        }
-        Server {
-            base,
-            client: reqwest::Client::new(),
-            bus,
-            shutdown,
-            served,
-        }
-    }
-
-    async fn stop(self) {
-        self.shutdown.cancel();
-        self.bus.close();
-        self.served.await.unwrap().unwrap();
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    async fn token(&self, username: &str) -> String {
-        let creds = json!({"username": username, "password": PASSWORD});
-        let r = self
-            .client
-            .post(self.url("/v1/login"))
-            .json(&creds)
-            .send()
-            .await
-            .unwrap();
-        if r.status() == 401 {
-            let r = self
-                .client
-                .post(self.url("/v1/users"))
-                .json(&creds)
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(r.status(), 201);
-            return Box::pin(self.token(username)).await;
-        }
-        let v: Value = r.json().await.unwrap();
-        v["access_token"].as_str().unwrap().to_owned()
-    }
-
-    async fn submit(&self, token: &str, seed: u64) -> Uuid {
-        let r = self
-            .client
-            .post(self.url("/v1/games"))
-            .bearer_auth(token)
-            .header("content-type", "application/json")
-            .body(small_game(seed))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
-        let v: Value = r.json().await.unwrap();
-        v["game_id"].as_str().unwrap().parse().unwrap()
-    }
-
-    /// GET `path`, asserting 200.
-    async fn read(&self, token: &str, path: &str) -> Value {
-        let r = self
-            .client
-            .get(self.url(path))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap();
-        let status = r.status();
-        let body = r.text().await.unwrap();
-        assert_eq!(status, 200, "{path}: {body}");
-        serde_json::from_str(&body).unwrap()
-    }
-
-    async fn wait_for(&self, token: &str, game_id: Uuid, status: &str) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let v = self.read(token, &format!("/v1/games/{game_id}")).await;
-            if v["status"] == status {
-                return v;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "game {game_id} never became {status}: {v}"
-            );
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-    }
-}
-
 /// Runs SQL on the database file as an older version or a hand edit would.
 fn sql(db: &PathBuf, statement: &str, game_id: Uuid, value: &str) {
     let conn = rusqlite::Connection::open(db).unwrap();
@@ -240,8 +103,13 @@ async fn a_data_directory_with_unreadable_times_reads_whole_after_the_upgrade() 
 
     // An older server accepted four games and stopped before analysing
     // them; one of them had a started_at in the year 10000.
-    let old = Server::start(&db, false).await;
-    let token = old.token("ada").await;
+    let on_db = |processor| Options {
+        processor,
+        db: Some(db.clone()),
+        ..Options::default()
+    };
+    let old = spawn_app_with(on_db(false)).await;
+    let token = old.user("ada").await;
     let mut games = Vec::new();
     for seed in 0..4 {
         games.push(old.submit(&token, seed).await);
@@ -257,8 +125,11 @@ async fn a_data_directory_with_unreadable_times_reads_whole_after_the_upgrade() 
 
     // The upgraded server analyses all of them: the unreadable time holds
     // up neither its own game nor the others.
-    let new = Server::start(&db, true).await;
-    let token = new.token("ada").await;
+    let new = spawn_app_with(on_db(true)).await;
+    let token = new.login("ada").await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     for &id in &games {
         new.wait_for(&token, id, "processed").await;
     }
