@@ -561,11 +561,11 @@ impl RabbitConsumer {
 fn delivery(d: lapin::message::Delivery) -> Delivery {
     let trace_id = header_str(&d.properties, "trace_id").unwrap_or_default();
     let attempt = delivery_count(&d.properties).saturating_add(1);
-    let event = serde_json::from_slice::<ProcessingEvent>(&d.data)
+    let event = ProcessingEvent::from_json(&d.data)
         .map(Arc::new)
-        .map_err(|e| Undecodable {
+        .map_err(|reason| Undecodable {
             raw: d.data.clone(),
-            reason: e.to_string(),
+            reason,
         });
     let acker = RabbitAcker {
         acker: Some(d.acker),

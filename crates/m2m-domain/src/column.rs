@@ -18,6 +18,12 @@ const F32_TOLERANCE: f64 = 1e-6;
 #[error("corrupt sensor column: {0}")]
 pub struct ColumnError(&'static str);
 
+impl ColumnError {
+    pub(crate) fn new(why: &'static str) -> Self {
+        ColumnError(why)
+    }
+}
+
 fn fits_f32(v: f64) -> bool {
     let back = f64::from(v as f32);
     back.is_finite() && (back - v).abs() <= F32_TOLERANCE * v.abs()
@@ -61,17 +67,6 @@ pub fn decode_column(bytes: &[u8]) -> Result<Vec<f64>, ColumnError> {
     }
 }
 
-/// The column exactly as it will read back from the store, so that a game
-/// analysed straight after its upload gives the same metrics as one
-/// analysed later from the store.
-pub fn stored_precision(col: &[f64]) -> Vec<f64> {
-    if col.iter().all(|&v| fits_f32(v)) {
-        col.iter().map(|&v| f64::from(v as f32)).collect()
-    } else {
-        col.to_vec()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -82,7 +77,6 @@ mod tests {
         let enc = encode_column(&col);
         assert_eq!(enc.len(), 1 + 4 * col.len());
         let dec = decode_column(&enc).unwrap();
-        assert_eq!(dec, stored_precision(&col));
         for (a, b) in col.iter().zip(&dec) {
             assert!((a - b).abs() <= 1e-6 * a.abs());
         }
@@ -98,7 +92,6 @@ mod tests {
             let enc = encode_column(&col);
             assert_eq!(enc[0], TAG_F64);
             assert_eq!(decode_column(&enc).unwrap(), col);
-            assert_eq!(stored_precision(&col), col);
         }
     }
 

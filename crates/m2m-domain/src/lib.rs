@@ -9,12 +9,17 @@ mod column;
 mod error;
 mod event;
 mod game;
+mod samples;
 mod submission;
 
 pub use account::{Password, Username, PASSWORD_CHARS, USERNAME_CHARS};
-pub use column::{decode_column, encode_column, stored_precision, ColumnError};
-pub use event::{EventGame, ProcessingEvent, ReconciliationEvent, EVENT_VERSION};
+pub use column::{decode_column, encode_column, ColumnError};
+pub use event::{
+    EventGame, ProcessingEvent, ReconciliationEvent, PROCESSING_EVENT_VERSION,
+    RECONCILIATION_EVENT_VERSION,
+};
 pub use game::{Change, Game, GameStatus};
+pub use samples::GameSamples;
 
 pub use error::{FieldError, SubmissionError};
 pub use submission::{

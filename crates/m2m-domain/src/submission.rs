@@ -1,5 +1,6 @@
 //! The GameSubmission of the API contract and its validation.
 
+use crate::column::ColumnError;
 use crate::error::{FieldError, SubmissionError};
 use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
@@ -112,6 +113,25 @@ impl Channels {
     }
 }
 
+impl Channels {
+    /// Columns read back from a store, which were valid when they were
+    /// stored. Checks only what the analysis relies on and stored data can
+    /// break: 1–[`MAX_CHANNELS`] columns, all of the same length of
+    /// 1–[`MAX_SAMPLES`] samples.
+    pub fn from_stored(columns: BTreeMap<String, Vec<f64>>) -> Result<Self, ColumnError> {
+        let Some(len) = columns.values().next().map(Vec::len) else {
+            return Err(ColumnError::new("the game has no columns"));
+        };
+        if columns.len() > MAX_CHANNELS {
+            return Err(ColumnError::new("more columns than a game may have"));
+        }
+        if !(1..=MAX_SAMPLES).contains(&len) || columns.values().any(|c| c.len() != len) {
+            return Err(ColumnError::new("the columns differ in length"));
+        }
+        Ok(Channels(columns))
+    }
+}
+
 impl m2m_analysis::ChannelSource for Channels {
     fn channel(&self, name: &str) -> Option<&[f64]> {
         self.get(name)
@@ -183,12 +203,7 @@ impl GameSubmission {
 
     /// Runs the analysis on this game.
     pub fn analyze(&self) -> m2m_analysis::Metrics {
-        m2m_analysis::analyze(&m2m_analysis::Recording {
-            sample_rate_hz: self.sample_rate_hz,
-            samples: self.channels.samples(),
-            score: self.score,
-            channels: &self.channels,
-        })
+        crate::samples::analyze(self.sample_rate_hz, self.score, &self.channels)
     }
 }
 
