@@ -3,18 +3,27 @@
 //! and those schemas reject what the contract forbids, so a schema that
 //! accepts anything fails here.
 //!
+//! The ProcessingEvent published is version 2, which refers to the stored
+//! game instead of carrying its samples; version 1, which carried every
+//! column, is still parsed (`schemas/processing-event-v1.schema.json`).
+//!
 //! `docs/asyncapi.yaml` is not parsed here: no YAML crate is in the
 //! dependency tree, and one is not worth adding for this check alone.
 
 use chrono::{DateTime, TimeZone, Utc};
 use jsonschema::Validator;
 use m2m_analysis::{Fingers, Metrics, Smoothness, Tremor};
-use m2m_domain::{GameStatus, GameSubmission, ProcessingEvent, ReconciliationEvent, EVENT_VERSION};
+use m2m_domain::{
+    GameStatus, GameSubmission, ProcessingEvent, ReconciliationEvent, MAX_CHANNELS, MAX_SAMPLES,
+    PROCESSING_EVENT_VERSION, RECONCILIATION_EVENT_VERSION,
+};
 use m2m_synth::GameSpec;
 use serde_json::{json, Value};
+use std::collections::BTreeMap;
 use uuid::Uuid;
 
 const PROCESSING_SCHEMA: &str = include_str!("../../../schemas/processing-event.schema.json");
+const PROCESSING_V1_SCHEMA: &str = include_str!("../../../schemas/processing-event-v1.schema.json");
 const RECONCILIATION_SCHEMA: &str =
     include_str!("../../../schemas/reconciliation-event.schema.json");
 
@@ -37,7 +46,11 @@ fn validator(text: &str, id: &str) -> Validator {
 }
 
 fn processing_validator() -> Validator {
-    validator(PROCESSING_SCHEMA, "urn:m2m:schema:processing-event:1")
+    validator(PROCESSING_SCHEMA, "urn:m2m:schema:processing-event:2")
+}
+
+fn processing_v1_validator() -> Validator {
+    validator(PROCESSING_V1_SCHEMA, "urn:m2m:schema:processing-event:1")
 }
 
 fn reconciliation_validator() -> Validator {
@@ -105,7 +118,7 @@ fn minimal_submission() -> GameSubmission {
 }
 
 fn processing_event(submission: &GameSubmission) -> ProcessingEvent {
-    ProcessingEvent::from_submission(
+    ProcessingEvent::new(
         Uuid::now_v7(),
         Uuid::now_v7(),
         Uuid::now_v7(),
@@ -120,7 +133,7 @@ fn reconciliation(
     error: Option<&str>,
 ) -> ReconciliationEvent {
     ReconciliationEvent {
-        version: EVENT_VERSION,
+        version: RECONCILIATION_EVENT_VERSION,
         event_id: Uuid::now_v7(),
         processing_event_id: Uuid::now_v7(),
         game_id: Uuid::now_v7(),
@@ -138,6 +151,118 @@ fn to_json(event: &impl serde::Serialize) -> Value {
 
 fn minimal_processing_json() -> Value {
     to_json(&processing_event(&minimal_submission()))
+}
+
+/// The version-1 message of `submission` as a gateway of that version
+/// published it: the version-2 shape with `version: 1` and every column in
+/// `channels`.
+fn v1_json(event: &ProcessingEvent, submission: &GameSubmission) -> Value {
+    let channels: BTreeMap<&str, &[f64]> = submission.channels().iter().collect();
+    with(&to_json(event), |e| {
+        e["version"] = json!(1);
+        e["channels"] = json!(channels);
+    })
+}
+
+/// Parses a message as the processor does; the error says which case broke.
+fn parse(message: &Value, what: &str) -> Result<ProcessingEvent, String> {
+    ProcessingEvent::from_json(&serde_json::to_vec(message).expect("JSON serialises"))
+        .map_err(|e| format!("{what}: {e}"))
+}
+
+/// The base of the ProcessingEvent's negative cases: one with every
+/// optional part present.
+fn processing_base() -> (ProcessingEvent, GameSubmission) {
+    let submission = GameSubmission::from_json(
+        br#"{"game":"pinch-garden","score":1,"sample_rate_hz":100,
+        "device":{"glove_id":"G-0042","firmware":"1.4.2","hand":"left"},
+        "channels":{"flex_index":[1.0,2.0],"gyro_x":[0.5,-0.5]}}"#,
+    )
+    .unwrap();
+    (processing_event(&submission), submission)
+}
+
+/// The cases both versions' schemas reject: everything but the version and
+/// the columns.
+fn cases_of_both_versions(base: &Value) -> Vec<(&'static str, Value)> {
+    vec![
+        ("missing event_id", without(base, "event_id")),
+        ("missing type", without(base, "type")),
+        ("missing version", without(base, "version")),
+        ("missing game", without(base, "game")),
+        ("missing sample_rate_hz", without(base, "sample_rate_hz")),
+        (
+            "missing game.started_at",
+            with(base, |e| {
+                e["game"].as_object_mut().unwrap().remove("started_at");
+            }),
+        ),
+        (
+            "another event's type",
+            with(base, |e| e["type"] = json!("ReconciliationEvent")),
+        ),
+        ("version 3", with(base, |e| e["version"] = json!(3))),
+        (
+            "an event_id that is not a UUID",
+            with(base, |e| e["event_id"] = json!("event-1")),
+        ),
+        (
+            "a game_id that is a number",
+            with(base, |e| e["game_id"] = json!(42)),
+        ),
+        (
+            "a created_at that is not a date-time",
+            with(base, |e| e["created_at"] = json!("2026-11-27")),
+        ),
+        (
+            "a started_at that is not a date-time",
+            with(base, |e| e["game"]["started_at"] = json!("yesterday")),
+        ),
+        (
+            "an empty game name",
+            with(base, |e| e["game"]["game"] = json!("")),
+        ),
+        (
+            "a 65-character game name",
+            with(base, |e| e["game"]["game"] = json!("g".repeat(65))),
+        ),
+        (
+            "a score that is a string",
+            with(base, |e| e["game"]["score"] = json!("1234")),
+        ),
+        (
+            "a null score",
+            with(base, |e| e["game"]["score"] = Value::Null),
+        ),
+        (
+            "a null device",
+            with(base, |e| e["game"]["device"] = Value::Null),
+        ),
+        (
+            "a hand that is neither left nor right",
+            with(base, |e| e["game"]["device"]["hand"] = json!("both")),
+        ),
+        (
+            "a 65-character glove_id",
+            with(base, |e| {
+                e["game"]["device"]["glove_id"] = json!("G".repeat(65))
+            }),
+        ),
+        (
+            "a 65-character firmware",
+            with(base, |e| {
+                e["game"]["device"]["firmware"] = json!("1".repeat(65))
+            }),
+        ),
+        (
+            "a sample rate below 10 Hz",
+            with(base, |e| e["sample_rate_hz"] = json!(9.99)),
+        ),
+        (
+            "a sample rate above 1000 Hz",
+            with(base, |e| e["sample_rate_hz"] = json!(1000.5)),
+        ),
+    ]
 }
 
 fn processed_json() -> Value {
@@ -162,8 +287,10 @@ fn the_standard_game_s_processing_event_matches_its_schema() {
     let event = to_json(&processing_event(&standard_submission()));
     // The schema's optional parts are exercised, not skipped.
     assert_eq!(event["type"], "ProcessingEvent");
+    assert_eq!(event["version"], 2);
     assert_eq!(event["game"]["device"]["hand"], "right");
-    assert_eq!(event["channels"].as_object().unwrap().len(), 16);
+    // The samples stay in the store.
+    assert!(event.get("channels").is_none(), "{event}");
     assert_valid(&v, &event, "the standard game's ProcessingEvent");
 }
 
@@ -190,91 +317,60 @@ fn a_minimal_game_s_processing_event_matches_its_schema() {
 #[test]
 fn the_processing_schema_rejects_what_the_contract_forbids() {
     let v = processing_validator();
-    let base = to_json(&processing_event(
-        &GameSubmission::from_json(
-            br#"{"game":"pinch-garden","score":1,"sample_rate_hz":100,
-            "device":{"glove_id":"G-0042","firmware":"1.4.2","hand":"left"},
-            "channels":{"flex_index":[1.0,2.0],"gyro_x":[0.5,-0.5]}}"#,
-        )
-        .unwrap(),
-    ));
+    let (event, submission) = processing_base();
+    let base = to_json(&event);
     assert_valid(&v, &base, "the base of the negative cases");
 
-    let cases: Vec<(&str, Value)> = vec![
-        ("missing event_id", without(&base, "event_id")),
-        ("missing type", without(&base, "type")),
-        ("missing channels", without(&base, "channels")),
+    let mut cases = cases_of_both_versions(&base);
+    cases.extend([
+        // A version-1 message is not a version-2 one, with its columns or
+        // without them.
+        ("version 1", with(&base, |e| e["version"] = json!(1))),
+        ("a version-1 message", v1_json(&event, &submission)),
         (
-            "missing game.started_at",
-            with(&base, |e| {
-                e["game"].as_object_mut().unwrap().remove("started_at");
-            }),
+            "version 2 with columns",
+            with(&base, |e| e["channels"] = json!({"flex_index": [1.0, 2.0]})),
         ),
         (
-            "another event's type",
-            with(&base, |e| e["type"] = json!("ReconciliationEvent")),
+            "version 2 with empty channels",
+            with(&base, |e| e["channels"] = json!({})),
         ),
+    ]);
+    assert_all_invalid(&v, &cases);
+
+    // The limits themselves are accepted.
+    let at_limits = with(&base, |e| {
+        e["sample_rate_hz"] = json!(1000);
+        e["game"]["game"] = json!("g".repeat(64));
+        e["game"]["device"]["glove_id"] = json!("\u{1}".repeat(64));
+        e["game"]["device"]["firmware"] = json!("𝄞".repeat(64));
+    });
+    assert_valid(&v, &at_limits, "an event at the contract's limits");
+}
+
+#[test]
+fn a_version_1_message_matches_the_earlier_schema() {
+    let v = processing_v1_validator();
+    let submission = standard_submission();
+    let message = v1_json(&processing_event(&submission), &submission);
+    assert_eq!(message["channels"].as_object().unwrap().len(), 16);
+    assert_valid(&v, &message, "the standard game's version-1 message");
+    let minimal = minimal_submission();
+    let message = v1_json(&processing_event(&minimal), &minimal);
+    assert_valid(&v, &message, "a one-channel game's version-1 message");
+}
+
+#[test]
+fn the_version_1_schema_rejects_what_the_contract_forbade() {
+    let v = processing_v1_validator();
+    let (event, submission) = processing_base();
+    let base = v1_json(&event, &submission);
+    assert_valid(&v, &base, "the base of the negative cases");
+
+    let mut cases = cases_of_both_versions(&base);
+    cases.extend([
         ("version 2", with(&base, |e| e["version"] = json!(2))),
-        (
-            "an event_id that is not a UUID",
-            with(&base, |e| e["event_id"] = json!("event-1")),
-        ),
-        (
-            "a game_id that is a number",
-            with(&base, |e| e["game_id"] = json!(42)),
-        ),
-        (
-            "a created_at that is not a date-time",
-            with(&base, |e| e["created_at"] = json!("2026-11-27")),
-        ),
-        (
-            "a started_at that is not a date-time",
-            with(&base, |e| e["game"]["started_at"] = json!("yesterday")),
-        ),
-        (
-            "an empty game name",
-            with(&base, |e| e["game"]["game"] = json!("")),
-        ),
-        (
-            "a 65-character game name",
-            with(&base, |e| e["game"]["game"] = json!("g".repeat(65))),
-        ),
-        (
-            "a score that is a string",
-            with(&base, |e| e["game"]["score"] = json!("1234")),
-        ),
-        (
-            "a null score",
-            with(&base, |e| e["game"]["score"] = Value::Null),
-        ),
-        (
-            "a null device",
-            with(&base, |e| e["game"]["device"] = Value::Null),
-        ),
-        (
-            "a hand that is neither left nor right",
-            with(&base, |e| e["game"]["device"]["hand"] = json!("both")),
-        ),
-        (
-            "a 65-character glove_id",
-            with(&base, |e| {
-                e["game"]["device"]["glove_id"] = json!("G".repeat(65))
-            }),
-        ),
-        (
-            "a 65-character firmware",
-            with(&base, |e| {
-                e["game"]["device"]["firmware"] = json!("1".repeat(65))
-            }),
-        ),
-        (
-            "a sample rate below 10 Hz",
-            with(&base, |e| e["sample_rate_hz"] = json!(9.99)),
-        ),
-        (
-            "a sample rate above 1000 Hz",
-            with(&base, |e| e["sample_rate_hz"] = json!(1000.5)),
-        ),
+        ("missing channels", without(&base, "channels")),
         ("no channels", with(&base, |e| e["channels"] = json!({}))),
         (
             "a channel name with a capital letter",
@@ -319,10 +415,9 @@ fn the_processing_schema_rejects_what_the_contract_forbids() {
                 e["channels"]["gyro_x"] = json!(vec![0.0; 600_001])
             }),
         ),
-    ];
+    ]);
     assert_all_invalid(&v, &cases);
 
-    // The limits themselves are accepted.
     let at_limits = with(&base, |e| {
         e["sample_rate_hz"] = json!(1000);
         e["game"]["game"] = json!("g".repeat(64));
@@ -332,7 +427,197 @@ fn the_processing_schema_rejects_what_the_contract_forbids() {
         }
     });
     assert_eq!(at_limits["channels"].as_object().unwrap().len(), 64);
-    assert_valid(&v, &at_limits, "an event at the contract's limits");
+    assert_valid(&v, &at_limits, "a version-1 message at the limits");
+}
+
+#[test]
+fn a_processor_parses_both_versions() {
+    let submission = standard_submission();
+    let event = processing_event(&submission);
+    assert_eq!(event.version, PROCESSING_EVENT_VERSION);
+    assert_eq!(PROCESSING_EVENT_VERSION, 2);
+
+    let v2 = to_json(&event);
+    assert_eq!(parse(&v2, "version 2"), Ok(event.clone()));
+    // Fields added later are ignored, at every level.
+    let newer = with(&v2, |e| {
+        e["priority"] = json!("high");
+        e["game"]["level"] = json!(3);
+        e["game"]["device"]["battery"] = json!(0.5);
+    });
+    assert_eq!(parse(&newer, "newer fields"), Ok(event.clone()));
+
+    // A message an earlier gateway left in the queue: the same event, its
+    // columns skipped.
+    let v1 = v1_json(&event, &submission);
+    let as_v1 = ProcessingEvent {
+        version: 1,
+        ..event.clone()
+    };
+    assert_eq!(parse(&v1, "version 1"), Ok(as_v1.clone()));
+    // serde's own entry point agrees with from_json.
+    let via_serde: ProcessingEvent = serde_json::from_value(v1).expect("version 1 via serde");
+    assert_eq!(via_serde, as_v1);
+    let via_serde: ProcessingEvent = serde_json::from_value(v2).expect("version 2 via serde");
+    assert_eq!(via_serde, event);
+}
+
+#[test]
+fn a_processor_refuses_a_message_of_neither_version() {
+    let (event, submission) = processing_base();
+    let v2 = to_json(&event);
+    let v1 = v1_json(&event, &submission);
+    for (what, message, said) in [
+        (
+            "version 1 without channels",
+            without(&v1, "channels"),
+            "channels",
+        ),
+        (
+            "version 1 with null channels",
+            with(&v1, |e| e["channels"] = Value::Null),
+            "channels",
+        ),
+        (
+            "version 2 with channels",
+            with(&v2, |e| e["channels"] = v1["channels"].clone()),
+            "channels",
+        ),
+        ("version 3", with(&v2, |e| e["version"] = json!(3)), "3"),
+        (
+            "version 3 with channels",
+            with(&v1, |e| e["version"] = json!(3)),
+            "3",
+        ),
+        ("version 0", with(&v2, |e| e["version"] = json!(0)), "0"),
+    ] {
+        let err = parse(&message, what).expect_err(what);
+        assert!(err.contains(said), "{err}");
+        let via_serde = serde_json::from_value::<ProcessingEvent>(message);
+        assert!(via_serde.is_err(), "{what} accepted by serde");
+    }
+}
+
+#[test]
+fn a_refused_message_names_the_field_at_fault() {
+    let (event, submission) = processing_base();
+    let v2 = to_json(&event);
+    for (what, message, field) in [
+        (
+            "a score that is a string",
+            with(&v2, |e| e["game"]["score"] = json!("1234")),
+            "game.score",
+        ),
+        (
+            "an event_id that is not a UUID",
+            with(&v2, |e| e["event_id"] = json!("event-1")),
+            "event_id",
+        ),
+        (
+            "a started_at that is not a date-time",
+            with(&v2, |e| e["game"]["started_at"] = json!("yesterday")),
+            "game.started_at",
+        ),
+        (
+            "a hand that is neither left nor right",
+            with(&v2, |e| e["game"]["device"]["hand"] = json!("both")),
+            "game.device.hand",
+        ),
+        (
+            "a version-1 score that is a string",
+            with(&v1_json(&event, &submission), |e| {
+                e["game"]["score"] = json!("1234")
+            }),
+            "game.score",
+        ),
+    ] {
+        let err =
+            ProcessingEvent::from_json(&serde_json::to_vec(&message).unwrap()).expect_err(what);
+        assert!(
+            err.starts_with(&format!("{field}: ")),
+            "{what}: {err:?} should start with `{field}: `"
+        );
+    }
+    // Not JSON at all, or something after the event.
+    assert!(ProcessingEvent::from_json(b"{\"type\":").is_err());
+    let mut trailing = serde_json::to_vec(&v2).unwrap();
+    trailing.extend_from_slice(b" {}");
+    assert!(ProcessingEvent::from_json(&trailing).is_err());
+}
+
+/// The largest a published ProcessingEvent can be, in bytes of JSON.
+const MAX_PROCESSING_EVENT_BYTES: usize = 2048;
+
+/// A character serde_json writes as `\u0001`: 6 bytes, the most any
+/// character takes in JSON (others take at most 4 bytes of UTF-8 or a
+/// 2-byte escape).
+const WIDEST_CHAR: char = '\u{1}';
+
+/// The event of a game whose every part is as long as the contract allows
+/// (strings of the widest character, the longest numbers and times), with
+/// `columns` columns of `samples` samples each.
+fn largest_event(columns: usize, samples: usize) -> Vec<u8> {
+    let widest = WIDEST_CHAR.to_string().repeat(64);
+    // 17 significant digits and an exponent of three digits: the longest
+    // a finite f64 is written.
+    let score = -f64::MIN_POSITIVE;
+    let rate = f64::from_bits(100.0_f64.to_bits() + 1);
+    let channels: BTreeMap<String, Vec<f64>> = (0..columns)
+        .map(|i| (format!("{i:0>64}"), vec![score; samples]))
+        .collect();
+    let submission = GameSubmission::validate(
+        Some(widest.clone()),
+        Some(score),
+        Some("2026-11-27T10:00:00.123456Z".to_owned()),
+        Some(m2m_domain::Device {
+            glove_id: Some(widest.clone()),
+            firmware: Some(widest),
+            hand: Some(m2m_domain::Hand::Right),
+        }),
+        Some(rate),
+        Some(channels),
+    )
+    .expect("the contract accepts the longest parts");
+    let created_at = DateTime::parse_from_rfc3339("9999-12-31T23:59:59.999999999Z")
+        .unwrap()
+        .with_timezone(&Utc);
+    let event = ProcessingEvent::new(
+        Uuid::max(),
+        Uuid::max(),
+        Uuid::max(),
+        created_at,
+        &submission,
+    );
+    serde_json::to_vec(&event).expect("an event serialises")
+}
+
+#[test]
+fn a_processing_event_is_small_whatever_the_game_s_length() {
+    let one_sample = largest_event(1, 1);
+    let text = String::from_utf8(one_sample.clone()).unwrap();
+    // The worst case is really built: each string is 64 six-byte escapes.
+    let escaped = format!("\"{}\"", "\\u0001".repeat(64));
+    assert_eq!(text.matches(&escaped).count(), 3, "{text}");
+    assert!(text.contains("-2.2250738585072014e-308"), "{text}");
+    assert!(text.contains("100.00000000000001"), "{text}");
+    assert!(text.contains("9999-12-31T23:59:59.999999999Z"), "{text}");
+    assert!(
+        one_sample.len() <= MAX_PROCESSING_EVENT_BYTES,
+        "the largest event is {} bytes, more than {MAX_PROCESSING_EVENT_BYTES}: {text}",
+        one_sample.len()
+    );
+    assert_valid(
+        &processing_validator(),
+        &serde_json::from_slice(&one_sample).unwrap(),
+        "the largest event",
+    );
+
+    // The samples are not in the event: the longest game and the game with
+    // the most columns give an event of the same size.
+    let longest = largest_event(1, MAX_SAMPLES);
+    assert_eq!(longest.len(), one_sample.len(), "a 600,000-sample game");
+    let widest = largest_event(MAX_CHANNELS, 1);
+    assert_eq!(widest.len(), one_sample.len(), "a 64-column game");
 }
 
 #[test]
@@ -619,7 +904,7 @@ fn events_the_types_allow_but_the_contract_forbids_are_rejected() {
 
     // The version is a constant of the contract, not of the type.
     let mut other_version = reconciliation(GameStatus::Processed, Some(metrics), None);
-    other_version.version = EVENT_VERSION + 1;
+    other_version.version = RECONCILIATION_EVENT_VERSION + 1;
     assert_invalid(
         &v,
         &to_json(&other_version),
