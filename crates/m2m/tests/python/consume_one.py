@@ -5,8 +5,10 @@ Connects to the broker, declares its own exclusive queue bound to exchange
 once the binding exists, waits for one message, and checks it against the
 published contract:
 
+* the body is at most 2,048 bytes (the event refers to the stored game and
+  never carries its samples);
 * the body is JSON valid against the ProcessingEvent schema (formats
-  included);
+  included), whose `version` const is 2: what a gateway publishes;
 * content_type is application/json, the message is persistent, message_id is
   the event's event_id and the `type` header (and property) is
   ProcessingEvent.
@@ -26,6 +28,11 @@ import pika
 
 EXCHANGE = "m2m.processing"
 ROUTING_KEY = "game.submitted"
+# The largest a ProcessingEvent may be (docs/api.md, "Events on the bus").
+MAX_BODY_BYTES = 2048
+# The version a gateway publishes. The schema's `version` const refuses any
+# other, so main() checks it was given that version's schema.
+VERSION = 2
 
 
 def fail(code, message):
@@ -43,10 +50,12 @@ def text(value):
 def check(properties, body, validator):
     """The event's id and the reasons the message breaks the contract."""
     problems = []
+    if len(body) > MAX_BODY_BYTES:
+        problems.append(f"the body is {len(body)} bytes, more than {MAX_BODY_BYTES}")
     try:
         event = json.loads(body)
     except ValueError as e:
-        return None, [f"the body is not JSON: {e}"]
+        return None, problems + [f"the body is not JSON: {e}"]
     for error in sorted(validator.iter_errors(event), key=lambda e: list(e.path)):
         where = "/".join(str(p) for p in error.absolute_path) or "(root)"
         problems.append(f"schema: at {where}: {error.message[:200]}")
@@ -75,6 +84,8 @@ def main():
         schema = json.load(f)
     validator_class = jsonschema.validators.validator_for(schema)
     validator_class.check_schema(schema)
+    if schema.get("properties", {}).get("version", {}).get("const") != VERSION:
+        fail(64, f"{schema_path} is not the schema of version {VERSION}")
     validator = validator_class(schema, format_checker=validator_class.FORMAT_CHECKER)
 
     params = pika.URLParameters(url)
