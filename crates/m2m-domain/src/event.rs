@@ -100,8 +100,11 @@ impl ProcessingEvent {
 
 /// A ProcessingEvent as it may arrive, in either version.
 #[derive(Deserialize)]
-#[serde(tag = "type", rename = "ProcessingEvent")]
 struct WireProcessingEvent {
+    /// Checked, not kept: serde writes a struct's `tag` but ignores it when
+    /// reading, so a message without it or of another type would pass.
+    #[serde(rename = "type")]
+    _type: ProcessingEventType,
     version: u32,
     event_id: Uuid,
     game_id: Uuid,
@@ -112,6 +115,12 @@ struct WireProcessingEvent {
     /// Version 1's columns: checked to be there, never kept.
     #[serde(default)]
     channels: Option<serde::de::IgnoredAny>,
+}
+
+/// The only `type` a ProcessingEvent may have.
+#[derive(Deserialize)]
+enum ProcessingEventType {
+    ProcessingEvent,
 }
 
 impl TryFrom<WireProcessingEvent> for ProcessingEvent {

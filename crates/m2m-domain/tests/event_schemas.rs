@@ -490,6 +490,17 @@ fn a_processor_refuses_a_message_of_neither_version() {
             "3",
         ),
         ("version 0", with(&v2, |e| e["version"] = json!(0)), "0"),
+        ("missing type", without(&v2, "type"), "type"),
+        (
+            "another event's type",
+            with(&v2, |e| e["type"] = json!("ReconciliationEvent")),
+            "type",
+        ),
+        (
+            "a version-1 message of another type",
+            with(&v1, |e| e["type"] = json!("ReconciliationEvent")),
+            "type",
+        ),
     ] {
         let err = parse(&message, what).expect_err(what);
         assert!(err.contains(said), "{err}");
