@@ -50,6 +50,22 @@ pub trait Bus: Send + Sync + 'static {
         trace_id: &str,
     ) -> Result<(), BusError>;
 
+    /// Publishes `events` (each with its trace id) in order. Returns how
+    /// many of them, from the first, the bus holds, and the error that
+    /// stopped the rest. A broker implementation sends the whole batch
+    /// before waiting for its confirms; the default publishes one by one.
+    async fn publish_processing_all(
+        &self,
+        events: &[(Arc<ProcessingEvent>, String)],
+    ) -> (usize, Option<BusError>) {
+        for (done, (event, trace_id)) in events.iter().enumerate() {
+            if let Err(e) = self.publish_processing(event.clone(), trace_id).await {
+                return (done, Some(e));
+            }
+        }
+        (events.len(), None)
+    }
+
     /// Publishes a ReconciliationEvent to every gateway, with the trace id
     /// of the upload it concludes.
     async fn publish_reconciliation(

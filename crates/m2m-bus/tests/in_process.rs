@@ -2,15 +2,17 @@
 
 use chrono::Utc;
 use m2m_bus::{Bus, BusError, InProcessBus, Notice};
-use m2m_domain::{EventGame, GameStatus, ProcessingEvent, ReconciliationEvent, EVENT_VERSION};
-use std::collections::BTreeMap;
+use m2m_domain::{
+    EventGame, GameStatus, ProcessingEvent, ReconciliationEvent, PROCESSING_EVENT_VERSION,
+    RECONCILIATION_EVENT_VERSION,
+};
 use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
 
 fn event() -> Arc<ProcessingEvent> {
     Arc::new(ProcessingEvent {
-        version: EVENT_VERSION,
+        version: PROCESSING_EVENT_VERSION,
         event_id: Uuid::now_v7(),
         game_id: Uuid::now_v7(),
         user_id: Uuid::now_v7(),
@@ -22,7 +24,6 @@ fn event() -> Arc<ProcessingEvent> {
             device: None,
         },
         sample_rate_hz: 100.0,
-        channels: BTreeMap::from([("flex_index".to_owned(), vec![1.0, 2.0])]),
     })
 }
 
@@ -122,7 +123,7 @@ async fn reconciliation_fans_out_to_every_subscriber() {
     let mut s1 = bus.subscribe_reconciliation().await.unwrap();
     let mut s2 = bus.subscribe_reconciliation().await.unwrap();
     let r = ReconciliationEvent {
-        version: EVENT_VERSION,
+        version: RECONCILIATION_EVENT_VERSION,
         event_id: Uuid::now_v7(),
         processing_event_id: Uuid::now_v7(),
         game_id: Uuid::now_v7(),

@@ -8,6 +8,8 @@
 //!
 //! Layout: one tag byte (`1` = f32, `2` = f64) followed by the samples.
 
+use std::borrow::Cow;
+
 const TAG_F32: u8 = 1;
 const TAG_F64: u8 = 2;
 /// Largest relative change that storing as f32 may make to a value.
@@ -16,11 +18,11 @@ const F32_TOLERANCE: f64 = 1e-6;
 /// A stored column that cannot be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("corrupt sensor column: {0}")]
-pub struct ColumnError(&'static str);
+pub struct ColumnError(Cow<'static, str>);
 
 impl ColumnError {
-    pub(crate) fn new(why: &'static str) -> Self {
-        ColumnError(why)
+    pub(crate) fn new(why: impl Into<Cow<'static, str>>) -> Self {
+        ColumnError(why.into())
     }
 }
 
@@ -60,10 +62,10 @@ pub fn decode_column(bytes: &[u8]) -> Result<Vec<f64>, ColumnError> {
             .map(|c| f64::from_le_bytes(c.try_into().expect("chunk of 8")))
             .collect()),
         Some((&TAG_F32 | &TAG_F64, _)) => {
-            Err(ColumnError("length is not a whole number of samples"))
+            Err(ColumnError::new("length is not a whole number of samples"))
         }
-        Some(_) => Err(ColumnError("unknown encoding tag")),
-        None => Err(ColumnError("empty")),
+        Some(_) => Err(ColumnError::new("unknown encoding tag")),
+        None => Err(ColumnError::new("empty")),
     }
 }
 

@@ -125,8 +125,15 @@ impl Channels {
         if columns.len() > MAX_CHANNELS {
             return Err(ColumnError::new("more columns than a game may have"));
         }
-        if !(1..=MAX_SAMPLES).contains(&len) || columns.values().any(|c| c.len() != len) {
-            return Err(ColumnError::new("the columns differ in length"));
+        if !(1..=MAX_SAMPLES).contains(&len) {
+            return Err(ColumnError::new(format!("{len} samples a column")));
+        }
+        if let Some((name, col)) = columns.iter().find(|(_, c)| c.len() != len) {
+            let first = columns.keys().next().map_or("", String::as_str);
+            return Err(ColumnError::new(format!(
+                "columns {first} and {name} differ in length ({len} and {} samples)",
+                col.len()
+            )));
         }
         Ok(Channels(columns))
     }

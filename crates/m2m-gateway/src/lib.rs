@@ -1,7 +1,7 @@
 //! The HTTP gateway of m2m: accounts and tokens, game uploads, games,
 //! progress, the sync feed and the event stream, health, metrics and the
 //! OpenAPI document. It also runs the three background tasks a gateway
-//! owns: the outbox relay, the reconciliation listener and the idempotency
+//! owns: the publisher, the reconciliation listener and the idempotency
 //! sweeper.
 //!
 //! [`router`] builds the routes over an [`AppState`] (tests call it
@@ -11,9 +11,10 @@ mod auth;
 mod error;
 mod extract;
 mod hub;
+mod listener;
 mod openapi;
 mod password;
-mod relay;
+mod publisher;
 mod routes;
 mod state;
 mod sweep;
@@ -104,14 +105,14 @@ fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> axum::respo
 /// requests in flight finish (event streams end) and returns.
 pub async fn serve(listener: TcpListener, state: AppState) -> std::io::Result<()> {
     let shutdown = state.0.shutdown.clone();
-    let relay = tokio::spawn(relay::run_relay(state.clone()));
-    let listener_task = tokio::spawn(relay::run_reconciliation_listener(state.clone()));
+    let publisher = tokio::spawn(publisher::run(state.clone()));
+    let listener_task = tokio::spawn(listener::run(state.clone()));
     let sweeper = tokio::spawn(sweep::run_idempotency_sweeper(state.clone()));
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await;
-    let _ = relay.await;
+    let _ = publisher.await;
     let _ = listener_task.await;
     let _ = sweeper.await;
     result

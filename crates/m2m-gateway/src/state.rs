@@ -2,14 +2,13 @@
 
 use crate::auth::{Auth, JwtSecret, LoginLimits};
 use crate::hub::Hub;
+use crate::publisher::Publisher;
 use crate::telemetry::HttpMetrics;
 use m2m_bus::Bus;
 use m2m_store::Store;
 use prometheus_client::registry::Registry;
-use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 /// How the gateway behaves. `Default` gives the contract's values.
@@ -24,9 +23,6 @@ pub struct GatewayConfig {
     pub login_limits: LoginLimits,
     /// Interval of the keep-alive comment on event streams (≤ 15 s).
     pub keep_alive: Duration,
-    /// How long the relay leaves a just-stored event to the request that
-    /// stored it before publishing it itself.
-    pub publish_lease: Duration,
     /// Time limit of ordinary requests (not event streams).
     pub request_timeout: Duration,
     /// How long an idempotency key answers with its first answer.
@@ -44,7 +40,6 @@ impl GatewayConfig {
             refresh_ttl: Duration::from_secs(30 * 24 * 3600),
             login_limits: LoginLimits::default(),
             keep_alive: Duration::from_secs(10),
-            publish_lease: Duration::from_secs(30),
             request_timeout: Duration::from_secs(60),
             idempotency_ttl: Duration::from_secs(24 * 3600),
             sweep_interval: Duration::from_secs(3600),
@@ -58,12 +53,8 @@ pub(crate) struct Inner {
     pub(crate) config: GatewayConfig,
     pub(crate) auth: Auth,
     pub(crate) hub: Hub,
-    /// Wakes the outbox relay when a request left its event to it.
-    pub(crate) relay_wakeup: Notify,
-    /// Set when a publish found the bus full, cleared when the relay has
-    /// drained the outbox: while set, uploads leave their event to the relay
-    /// so that they queue behind the older ones.
-    pub(crate) outbox_backlog: AtomicBool,
+    /// Publishes the events of stored games (the only code that does).
+    pub(crate) publisher: Publisher,
     pub(crate) metrics: HttpMetrics,
     /// The registry `/metrics` encodes; a std Mutex because encoding is
     /// synchronous and short.
@@ -109,8 +100,7 @@ impl AppState {
             config,
             auth,
             hub: Hub::default(),
-            relay_wakeup: Notify::new(),
-            outbox_backlog: AtomicBool::new(false),
+            publisher: Publisher::default(),
             metrics,
             registry,
             shutdown,

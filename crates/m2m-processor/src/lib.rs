@@ -1,5 +1,6 @@
-//! The processing service: takes ProcessingEvents from the bus, analyses
-//! the game, saves the result with its change-feed entry (one transaction,
+//! The processing service: takes ProcessingEvents from the bus, reads the
+//! game's samples from the store (the event only names the game), analyses
+//! them, saves the result with its change-feed entry (one transaction,
 //! keyed by the event id), publishes the ReconciliationEvent, and only then
 //! acknowledges. A crash anywhere in between means a redelivery, which is
 //! harmless: the store returns the saved result and the same
@@ -9,8 +10,9 @@
 //! [`Processor::run`] is the consumer loop around it.
 
 use chrono::Utc;
+use m2m_bus::BusError;
 use m2m_bus::{Bus, Delivery, Undecodable};
-use m2m_domain::{GameStatus, ProcessingEvent, ReconciliationEvent, EVENT_VERSION};
+use m2m_domain::{GameStatus, ProcessingEvent, ReconciliationEvent, RECONCILIATION_EVENT_VERSION};
 use m2m_store::{Completion, Store, StoreError};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
@@ -43,20 +45,79 @@ impl Default for ProcessorConfig {
 }
 
 /// What handling one delivery came to.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Outcome {
     /// Analysed and saved (or found saved by an earlier delivery); acked.
     Processed,
     /// Given up on: the game is marked failed with this reason and the
     /// message dead-lettered.
-    Failed(String),
+    Failed(ProcessError),
     /// Failed on its own account, handed back for another attempt.
-    Retried(String),
+    Retried(ProcessError),
     /// The store or the bus was unavailable; handed back after a pause.
     /// Does not count against the message.
-    Deferred(String),
+    Deferred(ProcessError),
     /// Names no game that exists; dead-lettered, nothing to mark.
-    Dropped(String),
+    Dropped(ProcessError),
+}
+
+/// Why processing one delivery did not finish.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    /// The message does not parse as a ProcessingEvent.
+    #[error("the message is not a ProcessingEvent: {0}")]
+    Undecodable(String),
+    /// The event names no stored game of its user, or not with this
+    /// event's id (a forged or stray event).
+    #[error("the event names no stored game")]
+    UnknownGame,
+    /// The game's stored samples cannot be read back.
+    #[error("the stored game cannot be read")]
+    Corrupt(#[source] StoreError),
+    /// The analysis panicked.
+    #[error("the analysis crashed")]
+    AnalysisCrashed(#[source] tokio::task::JoinError),
+    /// The store failed; retrying later may help.
+    #[error("the store is unavailable")]
+    Store(#[source] StoreError),
+    /// The bus did not take the ReconciliationEvent.
+    #[error("cannot publish the ReconciliationEvent")]
+    Bus(#[source] BusError),
+}
+
+impl ProcessError {
+    /// The message's own fault: counts against `max_attempts`.
+    fn is_poison(&self) -> bool {
+        matches!(
+            self,
+            ProcessError::Undecodable(_)
+                | ProcessError::Corrupt(_)
+                | ProcessError::AnalysisCrashed(_)
+        )
+    }
+
+    /// The error and its causes on one line, as the failed game's
+    /// `error` and the logs show it.
+    pub fn reason(&self) -> String {
+        let mut text = self.to_string();
+        let mut cause = std::error::Error::source(self);
+        while let Some(c) = cause {
+            text.push_str(": ");
+            text.push_str(&c.to_string());
+            cause = c.source();
+        }
+        text
+    }
+}
+
+impl From<StoreError> for ProcessError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound => ProcessError::UnknownGame,
+            StoreError::Corrupt(_) => ProcessError::Corrupt(e),
+            other => ProcessError::Store(other),
+        }
+    }
 }
 
 /// Prometheus metrics of the processor.
@@ -108,26 +169,6 @@ impl Metrics {
 enum GameResult {
     Processed(Box<m2m_analysis::Metrics>),
     Failed(String),
-}
-
-/// Why processing one event did not finish.
-enum Failure {
-    /// The message's own fault: counts against `max_attempts`.
-    Poison(String),
-    /// The store or bus is unavailable: try again later.
-    Unavailable(String),
-    /// The event names no existing game.
-    Unknown(String),
-}
-
-impl From<StoreError> for Failure {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::NotFound => Failure::Unknown("the game does not exist".into()),
-            StoreError::Corrupt(m) => Failure::Poison(format!("stored data is corrupt: {m}")),
-            other => Failure::Unavailable(other.to_string()),
-        }
-    }
 }
 
 /// The processing service.
@@ -230,12 +271,9 @@ impl Processor {
         let started = Instant::now();
         let result = match &delivery.event {
             Ok(event) => self.process(event, &delivery.trace_id).await,
-            Err(undecodable) => Err(Failure::Poison(format!(
-                "the message is not a ProcessingEvent: {}",
-                undecodable.reason
-            ))),
+            Err(undecodable) => Err(ProcessError::Undecodable(undecodable.reason.clone())),
         };
-        let outcome = match result {
+        let error = match result {
             Ok(()) => {
                 self.metrics
                     .seconds
@@ -245,62 +283,60 @@ impl Processor {
                 info!("game processed");
                 return Outcome::Processed;
             }
-            Err(Failure::Unknown(reason)) => {
-                warn!(%reason, "dropping an event for an unknown game");
+            Err(e) => e,
+        };
+        let reason = error.reason();
+        if matches!(error, ProcessError::UnknownGame) {
+            warn!(%reason, "dropping an event for an unknown game");
+            self.metrics.dead_lettered.inc();
+            settle(delivery.dead_letter().await);
+            return Outcome::Dropped(error);
+        }
+        if !error.is_poison() {
+            warn!(%reason, "store or bus unavailable; will retry");
+            // Back off so an outage does not spin; the message keeps its
+            // place in the at-least-once cycle.
+            tokio::time::sleep(backoff(delivery.attempt)).await;
+            settle(delivery.retry().await);
+            return Outcome::Deferred(error);
+        }
+        if delivery.attempt < self.config.max_attempts {
+            warn!(%reason, "processing failed; will retry");
+            self.metrics.retried.inc();
+            settle(delivery.retry().await);
+            return Outcome::Retried(error);
+        }
+        warn!(%reason, "giving up on the event");
+        match self.give_up(&delivery, &reason).await {
+            Ok(()) => {
+                self.metrics.failed.inc();
                 self.metrics.dead_lettered.inc();
                 settle(delivery.dead_letter().await);
-                return Outcome::Dropped(reason);
+                Outcome::Failed(error)
             }
-            Err(Failure::Unavailable(reason)) => Outcome::Deferred(reason),
-            Err(Failure::Poison(reason)) if delivery.attempt < self.config.max_attempts => {
-                Outcome::Retried(reason)
-            }
-            Err(Failure::Poison(reason)) => Outcome::Failed(reason),
-        };
-        match &outcome {
-            Outcome::Deferred(reason) => {
-                warn!(%reason, "store or bus unavailable; will retry");
-                // Back off so an outage does not spin; the message keeps its
-                // place in the at-least-once cycle.
+            Err(e) => {
+                // Cannot even record the failure: keep the message.
+                warn!(error = %e.reason(), "cannot mark the game failed; will retry");
                 tokio::time::sleep(backoff(delivery.attempt)).await;
                 settle(delivery.retry().await);
+                Outcome::Deferred(e)
             }
-            Outcome::Retried(reason) => {
-                warn!(%reason, "processing failed; will retry");
-                self.metrics.retried.inc();
-                settle(delivery.retry().await);
-            }
-            Outcome::Failed(reason) => {
-                warn!(%reason, "giving up on the event");
-                match self.give_up(&delivery, reason).await {
-                    Ok(()) => {
-                        self.metrics.failed.inc();
-                        self.metrics.dead_lettered.inc();
-                        settle(delivery.dead_letter().await);
-                    }
-                    Err(e) => {
-                        // Cannot even record the failure: keep the message.
-                        warn!(error = %e, "cannot mark the game failed; will retry");
-                        tokio::time::sleep(backoff(delivery.attempt)).await;
-                        settle(delivery.retry().await);
-                        return Outcome::Deferred(e);
-                    }
-                }
-            }
-            Outcome::Processed | Outcome::Dropped(_) => {}
         }
-        outcome
     }
 
-    /// Analyses the game and saves the result.
-    async fn process(&self, event: &Arc<ProcessingEvent>, trace_id: &str) -> Result<(), Failure> {
-        let submission = event
-            .to_submission()
-            .map_err(|e| Failure::Poison(format!("invalid game data: {e}")))?;
+    /// Reads the game's samples from the store, analyses them and saves
+    /// the result. The event only names the game: what is analysed is
+    /// exactly what the store keeps.
+    async fn process(&self, event: &ProcessingEvent, trace_id: &str) -> Result<(), ProcessError> {
+        let samples = self
+            .store
+            .game_samples(event.user_id, event.game_id)
+            .await?
+            .ok_or(ProcessError::UnknownGame)?;
         let span = tracing::Span::current();
-        let metrics = tokio::task::spawn_blocking(move || span.in_scope(|| submission.analyze()))
+        let metrics = tokio::task::spawn_blocking(move || span.in_scope(|| samples.analyze()))
             .await
-            .map_err(|e| Failure::Poison(format!("the analysis crashed: {e}")))?;
+            .map_err(ProcessError::AnalysisCrashed)?;
         let done = GameResult::Processed(Box::new(metrics));
         self.finish(event.event_id, event.game_id, event.user_id, done, trace_id)
             .await
@@ -308,7 +344,7 @@ impl Processor {
 
     /// Marks the game of a message given up on as failed, if the message
     /// says which game it is.
-    async fn give_up(&self, delivery: &Delivery, reason: &str) -> Result<(), String> {
+    async fn give_up(&self, delivery: &Delivery, reason: &str) -> Result<(), ProcessError> {
         let ids = match &delivery.event {
             Ok(e) => Some((e.event_id, e.game_id, e.user_id)),
             Err(u) => ids_of_undecodable(u),
@@ -327,8 +363,8 @@ impl Processor {
             )
             .await
         {
-            Ok(()) | Err(Failure::Unknown(_)) => Ok(()),
-            Err(Failure::Poison(m) | Failure::Unavailable(m)) => Err(m),
+            Ok(()) | Err(ProcessError::UnknownGame) => Ok(()),
+            Err(e) => Err(e),
         }
     }
 
@@ -340,7 +376,7 @@ impl Processor {
         user_id: Uuid,
         result: GameResult,
         trace_id: &str,
-    ) -> Result<(), Failure> {
+    ) -> Result<(), ProcessError> {
         let (status, metrics, error) = match result {
             GameResult::Processed(m) => (GameStatus::Processed, Some(*m), None),
             GameResult::Failed(e) => (GameStatus::Failed, None, Some(e)),
@@ -360,7 +396,7 @@ impl Processor {
             .await?;
         let change = completed.change;
         let reconciliation = ReconciliationEvent {
-            version: EVENT_VERSION,
+            version: RECONCILIATION_EVENT_VERSION,
             event_id: completed.reconciliation_event_id,
             processing_event_id: event_id,
             game_id,
@@ -373,7 +409,7 @@ impl Processor {
         self.bus
             .publish_reconciliation(&reconciliation, trace_id)
             .await
-            .map_err(|e| Failure::Unavailable(e.to_string()))
+            .map_err(ProcessError::Bus)
     }
 }
 

@@ -36,7 +36,9 @@ pub use sqlite::SqliteStore;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use m2m_analysis::Metrics;
-use m2m_domain::{Change, Game, GameStatus, GameSubmission, ProcessingEvent, Username};
+use m2m_domain::{
+    Change, Game, GameSamples, GameStatus, GameSubmission, ProcessingEvent, Username,
+};
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -121,10 +123,6 @@ pub struct NewGame {
     pub submitted_at: DateTime<Utc>,
     /// Carried into the event's headers and the processor's logs.
     pub trace_id: String,
-    /// The outbox entry starts leased for this long, so the relay leaves it
-    /// to the gateway that is publishing it right now; if that publish
-    /// fails, the relay takes it over once the lease ends.
-    pub publish_lease: Duration,
 }
 
 /// The first answer to a request made with an `Idempotency-Key`.
@@ -148,7 +146,7 @@ pub enum SubmitOutcome {
     KeyReused,
 }
 
-/// An event the relay must publish, with its trace id.
+/// An event the publisher must publish, with its trace id.
 #[derive(Debug, Clone)]
 pub struct OutboxEntry {
     pub event: ProcessingEvent,
@@ -245,42 +243,33 @@ pub trait Store: Send + Sync + 'static {
         limit: u32,
     ) -> Result<Vec<Game>>;
 
+    /// The samples of a user's game, exactly as stored, for its analysis.
+    /// `None` if the game does not exist for that user;
+    /// [`StoreError::Corrupt`] if its columns cannot be read back.
+    async fn game_samples(&self, user_id: Uuid, game_id: Uuid) -> Result<Option<GameSamples>>;
+
     /// Every processed game of a user with its metrics (any order). A game
     /// whose metrics cannot be read is left out; one whose `started_at`
     /// cannot be read has its `submitted_at`.
     async fn processed_games(&self, user_id: Uuid) -> Result<Vec<ProcessedGame>>;
 
-    /// Claims up to `limit` events not yet published and not leased, oldest
-    /// first, leasing them for `lease` so that other relays skip them.
+    /// One step of the gateway's publisher, in one transaction: records
+    /// that the bus confirmed the events `published` (ids that are unknown
+    /// or already marked are ignored), then claims up to `limit` events not
+    /// yet published and not leased, oldest first, leasing them until
+    /// `now + lease` so that other publishers skip them.
+    ///
     /// An event whose stored `started_at` cannot be read carries the game's
     /// submission time. One that cannot be rebuilt at all is leased but not
     /// returned (a warning names it): it stays in the outbox, is tried again
     /// after its lease, and holds up no other.
-    async fn claim_unpublished(
+    async fn advance_outbox(
         &self,
+        published: &[Uuid],
         now: DateTime<Utc>,
         lease: Duration,
         limit: u32,
     ) -> Result<Vec<OutboxEntry>>;
-
-    /// Records that the bus confirmed the event.
-    async fn mark_published(&self, event_id: Uuid, now: DateTime<Utc>) -> Result<()>;
-
-    /// Records that the bus confirmed each of these events (the relay's
-    /// batch). Stores with transactions do it in one; the default marks
-    /// them one by one, which is equally safe: an event confirmed but not
-    /// marked is only published again.
-    async fn mark_published_all(&self, event_ids: Vec<Uuid>, now: DateTime<Utc>) -> Result<()> {
-        for event_id in event_ids {
-            self.mark_published(event_id, now).await?;
-        }
-        Ok(())
-    }
-
-    /// Ends the lease of an event that is still unpublished, so the relay
-    /// takes it at once: its publish has just failed, and waiting out the
-    /// lease would only delay it. Nothing happens to a published event.
-    async fn release_lease(&self, event_id: Uuid) -> Result<()>;
 
     /// Marks the events of games still `queued` as unpublished again. Used
     /// at startup with a bus that keeps nothing across restarts (the

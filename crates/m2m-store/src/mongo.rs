@@ -99,8 +99,8 @@ use chrono::{DateTime, SubsecRound, Utc};
 use futures::TryStreamExt;
 use m2m_analysis::Metrics;
 use m2m_domain::{
-    decode_column, encode_column, Change, Channels, Device, EventGame, Game, GameStatus,
-    ProcessingEvent, Username, EVENT_VERSION,
+    decode_column, encode_column, Change, Channels, Device, EventGame, Game, GameSamples,
+    GameStatus, ProcessingEvent, Username, PROCESSING_EVENT_VERSION,
 };
 use mongodb::bson::{self, doc, spec::BinarySubtype, Binary, Bson, Document, RawDocumentBuf};
 use mongodb::error::{ErrorKind, WriteFailure};
@@ -983,7 +983,6 @@ impl Store for MongoStore {
             submission,
             submitted_at,
             trace_id,
-            publish_lease,
         } = game;
         let user = id(user_id);
         // Refused before anything is written, and before the driver sees it.
@@ -1008,7 +1007,7 @@ impl Store for MongoStore {
                 created_at: ts(submitted_at),
                 trace_id: trace_id.clone(),
                 pending: true,
-                lease_until: Some(ts(plus(submitted_at, publish_lease))),
+                lease_until: None,
                 published_at: None,
             }),
         };
@@ -1160,6 +1159,53 @@ impl Store for MongoStore {
         Ok(games)
     }
 
+    async fn game_samples(&self, user_id: Uuid, game_id: Uuid) -> Result<Option<GameSamples>> {
+        let user = id(user_id);
+        let Some(game) = self
+            .games
+            .clone_with_type::<Document>()
+            .find_one(doc! { "_id": id(game_id), "user_id": &user })
+            .projection(doc! { "sample_rate_hz": 1, "score": 1, "channels": 1 })
+            .await
+            .map_err(db)?
+        else {
+            return Ok(None);
+        };
+        let number = |key: &str| -> Result<f64> {
+            match doc_f64(&game, key) {
+                Ok(Some(x)) => Ok(x),
+                other => Err(corrupt(&format!("stored {key}"), format!("{other:?}"))),
+            }
+        };
+        let names: Vec<String> = match doc_value(&game, "channels") {
+            Ok(Some(names)) => names,
+            other => return Err(corrupt("stored channels", format!("{other:?}"))),
+        };
+        let columns = self
+            .columns
+            .clone_with_type::<Document>()
+            .find_one(doc! { "_id": id(game_id), "user_id": &user })
+            .await
+            .map_err(db)?
+            .ok_or_else(|| corrupt("game without columns", game_id))?;
+        let columns = columns
+            .get_document("columns")
+            .map_err(|e| corrupt("stored columns", e))?;
+        let mut channels = BTreeMap::new();
+        for name in names {
+            let data = columns
+                .get_binary_generic(&name)
+                .map_err(|e| corrupt(&format!("column {name}"), e))?;
+            let col = decode_column(data).map_err(|e| corrupt(&format!("column {name}"), e))?;
+            channels.insert(name, col);
+        }
+        Ok(Some(GameSamples {
+            sample_rate_hz: number("sample_rate_hz")?,
+            score: number("score")?,
+            channels: Channels::from_stored(channels).map_err(|e| corrupt("columns", e))?,
+        }))
+    }
+
     async fn processed_games(&self, user_id: Uuid) -> Result<Vec<ProcessedGame>> {
         let cursor = self
             .games
@@ -1194,17 +1240,34 @@ impl Store for MongoStore {
         Ok(games)
     }
 
-    async fn claim_unpublished(
+    async fn advance_outbox(
         &self,
+        published: &[Uuid],
         now: DateTime<Utc>,
         lease: Duration,
         limit: u32,
     ) -> Result<Vec<OutboxEntry>> {
+        if !published.is_empty() {
+            // One atomic update per document; a repeated confirm matches
+            // nothing.
+            let ids: Vec<String> = published.iter().map(|e| id(*e)).collect();
+            self.games
+                .update_many(
+                    doc! { "event_id": { "$in": ids }, "outbox.pending": true },
+                    doc! {
+                        "$set": { "outbox.pending": false, "outbox.published_at": ts(now) },
+                        "$unset": { "outbox.lease_until": "" },
+                    },
+                )
+                .await
+                .map_err(db)?;
+        }
         // One atomic find-and-update per entry, each taking the oldest
-        // entry free at that moment: two relays never lease the same entry,
-        // and a crash after a claim only delays that entry by one lease.
+        // entry free at that moment: two publishers never lease the same
+        // entry, and a crash after a claim only delays that entry by one
+        // lease.
         let lease_until = ts(plus(now, lease));
-        let mut claimed = Vec::new();
+        let mut entries = Vec::new();
         for _ in 0..limit {
             let game = self
                 .games
@@ -1224,68 +1287,19 @@ impl Store for MongoStore {
                 .return_document(ReturnDocument::After)
                 .await
                 .map_err(db)?;
-            match game {
-                Some(game) => claimed.push(game),
-                None => break,
-            }
-        }
-        let mut entries = Vec::with_capacity(claimed.len());
-        for game in claimed {
+            let Some(game) = game else { break };
             // One that cannot be made into its event stays leased in the
             // outbox and is tried again after its lease; the others go on.
-            match self.outbox_entry(&game).await {
+            match outbox_entry(&game) {
                 Ok(entry) => entries.push(entry),
-                Err(StoreError::Corrupt(why)) => tracing::warn!(
+                Err(why) => tracing::warn!(
                     event_id = ?game.get("event_id"),
-                    reason = why,
+                    reason = %why,
                     "stored event cannot be read; left in the outbox and retried after its lease"
                 ),
-                Err(e) => return Err(e),
             }
         }
         Ok(entries)
-    }
-
-    async fn mark_published(&self, event_id: Uuid, now: DateTime<Utc>) -> Result<()> {
-        let event_id = id(event_id);
-        let updated = self
-            .games
-            .update_one(
-                doc! { "event_id": &event_id, "outbox.pending": true },
-                doc! {
-                    "$set": { "outbox.pending": false, "outbox.published_at": ts(now) },
-                    "$unset": { "outbox.lease_until": "" },
-                },
-            )
-            .await
-            .map_err(db)?;
-        if updated.matched_count > 0 {
-            return Ok(());
-        }
-        // Already published (a repeated confirm) is fine; unknown is not.
-        let exists = self
-            .games
-            .count_documents(doc! { "event_id": &event_id })
-            .limit(1)
-            .await
-            .map_err(db)?;
-        if exists > 0 {
-            Ok(())
-        } else {
-            Err(StoreError::NotFound)
-        }
-    }
-
-    async fn release_lease(&self, event_id: Uuid) -> Result<()> {
-        // One document, one atomic update; a published event is untouched.
-        self.games
-            .update_one(
-                doc! { "event_id": id(event_id), "outbox.pending": true },
-                doc! { "$unset": { "outbox.lease_until": "" } },
-            )
-            .await
-            .map_err(db)?;
-        Ok(())
     }
 
     async fn republish_unfinished(&self) -> Result<u64> {
@@ -1479,78 +1493,53 @@ impl MongoStore {
             .map_err(db)?;
         Ok(updated.matched_count > 0)
     }
+}
 
-    /// The event of a claimed game, with its columns. A stored time or
-    /// device that cannot be read is replaced as [`StoredGame`] says;
-    /// anything else the event needs and cannot have is
-    /// [`StoreError::Corrupt`].
-    async fn outbox_entry(&self, game: &Document) -> Result<OutboxEntry> {
-        let must = |key: &str| -> Result<String> {
-            match doc_text(game, key) {
-                Ok(Some(s)) => Ok(s),
-                other => Err(corrupt(&format!("stored {key}"), format!("{other:?}"))),
-            }
-        };
-        let number = |key: &str| -> Result<f64> {
-            match doc_f64(game, key) {
-                Ok(Some(x)) => Ok(x),
-                other => Err(corrupt(&format!("stored {key}"), format!("{other:?}"))),
-            }
-        };
-        let game_id_text = must("_id")?;
-        let game_id = parse_id(&game_id_text)?;
-        let outbox = game
-            .get_document("outbox")
-            .map_err(|_| corrupt("claimed game without outbox", game_id))?;
-        let created_at = doc_text(outbox, "created_at");
-        let trace_id = match doc_text(outbox, "trace_id") {
-            Ok(Some(t)) => t,
-            other => return Err(corrupt("stored trace_id", format!("{other:?}"))),
-        };
-        let names: Vec<String> = match doc_value(game, "channels") {
-            Ok(Some(names)) => names,
-            other => return Err(corrupt("stored channels", format!("{other:?}"))),
-        };
-        let columns = self
-            .columns
-            .clone_with_type::<Document>()
-            .find_one(doc! { "_id": &game_id_text })
-            .await
-            .map_err(db)?
-            .ok_or_else(|| corrupt("game without columns", game_id))?;
-        let columns = columns
-            .get_document("columns")
-            .map_err(|e| corrupt("stored columns", e))?;
-        let mut channels = BTreeMap::new();
-        for name in names {
-            let data = columns
-                .get_binary_generic(&name)
-                .map_err(|e| corrupt(&format!("column {name}"), e))?;
-            let col = decode_column(data).map_err(|e| corrupt(&format!("column {name}"), e))?;
-            channels.insert(name, col);
+/// The event of a claimed game. A stored time or device that cannot be
+/// read is replaced as [`StoredGame`] says; anything else the event needs
+/// and cannot have is [`StoreError::Corrupt`].
+fn outbox_entry(game: &Document) -> Result<OutboxEntry> {
+    let must = |key: &str| -> Result<String> {
+        match doc_text(game, key) {
+            Ok(Some(s)) => Ok(s),
+            other => Err(corrupt(&format!("stored {key}"), format!("{other:?}"))),
         }
-        Ok(OutboxEntry {
-            event: ProcessingEvent {
-                version: EVENT_VERSION,
-                event_id: parse_id(&must("event_id")?)?,
-                game_id,
-                user_id: parse_id(&must("user_id")?)?,
-                created_at: submitted_at(game_id, created_at.clone()),
-                game: EventGame {
-                    game: must("game")?,
-                    score: number("score")?,
-                    started_at: started_at(game_id, doc_text(game, "started_at"), created_at),
-                    device: doc_value::<Device>(game, "device").unwrap_or_else(|why| {
-                        unreadable(&game_id, "device", &why, "absent");
-                        None
-                    }),
-                },
-                sample_rate_hz: number("sample_rate_hz")?,
-                channels,
+    };
+    let number = |key: &str| -> Result<f64> {
+        match doc_f64(game, key) {
+            Ok(Some(x)) => Ok(x),
+            other => Err(corrupt(&format!("stored {key}"), format!("{other:?}"))),
+        }
+    };
+    let game_id = parse_id(&must("_id")?)?;
+    let outbox = game
+        .get_document("outbox")
+        .map_err(|_| corrupt("claimed game without outbox", game_id))?;
+    let created_at = doc_text(outbox, "created_at");
+    let trace_id = match doc_text(outbox, "trace_id") {
+        Ok(Some(t)) => t,
+        other => return Err(corrupt("stored trace_id", format!("{other:?}"))),
+    };
+    Ok(OutboxEntry {
+        event: ProcessingEvent {
+            version: PROCESSING_EVENT_VERSION,
+            event_id: parse_id(&must("event_id")?)?,
+            game_id,
+            user_id: parse_id(&must("user_id")?)?,
+            created_at: submitted_at(game_id, created_at.clone()),
+            game: EventGame {
+                game: must("game")?,
+                score: number("score")?,
+                started_at: started_at(game_id, doc_text(game, "started_at"), created_at),
+                device: doc_value::<Device>(game, "device").unwrap_or_else(|why| {
+                    unreadable(&game_id, "device", &why, "absent");
+                    None
+                }),
             },
-            trace_id,
-        })
-    }
+            sample_rate_hz: number("sample_rate_hz")?,
+        },
+        trace_id,
+    })
 }
 
 #[cfg(test)]

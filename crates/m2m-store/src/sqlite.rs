@@ -49,8 +49,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, SubsecRound, Utc};
 use m2m_analysis::Metrics;
 use m2m_domain::{
-    decode_column, encode_column, Change, Device, EventGame, Game, ProcessingEvent, Username,
-    EVENT_VERSION,
+    decode_column, encode_column, Change, Channels, Device, EventGame, Game, GameSamples,
+    ProcessingEvent, Username, PROCESSING_EVENT_VERSION,
 };
 use rusqlite::types::ValueRef;
 use rusqlite::{
@@ -561,38 +561,22 @@ struct ClaimedRow {
     created_at: DateTime<Utc>,
     game: EventGame,
     sample_rate_hz: f64,
-    columns: Vec<(String, Vec<u8>)>,
-    /// Why a column cannot be read, if one cannot.
-    unreadable: Option<String>,
 }
 
 impl ClaimedRow {
-    fn into_entry(self) -> Result<OutboxEntry> {
-        if let Some(why) = self.unreadable {
-            return Err(corrupt("stored column", why));
-        }
-        let channels = self
-            .columns
-            .into_iter()
-            .map(|(name, data)| {
-                let col =
-                    decode_column(&data).map_err(|e| corrupt(&format!("column {name}"), e))?;
-                Ok((name, col))
-            })
-            .collect::<Result<BTreeMap<_, _>>>()?;
-        Ok(OutboxEntry {
+    fn into_entry(self) -> OutboxEntry {
+        OutboxEntry {
             event: ProcessingEvent {
-                version: EVENT_VERSION,
+                version: PROCESSING_EVENT_VERSION,
                 event_id: self.event_id,
                 game_id: self.game_id,
                 user_id: self.user_id,
                 created_at: self.created_at,
                 game: self.game,
                 sample_rate_hz: self.sample_rate_hz,
-                channels,
             },
             trace_id: self.trace_id,
-        })
+        }
     }
 }
 
@@ -637,8 +621,6 @@ fn claimed_row(row: &Row<'_>) -> std::result::Result<ClaimedRow, String> {
             Ok(Some(x)) => x,
             _ => return Err("sample_rate_hz cannot be read".into()),
         },
-        columns: Vec::new(),
-        unreadable: None,
     })
 }
 
@@ -851,7 +833,6 @@ impl Store for SqliteStore {
                 submission,
                 submitted_at,
                 trace_id,
-                publish_lease,
             } = game;
             // Encode before taking the write lock: it is the costly part.
             let columns: Vec<(&str, Vec<u8>)> = submission
@@ -922,16 +903,9 @@ impl Store for SqliteStore {
                         .map_err(db)?;
                 }
                 tx.execute(
-                    "INSERT INTO outbox (event_id, game_id, user_id, trace_id, created_at, lease_until)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                    params![
-                        event_id,
-                        game_id,
-                        user_id,
-                        trace_id,
-                        submitted,
-                        ts(plus(submitted_at, publish_lease)),
-                    ],
+                    "INSERT INTO outbox (event_id, game_id, user_id, trace_id, created_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![event_id, game_id, user_id, trace_id, submitted],
                 )
                 .map_err(|e| db_insert(e, "event id exists"))?;
                 if let Some(record) = &idempotency {
@@ -1007,6 +981,46 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn game_samples(&self, user_id: Uuid, game_id: Uuid) -> Result<Option<GameSamples>> {
+        self.blocking(move |inner| {
+            inner.read(|tx| {
+                let game = tx
+                    .query_row(
+                        "SELECT sample_rate_hz, score FROM games
+                         WHERE game_id = ?1 AND user_id = ?2",
+                        params![id(game_id), id(user_id)],
+                        |row| Ok((row.get::<_, f64>(0), row.get::<_, f64>(1))),
+                    )
+                    .optional()
+                    .map_err(db)?;
+                let Some((rate, score)) = game else {
+                    return Ok(None);
+                };
+                let rate = rate.map_err(|e| corrupt("sample_rate_hz", e))?;
+                let score = score.map_err(|e| corrupt("score", e))?;
+                let mut stmt = tx
+                    .prepare_cached("SELECT name, data FROM game_columns WHERE game_id = ?1")
+                    .map_err(db)?;
+                let mut rows = stmt.query([id(game_id)]).map_err(db)?;
+                let mut columns = BTreeMap::new();
+                while let Some(row) = rows.next().map_err(db)? {
+                    let name: String = row.get(0).map_err(|e| corrupt("column name", e))?;
+                    let data: Vec<u8> = row.get(1).map_err(|e| corrupt("column data", e))?;
+                    let column =
+                        decode_column(&data).map_err(|e| corrupt(&format!("column {name}"), e))?;
+                    columns.insert(name, column);
+                }
+                let channels = Channels::from_stored(columns).map_err(|e| corrupt("columns", e))?;
+                Ok(Some(GameSamples {
+                    sample_rate_hz: rate,
+                    score,
+                    channels,
+                }))
+            })
+        })
+        .await
+    }
+
     async fn processed_games(&self, user_id: Uuid) -> Result<Vec<ProcessedGame>> {
         self.blocking(move |inner| {
             inner.read(|tx| {
@@ -1042,17 +1056,31 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn claim_unpublished(
+    async fn advance_outbox(
         &self,
+        published: &[Uuid],
         now: DateTime<Utc>,
         lease: Duration,
         limit: u32,
     ) -> Result<Vec<OutboxEntry>> {
-        if limit == 0 {
+        if published.is_empty() && limit == 0 {
             return Ok(Vec::new());
         }
+        let published: Vec<String> = published.iter().map(|e| id(*e)).collect();
         self.blocking(move |inner| {
-            let claimed = inner.write(|tx| {
+            inner.write(|tx| {
+                let mut mark = tx
+                    .prepare_cached(
+                        "UPDATE outbox SET published_at = ?2, lease_until = NULL
+                         WHERE event_id = ?1 AND published_at IS NULL",
+                    )
+                    .map_err(db)?;
+                for event_id in &published {
+                    mark.execute(params![event_id, ts(now)]).map_err(db)?;
+                }
+                if limit == 0 {
+                    return Ok(Vec::new());
+                }
                 let mut stmt = tx
                     .prepare_cached(
                         "SELECT o.event_id, o.game_id, o.user_id, o.trace_id, o.created_at,
@@ -1072,7 +1100,7 @@ impl Store for SqliteStore {
                     // entries behind it are not held up by it.
                     let key: rusqlite::types::Value = get(row, 0)?;
                     match claimed_row(row) {
-                        Ok(entry) => claimed.push(entry),
+                        Ok(entry) => claimed.push(entry.into_entry()),
                         Err(why) => unpublishable(&format!("{key:?}"), &why),
                     }
                     leased.push(key);
@@ -1087,85 +1115,6 @@ impl Store for SqliteStore {
                         .map_err(db)?;
                 }
                 Ok(claimed)
-            })?;
-            // The columns (the bulk of the bytes) are read after the lease is
-            // committed, on a reader, so the writer is not held meanwhile. A
-            // game's columns never change once stored.
-            let claimed = inner.read(|tx| {
-                let mut columns = tx
-                    .prepare_cached("SELECT name, data FROM game_columns WHERE game_id = ?1")
-                    .map_err(db)?;
-                let mut claimed = claimed;
-                for entry in &mut claimed {
-                    let mut rows = columns.query([id(entry.game_id)]).map_err(db)?;
-                    while let Some(row) = rows.next().map_err(db)? {
-                        match (row.get(0), row.get(1)) {
-                            (Ok(name), Ok(data)) => entry.columns.push((name, data)),
-                            (Err(e), _) | (_, Err(e)) => entry.unreadable = Some(e.to_string()),
-                        }
-                    }
-                }
-                Ok(claimed)
-            })?;
-            Ok(claimed
-                .into_iter()
-                .filter_map(|row| {
-                    let event_id = row.event_id;
-                    row.into_entry()
-                        .map_err(|e| unpublishable(&event_id, &e.to_string()))
-                        .ok()
-                })
-                .collect())
-        })
-        .await
-    }
-
-    async fn mark_published(&self, event_id: Uuid, now: DateTime<Utc>) -> Result<()> {
-        self.mark_published_all(vec![event_id], now).await
-    }
-
-    async fn mark_published_all(&self, event_ids: Vec<Uuid>, now: DateTime<Utc>) -> Result<()> {
-        if event_ids.is_empty() {
-            return Ok(());
-        }
-        self.blocking(move |inner| {
-            inner.write(|tx| {
-                let mut update = tx
-                    .prepare_cached(
-                        "UPDATE outbox SET published_at = ?2, lease_until = NULL
-                         WHERE event_id = ?1 AND published_at IS NULL",
-                    )
-                    .map_err(db)?;
-                let mut exists = tx
-                    .prepare_cached("SELECT 1 FROM outbox WHERE event_id = ?1")
-                    .map_err(db)?;
-                let now = ts(now);
-                for event_id in event_ids.iter().map(|e| id(*e)) {
-                    if update.execute(params![event_id, now]).map_err(db)? > 0 {
-                        continue;
-                    }
-                    // Already published (a repeated confirm) is fine;
-                    // unknown is not, and then none of them is marked.
-                    if !exists.exists([&event_id]).map_err(db)? {
-                        return Err(StoreError::NotFound);
-                    }
-                }
-                Ok(())
-            })
-        })
-        .await
-    }
-
-    async fn release_lease(&self, event_id: Uuid) -> Result<()> {
-        self.blocking(move |inner| {
-            inner.write(|tx| {
-                tx.execute(
-                    "UPDATE outbox SET lease_until = NULL
-                     WHERE event_id = ?1 AND published_at IS NULL",
-                    [id(event_id)],
-                )
-                .map_err(db)?;
-                Ok(())
             })
         })
         .await

@@ -18,7 +18,10 @@
 
 use chrono::{DateTime, Duration as TimeDelta, Utc};
 use m2m_analysis::Metrics;
-use m2m_domain::{GameStatus, GameSubmission, ProcessingEvent, Username};
+use m2m_domain::{
+    decode_column, encode_column, GameStatus, GameSubmission, ProcessingEvent, Username,
+    PROCESSING_EVENT_VERSION,
+};
 use m2m_store::{
     Completion, Digest, IdempotencyRecord, MongoStore, NewGame, NewLogin, NewUser, RefreshOutcome,
     SqliteStore, Store, StoreError, SubmitOutcome,
@@ -95,6 +98,23 @@ impl Raw {
                     .await
                     .unwrap();
                 assert_eq!(n.matched_count, 1, "{table}.{field} of {value}");
+            }
+        }
+    }
+
+    /// Makes a stored game's event impossible to rebuild (an id it needs
+    /// cannot be read), leaving the game itself readable.
+    async fn damage_event(&self, game: &NewGame) {
+        match self {
+            Raw::Sqlite(_) => {
+                let event = game.event_id.hyphenated().to_string();
+                self.set("outbox", "event_id", &event, "user_id", "not-a-uuid")
+                    .await
+            }
+            Raw::Mongo(_) => {
+                let id = game.game_id.hyphenated().to_string();
+                self.set("games", "game_id", &id, "event_id", "not-a-uuid")
+                    .await
             }
         }
     }
@@ -278,7 +298,9 @@ macro_rules! contract_everywhere {
                 idempotency_keys_replay_refuse_and_are_per_user,
                 idempotency_keys_are_purged_by_age,
                 outbox_entries_are_leased_until_published,
-                a_released_lease_is_claimed_at_once,
+                a_stored_event_is_claimable_at_once,
+                one_step_marks_the_confirmed_and_claims_the_next,
+                game_samples_read_back_exactly_what_was_stored,
                 outbox_claims_oldest_first_up_to_limit,
                 published_events_are_marked_in_batches,
                 republish_unfinished_resets_queued_games_only,
@@ -296,7 +318,8 @@ macro_rules! contract_everywhere {
                 raw:
                 unreadable_values_read_as_their_fallbacks,
                 rows_without_a_readable_id_are_skipped_not_fatal,
-                an_event_that_cannot_be_rebuilt_holds_up_no_other;
+                an_event_that_cannot_be_rebuilt_holds_up_no_other,
+                unreadable_samples_are_corrupt_not_absent;
             );
         )*
     };
@@ -352,7 +375,6 @@ fn new_game(user_id: Uuid, submission: GameSubmission, submitted_at: DateTime<Ut
         submission,
         submitted_at,
         trace_id: format!("trace-{}", Uuid::now_v7().simple()),
-        publish_lease: Duration::from_secs(30),
     }
 }
 
@@ -748,7 +770,7 @@ async fn games_list_newest_first_in_pages(store: Arc<dyn Store>) {
     // Processed games are listed without their metrics.
     let newest = store.game(ada, ids[0]).await.unwrap().unwrap();
     let event_id = store
-        .claim_unpublished(t0() + secs(3600), Duration::from_secs(60), 100)
+        .advance_outbox(&[], t0() + secs(3600), Duration::from_secs(60), 100)
         .await
         .unwrap()
         .into_iter()
@@ -900,33 +922,22 @@ async fn idempotency_keys_are_purged_by_age(store: Arc<dyn Store>) {
 // ---------------------------------------------------------------------------
 // Outbox
 
-async fn a_released_lease_is_claimed_at_once(store: Arc<dyn Store>) {
+async fn a_stored_event_is_claimable_at_once(store: Arc<dyn Store>) {
     let ada = create_user(&*store, "ada").await;
     let game = new_game(ada, submission(3, None), t0());
     store.submit_game(game.clone(), None).await.unwrap();
     let lease = Duration::from_secs(60);
-    // Leased to the request that stored it: not claimable yet.
-    assert!(store
-        .claim_unpublished(t0(), lease, 10)
-        .await
-        .unwrap()
-        .is_empty());
-    // Its publish failed: released, the relay takes it at once.
-    store.release_lease(game.event_id).await.unwrap();
-    let claimed = store
-        .claim_unpublished(t0() + secs(1), lease, 10)
-        .await
-        .unwrap();
+    // No lease at submission: the publisher claims it in its next step.
+    let claimed = store.advance_outbox(&[], t0(), lease, 10).await.unwrap();
     assert_eq!(claimed.len(), 1);
     assert_eq!(claimed[0].event.event_id, game.event_id);
-    // A published event stays published whatever happens to its lease.
+    // A published event stays published, whenever it is claimed.
     store
-        .mark_published(game.event_id, t0() + secs(2))
+        .advance_outbox(&[game.event_id], t0() + secs(2), lease, 10)
         .await
         .unwrap();
-    store.release_lease(game.event_id).await.unwrap();
     assert!(store
-        .claim_unpublished(t0() + secs(500), lease, 10)
+        .advance_outbox(&[], t0() + secs(500), lease, 10)
         .await
         .unwrap()
         .is_empty());
@@ -940,47 +951,34 @@ async fn outbox_entries_are_leased_until_published(store: Arc<dyn Store>) {
     assert_eq!(store.unpublished_count().await.unwrap(), 1);
     let lease = Duration::from_secs(60);
 
-    // The gateway publishing it right now holds it for `publish_lease`.
-    assert!(store
-        .claim_unpublished(t0(), lease, 10)
-        .await
-        .unwrap()
-        .is_empty());
-    assert!(store
-        .claim_unpublished(t0() + secs(29), lease, 10)
-        .await
-        .unwrap()
-        .is_empty());
-
-    // Then the relay takes it over: the event as the gateway built it.
-    let t1 = t0() + secs(31);
-    let claimed = store.claim_unpublished(t1, lease, 10).await.unwrap();
+    // The event as the gateway describes the game: ids and description,
+    // no samples.
+    let t1 = t0() + secs(1);
+    let claimed = store.advance_outbox(&[], t1, lease, 10).await.unwrap();
     assert_eq!(claimed.len(), 1);
-    let expected = ProcessingEvent::from_submission(
+    let expected = ProcessingEvent::new(
         game.event_id,
         game.game_id,
         game.user_id,
         game.submitted_at,
         &game.submission,
     );
-    assert_eq!(
-        claimed[0].event, expected,
-        "same event, channels at stored precision"
-    );
+    assert_eq!(claimed[0].event, expected);
+    assert_eq!(claimed[0].event.version, PROCESSING_EVENT_VERSION);
     assert_eq!(
         claimed[0].event.game.started_at,
         at("2026-11-27T09:59:00.25Z")
     );
     assert_eq!(claimed[0].trace_id, game.trace_id);
 
-    // Leased to that relay: another relay skips it until the lease ends.
+    // Leased to that publisher: another one skips it until the lease ends.
     assert!(store
-        .claim_unpublished(t1 + secs(59), lease, 10)
+        .advance_outbox(&[], t1 + secs(59), lease, 10)
         .await
         .unwrap()
         .is_empty());
     let again = store
-        .claim_unpublished(t1 + secs(61), lease, 10)
+        .advance_outbox(&[], t1 + secs(61), lease, 10)
         .await
         .unwrap();
     assert_eq!(again.len(), 1);
@@ -992,29 +990,97 @@ async fn outbox_entries_are_leased_until_published(store: Arc<dyn Store>) {
     );
 
     store
-        .mark_published(game.event_id, t1 + secs(62))
+        .advance_outbox(&[game.event_id], t1 + secs(62), Duration::ZERO, 0)
         .await
         .unwrap();
     assert_eq!(store.unpublished_count().await.unwrap(), 0);
     assert!(store
-        .claim_unpublished(t1 + secs(100_000), lease, 10)
+        .advance_outbox(&[], t1 + secs(100_000), lease, 10)
         .await
         .unwrap()
         .is_empty());
-    // A repeated confirm is harmless; an unknown event is not found.
+    // A repeated confirm, or one of an unknown event, changes nothing.
     store
-        .mark_published(game.event_id, t1 + secs(63))
+        .advance_outbox(&[game.event_id, Uuid::now_v7()], t1 + secs(63), lease, 0)
         .await
         .unwrap();
-    assert!(matches!(
-        store.mark_published(Uuid::now_v7(), t1).await,
-        Err(StoreError::NotFound)
-    ));
+    assert_eq!(store.unpublished_count().await.unwrap(), 0);
     assert!(store
-        .claim_unpublished(t1, lease, 0)
+        .advance_outbox(&[], t1, lease, 0)
         .await
         .unwrap()
         .is_empty());
+}
+
+async fn one_step_marks_the_confirmed_and_claims_the_next(store: Arc<dyn Store>) {
+    let ada = create_user(&*store, "ada").await;
+    let games = [
+        submit(&*store, ada, 1, t0()).await,
+        submit(&*store, ada, 2, t0() + secs(1)).await,
+        submit(&*store, ada, 3, t0() + secs(2)).await,
+    ];
+    let lease = Duration::from_secs(60);
+    let now = t0() + secs(10);
+    let first = store.advance_outbox(&[], now, lease, 1).await.unwrap();
+    assert_eq!(first[0].event.event_id, games[0].event_id);
+    // The first confirmed, the next two claimed, in one step.
+    let next = store
+        .advance_outbox(&[games[0].event_id], now, lease, 5)
+        .await
+        .unwrap();
+    let ids: Vec<Uuid> = next.iter().map(|e| e.event.event_id).collect();
+    assert_eq!(ids, [games[1].event_id, games[2].event_id]);
+    assert_eq!(store.unpublished_count().await.unwrap(), 2);
+}
+
+async fn game_samples_read_back_exactly_what_was_stored(store: Arc<dyn Store>) {
+    let ada = create_user(&*store, "ada").await;
+    let grace = create_user(&*store, "grace").await;
+    let game = submit(&*store, ada, 4, t0()).await;
+    let samples = store
+        .game_samples(ada, game.game_id)
+        .await
+        .unwrap()
+        .expect("the owner's game");
+    assert_eq!(samples.sample_rate_hz, game.submission.sample_rate_hz());
+    assert_eq!(samples.score, game.submission.score());
+    let sent = game.submission.channels();
+    assert_eq!(
+        samples.channels.names().collect::<Vec<_>>(),
+        sent.names().collect::<Vec<_>>()
+    );
+    for (name, column) in sent.iter() {
+        // The stored form, decoded: what the analysis of this game reads.
+        let stored = decode_column(&encode_column(column)).unwrap();
+        assert_eq!(
+            samples.channels.get(name).unwrap(),
+            stored.as_slice(),
+            "{name}"
+        );
+    }
+    // Another user's game, or none at all, has no samples to read.
+    assert!(store
+        .game_samples(grace, game.game_id)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(store
+        .game_samples(ada, Uuid::now_v7())
+        .await
+        .unwrap()
+        .is_none());
+}
+
+async fn unreadable_samples_are_corrupt_not_absent(store: Arc<dyn Store>, raw: Raw) {
+    let ada = create_user(&*store, "ada").await;
+    let game = submit(&*store, ada, 5, t0()).await;
+    raw.damage_columns(game.game_id).await;
+    assert!(matches!(
+        store.game_samples(ada, game.game_id).await,
+        Err(StoreError::Corrupt(_))
+    ));
+    // The game itself still reads.
+    assert!(store.game(ada, game.game_id).await.unwrap().is_some());
 }
 
 async fn outbox_claims_oldest_first_up_to_limit(store: Arc<dyn Store>) {
@@ -1027,15 +1093,15 @@ async fn outbox_claims_oldest_first_up_to_limit(store: Arc<dyn Store>) {
     let later = t0() + secs(3600);
     let lease = Duration::from_secs(60);
 
-    let batch = store.claim_unpublished(later, lease, 2).await.unwrap();
+    let batch = store.advance_outbox(&[], later, lease, 2).await.unwrap();
     let ids: Vec<Uuid> = batch.iter().map(|e| e.event.event_id).collect();
     assert_eq!(ids, [first.event_id, second.event_id]);
     assert_eq!(batch[0].event.user_id, grace);
-    let rest = store.claim_unpublished(later, lease, 2).await.unwrap();
+    let rest = store.advance_outbox(&[], later, lease, 2).await.unwrap();
     assert_eq!(rest.len(), 1);
     assert_eq!(rest[0].event.event_id, third.event_id);
     assert!(store
-        .claim_unpublished(later, lease, 2)
+        .advance_outbox(&[], later, lease, 2)
         .await
         .unwrap()
         .is_empty());
@@ -1050,28 +1116,37 @@ async fn published_events_are_marked_in_batches(store: Arc<dyn Store>) {
         submit(&*store, ada, 3, t0() + secs(2)).await,
     ];
     let now = t0() + secs(3600);
-    store.mark_published_all(Vec::new(), now).await.unwrap();
     store
-        .mark_published_all(vec![games[0].event_id, games[2].event_id], now)
+        .advance_outbox(&[], now, Duration::ZERO, 0)
+        .await
+        .unwrap();
+    store
+        .advance_outbox(
+            &[games[0].event_id, games[2].event_id],
+            now,
+            Duration::ZERO,
+            0,
+        )
         .await
         .unwrap();
     assert_eq!(store.unpublished_count().await.unwrap(), 1);
     let left = store
-        .claim_unpublished(now, Duration::from_secs(60), 10)
+        .advance_outbox(&[], now, Duration::from_secs(60), 10)
         .await
         .unwrap();
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].event.event_id, games[1].event_id);
-    // Repeats are harmless; an unknown event is not found.
+    // Repeats and unknown events are harmless.
     store
-        .mark_published_all(vec![games[0].event_id, games[1].event_id], now)
+        .advance_outbox(
+            &[games[0].event_id, games[1].event_id, Uuid::now_v7()],
+            now,
+            Duration::ZERO,
+            0,
+        )
         .await
         .unwrap();
     assert_eq!(store.unpublished_count().await.unwrap(), 0);
-    assert!(matches!(
-        store.mark_published_all(vec![Uuid::now_v7()], now).await,
-        Err(StoreError::NotFound)
-    ));
 }
 
 async fn republish_unfinished_resets_queued_games_only(store: Arc<dyn Store>) {
@@ -1082,11 +1157,21 @@ async fn republish_unfinished_resets_queued_games_only(store: Arc<dyn Store>) {
     let lease = Duration::from_secs(600);
     let now = t0() + secs(60);
     assert_eq!(
-        store.claim_unpublished(now, lease, 10).await.unwrap().len(),
+        store
+            .advance_outbox(&[], now, lease, 10)
+            .await
+            .unwrap()
+            .len(),
         3
     );
-    store.mark_published(published.event_id, now).await.unwrap();
-    store.mark_published(done.event_id, now).await.unwrap();
+    store
+        .advance_outbox(&[published.event_id], now, Duration::ZERO, 0)
+        .await
+        .unwrap();
+    store
+        .advance_outbox(&[done.event_id], now, Duration::ZERO, 0)
+        .await
+        .unwrap();
     store.complete_game(processed(&done, now)).await.unwrap();
     assert_eq!(store.unpublished_count().await.unwrap(), 1);
 
@@ -1094,7 +1179,7 @@ async fn republish_unfinished_resets_queued_games_only(store: Arc<dyn Store>) {
     // at once (no lease), the processed one does not.
     assert_eq!(store.republish_unfinished().await.unwrap(), 2);
     assert_eq!(store.unpublished_count().await.unwrap(), 2);
-    let again = store.claim_unpublished(now, lease, 10).await.unwrap();
+    let again = store.advance_outbox(&[], now, lease, 10).await.unwrap();
     let ids: Vec<Uuid> = again.iter().map(|e| e.event.event_id).collect();
     assert_eq!(ids, [published.event_id, leased.event_id]);
 }
@@ -1382,7 +1467,7 @@ async fn unreadable_values_read_as_their_fallbacks(store: Arc<dyn Store>, raw: R
             .unwrap();
     }
     store
-        .mark_published_all(vec![old.event_id, later.event_id], t0())
+        .advance_outbox(&[old.event_id, later.event_id], t0(), Duration::ZERO, 0)
         .await
         .unwrap();
     let ids = |g: &NewGame| g.game_id.hyphenated().to_string();
@@ -1460,7 +1545,7 @@ async fn unreadable_values_read_as_their_fallbacks(store: Arc<dyn Store>, raw: R
 
     // The queued game's event is rebuilt with its submission time.
     let claimed = store
-        .claim_unpublished(t0() + secs(3600), Duration::from_secs(60), 10)
+        .advance_outbox(&[], t0() + secs(3600), Duration::from_secs(60), 10)
         .await
         .unwrap();
     assert_eq!(claimed.len(), 1);
@@ -1468,7 +1553,6 @@ async fn unreadable_values_read_as_their_fallbacks(store: Arc<dyn Store>, raw: R
     assert_eq!(event.game_id, queued.game_id);
     assert_eq!(event.game.started_at, t0() + secs(2));
     assert_eq!(event.game.device, None);
-    event.to_submission().expect("a valid game again");
 }
 
 async fn rows_without_a_readable_id_are_skipped_not_fatal(store: Arc<dyn Store>, raw: Raw) {
@@ -1505,11 +1589,11 @@ async fn an_event_that_cannot_be_rebuilt_holds_up_no_other(store: Arc<dyn Store>
     let ada = create_user(&*store, "ada").await;
     let broken = submit(&*store, ada, 1, t0()).await;
     let healthy = submit(&*store, ada, 2, t0() + secs(1)).await;
-    raw.damage_columns(broken.game_id).await;
+    raw.damage_event(&broken).await;
     let now = t0() + secs(3600);
     let lease = Duration::from_secs(60);
 
-    let claimed = store.claim_unpublished(now, lease, 10).await.unwrap();
+    let claimed = store.advance_outbox(&[], now, lease, 10).await.unwrap();
     assert_eq!(
         claimed.iter().map(|e| e.event.game_id).collect::<Vec<_>>(),
         [healthy.game_id]
@@ -1518,12 +1602,12 @@ async fn an_event_that_cannot_be_rebuilt_holds_up_no_other(store: Arc<dyn Store>
     // after its lease.
     assert_eq!(store.unpublished_count().await.unwrap(), 2);
     assert!(store
-        .claim_unpublished(now + secs(1), lease, 10)
+        .advance_outbox(&[], now + secs(1), lease, 10)
         .await
         .unwrap()
         .is_empty());
     let retried = store
-        .claim_unpublished(now + secs(61), lease, 10)
+        .advance_outbox(&[], now + secs(61), lease, 10)
         .await
         .unwrap();
     assert_eq!(retried.len(), 1, "the healthy one, unpublished still");
@@ -1793,18 +1877,12 @@ mod sqlite_only {
 
         // And it comes back whole.
         let claimed = store
-            .claim_unpublished(t0() + secs(60), Duration::from_secs(60), 1)
+            .advance_outbox(&[], t0() + secs(60), Duration::from_secs(60), 1)
             .await
             .unwrap();
         assert_eq!(
             claimed[0].event,
-            ProcessingEvent::from_submission(
-                game.event_id,
-                game.game_id,
-                ada,
-                t0(),
-                &game.submission
-            )
+            ProcessingEvent::new(game.event_id, game.game_id, ada, t0(), &game.submission)
         );
     }
 
@@ -1868,18 +1946,12 @@ mod mongodb_only {
         let game = new_game(ada, sub, t0());
         store.submit_game(game.clone(), None).await.unwrap();
         let claimed = store
-            .claim_unpublished(t0() + secs(60), Duration::from_secs(60), 1)
+            .advance_outbox(&[], t0() + secs(60), Duration::from_secs(60), 1)
             .await
             .unwrap();
         assert_eq!(
             claimed[0].event,
-            ProcessingEvent::from_submission(
-                game.event_id,
-                game.game_id,
-                ada,
-                t0(),
-                &game.submission
-            )
+            ProcessingEvent::new(game.event_id, game.game_id, ada, t0(), &game.submission)
         );
     }
 
@@ -1932,19 +2004,13 @@ mod mongodb_only {
         assert!(store.game(ada, retry.game_id).await.unwrap().is_none());
         assert_eq!(store.list_games(ada, None, 10).await.unwrap().len(), 1);
         let claimed = store
-            .claim_unpublished(t0() + secs(3600), Duration::from_secs(60), 10)
+            .advance_outbox(&[], t0() + secs(3600), Duration::from_secs(60), 10)
             .await
             .unwrap();
         assert_eq!(claimed.len(), 1);
         assert_eq!(
             claimed[0].event,
-            ProcessingEvent::from_submission(
-                first.event_id,
-                first.game_id,
-                ada,
-                t0(),
-                &first.submission
-            )
+            ProcessingEvent::new(first.event_id, first.game_id, ada, t0(), &first.submission)
         );
     }
 

@@ -1455,18 +1455,31 @@ fn a_poison_message_is_dead_lettered_and_its_game_failed() {
         }
         env.progress("took the 4 events off the queue");
 
-        // Corrupt P: its first channel loses its last sample.
-        let (mut p_body, p_props) = taken.remove(&poison.game_id).expect("P was published");
+        // Corrupt P where the processor reads it: the event names the game,
+        // whose samples are in the store. Its first channel loses its last
+        // sample there; the event itself is published again unchanged.
+        let (p_body, p_props) = taken.remove(&poison.game_id).expect("P was published");
         assert_eq!(p_body["event_id"], poison.event_id.as_str(), "{p_props:?}");
-        let channels = p_body["channels"].as_object_mut().expect("channels");
-        let short = channels.keys().next().expect("a channel").clone();
-        let column = channels[&short].as_array_mut().expect("a column");
-        let samples = column.len();
-        column.pop();
+        let db = rusqlite::Connection::open(env.dir.path().join("m2m.db")).expect("the database");
+        let short: String = db
+            .query_row(
+                "SELECT name FROM game_columns WHERE game_id = ?1 ORDER BY name LIMIT 1",
+                [&poison.game_id],
+                |row| row.get(0),
+            )
+            .expect("P's first channel");
+        let cut = db
+            .execute(
+                "UPDATE game_columns SET data = substr(data, 1, length(data) - 4)
+                 WHERE game_id = ?1 AND name = ?2",
+                [&poison.game_id, &short],
+            )
+            .expect("cut the column");
+        assert_eq!(cut, 1);
+        drop(db);
         env.progress(format!(
-            "P = game {}: channels.{short} cut from {samples} to {} samples",
-            poison.game_id,
-            samples - 1
+            "P = game {}: its stored column {short} cut by one sample",
+            poison.game_id
         ));
         let trace_id = header_text(&p_props, "trace_id").unwrap_or_default();
         let mut headers = FieldTable::default();
@@ -1524,14 +1537,14 @@ fn a_poison_message_is_dead_lettered_and_its_game_failed() {
             .await;
         env.progress("all 4 games finished");
 
-        // P failed, naming the channel; the others were processed.
+        // P failed, naming the column; the others were processed.
         let p = api.game(&token, &poison.game_id).await;
         assert_eq!(p["status"], "failed", "P: {p}");
         let error = p["error"]
             .as_str()
             .unwrap_or_else(|| panic!("P has no error: {p}"));
         assert!(
-            error.contains(&format!("channels.{short}")),
+            error.contains("differ in length") && error.contains(&short),
             "P's error: {error}"
         );
         assert!(p.get("metrics").is_none(), "P: {p}");

@@ -10,14 +10,10 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use chrono::Utc;
 use m2m_analysis::{Progress, ProgressGame};
-use m2m_bus::BusError;
-use m2m_domain::{Game, GameSubmission, ProcessingEvent, SubmissionError};
+use m2m_domain::{Game, GameSubmission, SubmissionError};
 use m2m_store::{IdempotencyRecord, NewGame, SubmitOutcome};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
-use std::time::Duration;
 use uuid::Uuid;
 
 /// The answer to an accepted upload.
@@ -139,24 +135,14 @@ pub(crate) async fn submit(
     let game_id = Uuid::now_v7();
     let event_id = Uuid::now_v7();
     // Parsing a large game takes a millisecond or more: off the runtime.
-    // While the outbox holds a backlog (the bus was full), new games queue
-    // behind it instead of overtaking it: stored without a lease, for the
-    // relay to publish in order, so no event is built here for them.
-    let backlogged = state.0.outbox_backlog.load(Ordering::Relaxed);
     let want_hash = key.is_some();
     let (parsed, request_hash) = tokio::task::spawn_blocking(move || {
         let hash: Option<[u8; 32]> = want_hash.then(|| Sha256::digest(&body).into());
-        let parsed = GameSubmission::from_json(&body).map(|s| {
-            let event = (!backlogged).then(|| {
-                ProcessingEvent::from_submission(event_id, game_id, user.user_id, submitted_at, &s)
-            });
-            (s, event)
-        });
-        (parsed, hash)
+        (GameSubmission::from_json(&body), hash)
     })
     .await
     .map_err(|e| anyhow::anyhow!("parsing task: {e}"))?;
-    let (submission, event) = parsed.map_err(|e| match e {
+    let submission = parsed.map_err(|e| match e {
         SubmissionError::Malformed(m) => {
             ApiError::bad_field("body", format!("malformed JSON: {m}"))
         }
@@ -185,12 +171,7 @@ pub(crate) async fn submit(
                 user_id: user.user_id,
                 submission,
                 submitted_at,
-                trace_id: trace_id.clone(),
-                publish_lease: if backlogged {
-                    Duration::ZERO
-                } else {
-                    state.config().publish_lease
-                },
+                trace_id,
             },
             idempotency,
         )
@@ -206,47 +187,10 @@ pub(crate) async fn submit(
         }
     }
     state.0.metrics.games_accepted.inc();
-    match event {
-        // The game and its event are durable: answer now and publish
-        // alongside. If the publish fails, the relay publishes the stored
-        // event instead.
-        Some(event) => {
-            tokio::spawn(publish_alongside(state.clone(), event, trace_id));
-        }
-        None => state.0.relay_wakeup.notify_one(),
-    }
+    // The game and its event are durable: answer now; the publisher puts
+    // the event on the bus.
+    state.0.publisher.wake();
     Ok(accepted_response(StatusCode::ACCEPTED.as_u16(), accepted))
-}
-
-/// Publishes a just-stored event straight from the request that stored it;
-/// on any failure the event is handed to the relay at once.
-async fn publish_alongside(state: AppState, event: ProcessingEvent, trace_id: String) {
-    let event_id = event.event_id;
-    match state
-        .bus()
-        .publish_processing(Arc::new(event), &trace_id)
-        .await
-    {
-        Ok(()) => {
-            if let Err(e) = state.store().mark_published(event_id, Utc::now()).await {
-                tracing::warn!(%event_id, error = %e, "cannot mark an event published");
-            }
-            return;
-        }
-        Err(BusError::Full) => {
-            // Not a fault: the outbox holds the event until there is room,
-            // and the games after it queue behind it.
-            state.0.outbox_backlog.store(true, Ordering::Relaxed);
-        }
-        Err(e) => {
-            tracing::warn!(%event_id, error = %e, "publish failed; the relay will retry");
-        }
-    }
-    // Hand the event to the relay now rather than after the lease.
-    if let Err(e) = state.store().release_lease(event_id).await {
-        tracing::warn!(%event_id, error = %e, "cannot release the lease");
-    }
-    state.0.relay_wakeup.notify_one();
 }
 
 /// One of the caller's games.

@@ -3,13 +3,15 @@
 
 use crate::helpers::*;
 use m2m_bus::Bus;
-use std::sync::Arc;
 use std::time::Duration;
 
 #[tokio::test]
 async fn a_poison_event_ends_failed_without_blocking_the_games_behind_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("m2m.db");
     let app = spawn_app_with(Options {
         processor: false,
+        db: Some(db.clone()),
         ..Options::default()
     })
     .await;
@@ -29,13 +31,21 @@ async fn a_poison_event_ends_failed_without_blocking_the_games_behind_it() {
         d.ack().await.unwrap();
     }
     drop(consumer);
-    // Put them back with the first one corrupted (a column one sample
-    // short), poison first so the others queue behind it.
+    // The event names its game, whose samples the processor reads from
+    // the store: corrupt the first game there (a column one sample short),
+    // and put the events back, poison first so the others queue behind it.
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute(
+            "UPDATE game_columns SET data = substr(data, 1, length(data) - 4)
+             WHERE game_id = ?1 AND name = 'flex_index'",
+            [poison_game.to_string()],
+        )
+        .unwrap();
     events.sort_by_key(|e| e.game_id != poison_game);
-    let mut poison = (*events[0]).clone();
-    poison.channels.get_mut("flex_index").unwrap().pop();
+    let poison = events[0].clone();
     app.bus
-        .publish_processing(Arc::new(poison), "poison-trace")
+        .publish_processing(poison, "poison-trace")
         .await
         .unwrap();
     for e in &events[1..] {
@@ -49,8 +59,8 @@ async fn a_poison_event_ends_failed_without_blocking_the_games_behind_it() {
     let failed = app.wait_for(&token, poison_game, "failed").await;
     let error = failed["error"].as_str().unwrap();
     assert!(
-        error.contains("channels.flex_index"),
-        "the reason names the field: {error}"
+        error.contains("differ in length") && error.contains("flex_index"),
+        "the reason names the column: {error}"
     );
     assert!(failed.get("metrics").is_none());
     for g in healthy {
