@@ -1,5 +1,23 @@
 //! Storage of m2m behind the [`Store`] trait.
 //!
+//! # Traits by responsibility
+//! [`Store`] is the sum of five small traits, each owning one part of the
+//! data; every type that implements all five is a `Store` (a blanket impl),
+//! so the gateway and the processor keep holding one `Arc<dyn Store>`:
+//! - [`Accounts`]: users, logins and their refresh tokens.
+//! - [`Games`]: storing an upload (`submit_game`, with its outbox entry and
+//!   idempotency key), reading games back (`game`, `list_games`,
+//!   `processed_games`) and sweeping old idempotency keys.
+//! - [`Outbox`]: the relay's side of the outbox (claiming, leasing and
+//!   marking events published; `republish_unfinished`, `unpublished_count`).
+//! - [`ChangeFeed`]: a game's result and its change (`complete_game`), and
+//!   reading the per-user feed by cursor.
+//! - [`Health`]: `ping`, for readiness.
+//!
+//! Each backend is one folder split the same way (`sqlite/` and `mongo/`:
+//! `accounts.rs`, `games.rs`, `outbox.rs`, `feed.rs`, plus its schema,
+//! mapping of rows or documents, and errors).
+//!
 //! Every method is one atomic step: where the contract needs several writes
 //! to happen together (a game, its columns, its outbox entry and its
 //! idempotency key; a game's result and its change-feed entry), one method
@@ -137,7 +155,7 @@ pub struct IdempotencyRecord {
     pub body: Vec<u8>,
 }
 
-/// What [`Store::submit_game`] did.
+/// What [`Games::submit_game`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SubmitOutcome {
     /// Stored: the game, its columns, its outbox entry and the key.
@@ -180,7 +198,7 @@ pub struct Completion {
     pub error: Option<String>,
 }
 
-/// What [`Store::complete_game`] stored (or had stored before).
+/// What [`ChangeFeed::complete_game`] stored (or had stored before).
 #[derive(Debug, Clone)]
 pub struct Completed {
     pub change: Change,
@@ -191,9 +209,21 @@ pub struct Completed {
     pub first: bool,
 }
 
-/// The storage of m2m.
+/// The storage of m2m: every responsibility in one object, as the gateway
+/// and the processor hold it (`Arc<dyn Store>`).
+///
+/// Implemented for every type that implements the five traits it is made
+/// of, so a store implements those and never `Store` itself. Calling a
+/// method through `dyn Store` needs its trait in scope (`use
+/// m2m_store::{Accounts, Games, …}`).
+pub trait Store: Accounts + Games + Outbox + ChangeFeed + Health + Send + Sync + 'static {}
+
+impl<T> Store for T where T: Accounts + Games + Outbox + ChangeFeed + Health + Send + Sync + 'static {}
+
+/// Accounts: users, the logins they open with a password, and the chains of
+/// refresh tokens of those logins.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Accounts: Send + Sync {
     /// Creates an account. [`StoreError::Conflict`] if the username is taken
     /// (compared case-insensitively).
     async fn create_user(&self, user: NewUser) -> Result<()>;
@@ -218,7 +248,12 @@ pub trait Store: Send + Sync + 'static {
     /// Revokes the login that the refresh token hashed `presented` belongs
     /// to (current or spent). Returns whether such a login existed.
     async fn revoke_login(&self, presented: Digest, now: DateTime<Utc>) -> Result<bool>;
+}
 
+/// Games: storing an upload (with its event and idempotency key) and reading
+/// a user's games back.
+#[async_trait]
+pub trait Games: Send + Sync {
     /// Stores a game, its columns, its outbox entry and (with `idempotency`)
     /// the first answer under its key, all in one transaction, so that an
     /// accepted game always has its event. With a key seen before for this
@@ -250,6 +285,17 @@ pub trait Store: Send + Sync + 'static {
     /// cannot be read has its `submitted_at`.
     async fn processed_games(&self, user_id: Uuid) -> Result<Vec<ProcessedGame>>;
 
+    /// Deletes the idempotency keys stored before `before`; returns how
+    /// many. The gateway keeps keys for 24 h (`GatewayConfig::idempotency_ttl`), so a
+    /// repeat within a day gets the first answer and the table stays
+    /// bounded by a day of uploads.
+    async fn purge_idempotency_keys(&self, before: DateTime<Utc>) -> Result<u64>;
+}
+
+/// The processing outbox: the events of stored games, until the bus has
+/// confirmed them (the relay's side of [`Games::submit_game`]).
+#[async_trait]
+pub trait Outbox: Send + Sync {
     /// Claims up to `limit` events not yet published and not leased, oldest
     /// first, leasing them for `lease` so that other relays skip them.
     /// An event whose stored `started_at` cannot be read carries the game's
@@ -290,7 +336,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// Number of events stored but not yet published.
     async fn unpublished_count(&self) -> Result<u64>;
+}
 
+/// The per-user change feed: the results of processing, in the order they
+/// were stored, read by cursor.
+#[async_trait]
+pub trait ChangeFeed: Send + Sync {
     /// Saves a game's result and appends its change to the user's feed in
     /// one transaction, keyed by `event_id`: completing the same event again
     /// changes nothing and returns what was stored the first time.
@@ -311,13 +362,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// The cursor of the user's latest change, if any.
     async fn latest_cursor(&self, user_id: Uuid) -> Result<Option<String>>;
+}
 
+/// Whether the database can be used at all (for `/readyz`). Not part of any
+/// one responsibility above: it asks about the connection they all share.
+#[async_trait]
+pub trait Health: Send + Sync {
     /// Whether the database answers.
     async fn ping(&self) -> Result<()>;
-
-    /// Deletes the idempotency keys stored before `before`; returns how
-    /// many. The gateway keeps keys for 24 h (`GatewayConfig::idempotency_ttl`), so a
-    /// repeat within a day gets the first answer and the table stays
-    /// bounded by a day of uploads.
-    async fn purge_idempotency_keys(&self, before: DateTime<Utc>) -> Result<u64>;
 }

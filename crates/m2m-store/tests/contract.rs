@@ -20,8 +20,8 @@ use chrono::{DateTime, Duration as TimeDelta, Utc};
 use m2m_analysis::Metrics;
 use m2m_domain::{GameStatus, GameSubmission, ProcessingEvent, Username};
 use m2m_store::{
-    Completion, Digest, IdempotencyRecord, MongoStore, NewGame, NewLogin, NewUser, RefreshOutcome,
-    SqliteStore, Store, StoreError, SubmitOutcome,
+    Accounts, Completion, Digest, Games, IdempotencyRecord, MongoStore, NewGame, NewLogin, NewUser,
+    Outbox, RefreshOutcome, SqliteStore, Store, StoreError, SubmitOutcome,
 };
 use m2m_synth::GameSpec;
 use std::any::Any;
