@@ -124,7 +124,7 @@ impl From<StoreError> for Failure {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::NotFound => Failure::Unknown("the game does not exist".into()),
-            StoreError::Corrupt(m) => Failure::Poison(format!("stored data is corrupt: {m}")),
+            e @ StoreError::Corrupt { .. } => Failure::Poison(e.to_string()),
             other => Failure::Unavailable(other.to_string()),
         }
     }

@@ -24,9 +24,10 @@
 //! does them in one transaction. Callers never hold a transaction open.
 //!
 //! Implementations: [`SqliteStore`] (embedded default; a file several
-//! processes on one machine can share) and [`MongoStore`] (production; any
-//! number of processes on any number of machines). MongoDB has no
-//! multi-document transactions on a standalone server, so [`MongoStore`]
+//! processes on one machine can share) and `MongoStore` (production; any
+//! number of processes on any number of machines; built with the `mongodb`
+//! cargo feature, on by default). MongoDB has no
+//! multi-document transactions on a standalone server, so `MongoStore`
 //! keeps the same promises another way: each of its multi-step writes has
 //! one document as its commit point and is safe to repeat (its module
 //! documentation says how, method by method). The same contract tests run
@@ -45,9 +46,11 @@
 //! pages are filled from the rows after it. See docs/design.md.
 
 mod format;
+#[cfg(feature = "mongodb")]
 mod mongo;
 mod sqlite;
 
+#[cfg(feature = "mongodb")]
 pub use mongo::{MongoStore, MAX_DOCUMENT_BYTES};
 pub use sqlite::SqliteStore;
 
@@ -61,7 +64,16 @@ use uuid::Uuid;
 /// SHA-256 of a secret or a request body.
 pub type Digest = [u8; 32];
 
+/// An error from below the store (the database driver, the file system,
+/// a decoder), kept as the cause of a [`StoreError`].
+pub type Cause = Box<dyn std::error::Error + Send + Sync>;
+
 /// Why a store operation failed.
+///
+/// Where a lower-level error caused it, that error is kept as the
+/// [`source`](std::error::Error::source) (to inspect or downcast it), and
+/// its text ends the message too, so that a log line showing the error
+/// alone says why.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// A uniqueness rule was broken (e.g. the username is taken).
@@ -74,16 +86,57 @@ pub enum StoreError {
     #[error("unknown cursor")]
     UnknownCursor,
     /// Stored data that cannot be read back (a bug or tampering).
-    #[error("corrupt data: {0}")]
-    Corrupt(String),
+    #[error("corrupt data: {what}{}", because(.source))]
+    Corrupt {
+        /// What cannot be read, and how, when there is no `source` to say.
+        what: String,
+        #[source]
+        source: Option<Cause>,
+    },
     /// The database cannot be reached or failed; retrying may help.
-    #[error("database unavailable: {0}")]
-    Unavailable(String),
+    #[error("database unavailable: {what}{}", because(.source))]
+    Unavailable {
+        /// What failed (the step, or the whole reason when there is no
+        /// `source`).
+        what: String,
+        #[source]
+        source: Option<Cause>,
+    },
     /// The data is too large for the store to keep (a game whose sensor
-    /// columns exceed one MongoDB document, [`MAX_DOCUMENT_BYTES`]);
+    /// columns exceed one MongoDB document, `MAX_DOCUMENT_BYTES`);
     /// nothing was stored and retrying will not help.
     #[error("too large: {0}")]
     TooLarge(String),
+}
+
+impl StoreError {
+    /// [`StoreError::Unavailable`] caused by `source`.
+    pub(crate) fn unavailable(
+        what: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> StoreError {
+        StoreError::Unavailable {
+            what: what.into(),
+            source: Some(Box::new(source)),
+        }
+    }
+
+    /// [`StoreError::Unavailable`] with no lower-level error (the reason is
+    /// the store's own: a refused URL, a schema too new…).
+    pub(crate) fn unavailable_because(why: impl Into<String>) -> StoreError {
+        StoreError::Unavailable {
+            what: why.into(),
+            source: None,
+        }
+    }
+}
+
+/// `": <cause>"`, or nothing without a cause.
+fn because(source: &Option<Cause>) -> String {
+    source
+        .as_ref()
+        .map(|e| format!(": {e}"))
+        .unwrap_or_default()
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

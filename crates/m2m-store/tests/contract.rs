@@ -9,7 +9,8 @@
 //! sense for one backend are in `mod sqlite_only` and `mod mongodb_only` at
 //! the end.
 //!
-//! SQLite always runs. MongoDB runs when `M2M_TEST_MONGODB_URL` is set
+//! SQLite always runs. MongoDB is compiled in with the `mongodb` feature
+//! (on by default) and runs when `M2M_TEST_MONGODB_URL` is set
 //! (e.g. `mongodb://127.0.0.1:27017`): each test in a fresh database
 //! `m2m_test_<uuid>` that it drops afterwards. Without the variable, each
 //! MongoDB test prints `MongoDB contract not run: M2M_TEST_MONGODB_URL is
@@ -19,9 +20,11 @@
 use chrono::{DateTime, Duration as TimeDelta, Utc};
 use m2m_analysis::Metrics;
 use m2m_domain::{GameStatus, GameSubmission, ProcessingEvent, Username};
+#[cfg(feature = "mongodb")]
+use m2m_store::{Accounts, MongoStore};
 use m2m_store::{
-    Accounts, Completion, Digest, Games, IdempotencyRecord, MongoStore, NewGame, NewLogin, NewUser,
-    Outbox, RefreshOutcome, SqliteStore, Store, StoreError, SubmitOutcome,
+    Completion, Digest, Games, IdempotencyRecord, NewGame, NewLogin, NewUser, Outbox,
+    RefreshOutcome, SqliteStore, Store, StoreError, SubmitOutcome,
 };
 use m2m_synth::GameSpec;
 use std::any::Any;
@@ -58,6 +61,7 @@ async fn sqlite_fixture() -> Option<Fixture> {
 /// an older version, a damaged file or a hand edit could have left.
 enum Raw {
     Sqlite(std::path::PathBuf),
+    #[cfg(feature = "mongodb")]
     Mongo(::mongodb::Database),
 }
 
@@ -79,6 +83,7 @@ impl Raw {
                     .unwrap();
                 assert_eq!(n, 1, "{table}.{field} of {value}");
             }
+            #[cfg(feature = "mongodb")]
             Raw::Mongo(db) => {
                 let (collection, key) = match (table, key) {
                     ("games", "game_id") => ("games", "_id"),
@@ -113,6 +118,7 @@ impl Raw {
                     .unwrap();
                 assert!(n > 0);
             }
+            #[cfg(feature = "mongodb")]
             Raw::Mongo(_) => {
                 self.set("game_columns", "game_id", &game, "columns", "x")
                     .await
@@ -134,13 +140,16 @@ async fn sqlite_raw_fixture() -> Option<(Fixture, Raw)> {
     Some((fixture, Raw::Sqlite(path)))
 }
 
+#[cfg(feature = "mongodb")]
 async fn mongodb_raw_fixture() -> Option<(Fixture, Raw)> {
     let (fixture, db) = mongodb_fixture_with_raw_access().await?;
     Some((fixture, Raw::Mongo(db)))
 }
 
+#[cfg(feature = "mongodb")]
 const MONGODB_URL_VAR: &str = "M2M_TEST_MONGODB_URL";
 
+#[cfg(feature = "mongodb")]
 /// The MongoDB server to test against, if the run names one.
 fn mongodb_url() -> Option<String> {
     let url = std::env::var(MONGODB_URL_VAR)
@@ -160,12 +169,14 @@ fn mongodb_url() -> Option<String> {
     url
 }
 
+#[cfg(feature = "mongodb")]
 async fn mongodb_fixture() -> Option<Fixture> {
     mongodb_fixture_with_raw_access()
         .await
         .map(|(fixture, _)| fixture)
 }
 
+#[cfg(feature = "mongodb")]
 /// A MongoDB fixture and a driver handle on its database, for the tests
 /// that play a crash by writing to the collections directly.
 async fn mongodb_fixture_with_raw_access() -> Option<(Fixture, ::mongodb::Database)> {
@@ -194,12 +205,14 @@ async fn mongodb_fixture_with_raw_access() -> Option<(Fixture, ::mongodb::Databa
     Some((fixture, raw))
 }
 
+#[cfg(feature = "mongodb")]
 /// Drops a test database when the test ends, passed or failed.
 struct DropDatabase {
     url: String,
     database: String,
 }
 
+#[cfg(feature = "mongodb")]
 impl Drop for DropDatabase {
     fn drop(&mut self) {
         // Dropping runs inside the test's runtime, which may be shutting
@@ -304,6 +317,9 @@ macro_rules! contract_everywhere {
 
 contract_everywhere!(
     sqlite = super::sqlite_fixture, super::sqlite_raw_fixture;
+);
+#[cfg(feature = "mongodb")]
+contract_everywhere!(
     mongodb = super::mongodb_fixture, super::mongodb_raw_fixture;
 );
 
@@ -1834,7 +1850,10 @@ mod sqlite_only {
             "sqlite:///tmp/m%20m.db",
         ] {
             assert!(
-                matches!(SqliteStore::open_url(bad), Err(StoreError::Unavailable(_))),
+                matches!(
+                    SqliteStore::open_url(bad),
+                    Err(StoreError::Unavailable { .. })
+                ),
                 "{bad}"
             );
         }
@@ -1844,6 +1863,7 @@ mod sqlite_only {
 // ---------------------------------------------------------------------------
 // MongoDB only
 
+#[cfg(feature = "mongodb")]
 mod mongodb_only {
     use super::*;
     use m2m_store::MAX_DOCUMENT_BYTES;
@@ -2001,9 +2021,13 @@ mod mongodb_only {
             .await
             .unwrap_err();
         assert!(
-            matches!(&err, StoreError::Unavailable(m) if m.contains("MongoDB at 127.0.0.1:1 is not reachable")),
+            matches!(&err, StoreError::Unavailable { what, .. } if what.contains("MongoDB at 127.0.0.1:1 is not reachable")),
             "{err}"
         );
+        // The driver's error is kept as the cause, and its text shown.
+        let cause = std::error::Error::source(&err).expect("the driver's error");
+        assert!(cause.is::<::mongodb::error::Error>(), "{cause:?}");
+        assert!(err.to_string().ends_with(&cause.to_string()), "{err}");
         assert!(started.elapsed() < Duration::from_secs(5));
         for bad in [
             "postgres://localhost/m2m",
@@ -2012,7 +2036,7 @@ mod mongodb_only {
         ] {
             let err = MongoStore::connect(bad).await.unwrap_err();
             assert!(
-                matches!(&err, StoreError::Unavailable(m) if m.starts_with("invalid MongoDB URL")),
+                matches!(&err, StoreError::Unavailable { what, .. } if what.starts_with("invalid MongoDB URL")),
                 "{bad}: {err}"
             );
         }

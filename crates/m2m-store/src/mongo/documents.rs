@@ -4,7 +4,7 @@
 //! be read").
 
 use super::feed::encode_cursor;
-use crate::format::{corrupt, unreadable, Field, StoredChange, StoredGame};
+use crate::format::{corrupt, corrupt_detail, unreadable, Field, StoredChange, StoredGame};
 use crate::Result;
 use m2m_analysis::Metrics;
 use m2m_domain::{Change, Device, Game, GameStatus};
@@ -256,7 +256,7 @@ pub(super) fn parse_id(s: &str) -> Result<Uuid> {
 }
 
 pub(super) fn parse_status(s: &str) -> Result<GameStatus> {
-    GameStatus::parse(s).ok_or_else(|| corrupt("stored status", s))
+    GameStatus::parse(s).ok_or_else(|| corrupt_detail("stored status", s))
 }
 
 pub(super) fn binary(bytes: &[u8]) -> Binary {

@@ -13,8 +13,11 @@ pub(super) fn db(e: mongodb::error::Error) -> StoreError {
         return StoreError::Conflict("duplicate key");
     }
     match e.kind.as_ref() {
-        ErrorKind::BsonDeserialization(_) => StoreError::Corrupt(e.kind.to_string()),
-        kind => StoreError::Unavailable(kind.to_string()),
+        ErrorKind::BsonDeserialization(_) => StoreError::Corrupt {
+            what: "stored document".to_owned(),
+            source: Some(Box::new(e)),
+        },
+        _ => StoreError::unavailable("MongoDB", e),
     }
 }
 
@@ -28,7 +31,7 @@ pub(super) fn db_insert(e: mongodb::error::Error, what: &'static str) -> StoreEr
 }
 
 pub(super) fn unavailable(context: &str, e: mongodb::error::Error) -> StoreError {
-    StoreError::Unavailable(format!("{context}: {}", e.kind))
+    StoreError::unavailable(context, e)
 }
 
 pub(super) fn is_duplicate_key(e: &mongodb::error::Error) -> bool {

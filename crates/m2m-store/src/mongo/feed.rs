@@ -7,7 +7,7 @@ use super::documents::{
 };
 use super::error::{db, is_duplicate_key};
 use super::MongoStore;
-use crate::format::{corrupt, id, parse_time, ts, unreadable};
+use crate::format::{corrupt, corrupt_detail, id, parse_time, ts, unreadable};
 use crate::{ChangeFeed, Completed, Completion, Result, StoreError};
 use async_trait::async_trait;
 use chrono::SubsecRound;
@@ -81,7 +81,7 @@ impl ChangeDoc {
 /// What [`ChangeFeed::complete_game`] returns for a change stored before, read
 /// by the rule of [`StoredChange`].
 fn stored_completed(d: &Document, user_id: Uuid) -> Result<Completed> {
-    let unreadable_change = || corrupt("stored change", format!("{:?}", d.get("_id")));
+    let unreadable_change = || corrupt_detail("stored change", format!("{:?}", d.get("_id")));
     let change = change_from_doc(d, user_id).ok_or_else(unreadable_change)?;
     let reconciliation_event_id =
         doc_id(d, "reconciliation_event_id", "change").ok_or_else(unreadable_change)?;
@@ -204,8 +204,8 @@ impl ChangeFeed for MongoStore {
                 Err(e) => return Err(db(e)),
             }
         }
-        Err(StoreError::Unavailable(
-            "too many concurrent changes to this user's feed; retry".into(),
+        Err(StoreError::unavailable_because(
+            "too many concurrent changes to this user's feed; retry",
         ))
     }
 

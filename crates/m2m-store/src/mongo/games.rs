@@ -208,8 +208,8 @@ impl Games for MongoStore {
                     .find_one(doc! { "user_id": &user, "key": &record.key })
                     .await
                     .map_err(db)?
-                    .ok_or(StoreError::Unavailable(
-                        "an idempotency key vanished while read; retry".into(),
+                    .ok_or(StoreError::unavailable_because(
+                        "an idempotency key vanished while read; retry",
                     ))?;
                 if seen.request_hash.bytes != record.request_hash {
                     return Ok(SubmitOutcome::KeyReused);

@@ -183,7 +183,7 @@ impl MongoStore {
     async fn open(url: &str, database: Option<&str>) -> Result<MongoStore> {
         let mut options = ClientOptions::parse(url)
             .await
-            .map_err(|e| StoreError::Unavailable(format!("invalid MongoDB URL: {}", e.kind)))?;
+            .map_err(|e| StoreError::unavailable("invalid MongoDB URL", e))?;
         options
             .server_selection_timeout
             .get_or_insert(DEFAULT_SERVER_SELECTION_TIMEOUT);
@@ -208,11 +208,11 @@ impl MongoStore {
             .collect::<Vec<_>>()
             .join(",");
         let client = Client::with_options(options)
-            .map_err(|e| StoreError::Unavailable(format!("invalid MongoDB URL: {}", e.kind)))?;
+            .map_err(|e| StoreError::unavailable("invalid MongoDB URL", e))?;
         let db = client.database(&name);
 
         db.run_command(doc! { "ping": 1 }).await.map_err(|e| {
-            StoreError::Unavailable(format!("MongoDB at {hosts} is not reachable: {}", e.kind))
+            StoreError::unavailable(format!("MongoDB at {hosts} is not reachable"), e)
         })?;
         let info = db
             .run_command(doc! { "buildInfo": 1 })
@@ -244,14 +244,14 @@ fn check_version(version: &str) -> Result<()> {
     let found = match (parts.next(), parts.next()) {
         (Some(Ok(major)), Some(Ok(minor))) => (major, minor),
         _ => {
-            return Err(StoreError::Unavailable(format!(
+            return Err(StoreError::unavailable_because(format!(
                 "cannot tell the MongoDB server's version from {version:?}"
             )))
         }
     };
     if found < MIN_SERVER_VERSION {
         let (major, minor) = MIN_SERVER_VERSION;
-        return Err(StoreError::Unavailable(format!(
+        return Err(StoreError::unavailable_because(format!(
             "MongoDB {version} is too old: m2m needs {major}.{minor} or newer"
         )));
     }

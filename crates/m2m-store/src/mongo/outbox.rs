@@ -5,7 +5,7 @@
 use super::documents::{doc_f64, doc_text, doc_value, parse_id};
 use super::error::db;
 use super::MongoStore;
-use crate::format::{corrupt, id, plus, started_at, submitted_at, ts, unreadable};
+use crate::format::{corrupt, corrupt_detail, id, plus, started_at, submitted_at, ts, unreadable};
 use crate::{Outbox, OutboxEntry, Result, StoreError};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -59,9 +59,9 @@ impl Outbox for MongoStore {
             // outbox and is tried again after its lease; the others go on.
             match self.outbox_entry(&game).await {
                 Ok(entry) => entries.push(entry),
-                Err(StoreError::Corrupt(why)) => tracing::warn!(
+                Err(e @ StoreError::Corrupt { .. }) => tracing::warn!(
                     event_id = ?game.get("event_id"),
-                    reason = why,
+                    reason = %e,
                     "stored event cannot be read; left in the outbox and retried after its lease"
                 ),
                 Err(e) => return Err(e),
@@ -144,28 +144,34 @@ impl MongoStore {
         let must = |key: &str| -> Result<String> {
             match doc_text(game, key) {
                 Ok(Some(s)) => Ok(s),
-                other => Err(corrupt(&format!("stored {key}"), format!("{other:?}"))),
+                other => Err(corrupt_detail(
+                    &format!("stored {key}"),
+                    format!("{other:?}"),
+                )),
             }
         };
         let number = |key: &str| -> Result<f64> {
             match doc_f64(game, key) {
                 Ok(Some(x)) => Ok(x),
-                other => Err(corrupt(&format!("stored {key}"), format!("{other:?}"))),
+                other => Err(corrupt_detail(
+                    &format!("stored {key}"),
+                    format!("{other:?}"),
+                )),
             }
         };
         let game_id_text = must("_id")?;
         let game_id = parse_id(&game_id_text)?;
         let outbox = game
             .get_document("outbox")
-            .map_err(|_| corrupt("claimed game without outbox", game_id))?;
+            .map_err(|_| corrupt_detail("claimed game without outbox", game_id))?;
         let created_at = doc_text(outbox, "created_at");
         let trace_id = match doc_text(outbox, "trace_id") {
             Ok(Some(t)) => t,
-            other => return Err(corrupt("stored trace_id", format!("{other:?}"))),
+            other => return Err(corrupt_detail("stored trace_id", format!("{other:?}"))),
         };
         let names: Vec<String> = match doc_value(game, "channels") {
             Ok(Some(names)) => names,
-            other => return Err(corrupt("stored channels", format!("{other:?}"))),
+            other => return Err(corrupt_detail("stored channels", format!("{other:?}"))),
         };
         let columns = self
             .columns
@@ -173,7 +179,7 @@ impl MongoStore {
             .find_one(doc! { "_id": &game_id_text })
             .await
             .map_err(db)?
-            .ok_or_else(|| corrupt("game without columns", game_id))?;
+            .ok_or_else(|| corrupt_detail("game without columns", game_id))?;
         let columns = columns
             .get_document("columns")
             .map_err(|e| corrupt("stored columns", e))?;

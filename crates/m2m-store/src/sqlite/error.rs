@@ -11,16 +11,20 @@ pub(super) fn db(e: rusqlite::Error) -> StoreError {
     match &e {
         E::SqliteFailure(f, _) => match f.code {
             ErrorCode::ConstraintViolation => StoreError::Conflict("constraint violated"),
-            ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase => {
-                StoreError::Corrupt(e.to_string())
-            }
-            _ => StoreError::Unavailable(e.to_string()),
+            ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase => StoreError::Corrupt {
+                what: "the SQLite file".to_owned(),
+                source: Some(Box::new(e)),
+            },
+            _ => StoreError::unavailable("SQLite", e),
         },
         E::FromSqlConversionFailure(..)
         | E::InvalidColumnType(..)
         | E::IntegralValueOutOfRange(..)
-        | E::Utf8Error(..) => StoreError::Corrupt(e.to_string()),
-        _ => StoreError::Unavailable(e.to_string()),
+        | E::Utf8Error(..) => StoreError::Corrupt {
+            what: "stored value".to_owned(),
+            source: Some(Box::new(e)),
+        },
+        _ => StoreError::unavailable("SQLite", e),
     }
 }
 

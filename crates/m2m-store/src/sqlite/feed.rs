@@ -4,7 +4,7 @@
 use super::error::{db, db_insert};
 use super::rows::{change_from_row, get_uuid, text, to_json};
 use super::SqliteStore;
-use crate::format::{corrupt, id, ts, unreadable};
+use crate::format::{corrupt, corrupt_detail, id, ts, unreadable};
 use crate::{ChangeFeed, Completed, Completion, Result, StoreError};
 use async_trait::async_trait;
 use chrono::SubsecRound;
@@ -44,7 +44,7 @@ fn stored_change(tx: &Transaction<'_>, event_id: Uuid) -> Result<Option<Complete
         return Ok(None);
     };
     let change = change_from_row(row)?
-        .ok_or_else(|| corrupt("stored change", format!("of event {event_id}")))?;
+        .ok_or_else(|| corrupt_detail("stored change", format!("of event {event_id}")))?;
     Ok(Some(Completed {
         change,
         reconciliation_event_id: get_uuid(row, 5)?,

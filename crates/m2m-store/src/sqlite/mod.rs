@@ -113,7 +113,7 @@ impl SqliteStore {
     pub fn open(path: &Path) -> Result<SqliteStore> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| {
-                StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
+                StoreError::unavailable(format!("cannot create {}", dir.display()), e)
             })?;
         }
         let mut writer = open_connection(path)?;
@@ -121,7 +121,7 @@ impl SqliteStore {
             .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
             .map_err(db)?;
         if !mode.eq_ignore_ascii_case("wal") {
-            return Err(StoreError::Unavailable(format!(
+            return Err(StoreError::unavailable_because(format!(
                 "{} cannot use WAL mode (journal_mode is {mode})",
                 path.display()
             )));
@@ -145,8 +145,9 @@ impl SqliteStore {
     /// percent-encoding are not supported, so a URL that has them is refused
     /// rather than misread.
     pub fn open_url(url: &str) -> Result<SqliteStore> {
-        let refuse =
-            |why: &str| StoreError::Unavailable(format!("invalid SQLite URL {url:?}: {why}"));
+        let refuse = |why: &str| {
+            StoreError::unavailable_because(format!("invalid SQLite URL {url:?}: {why}"))
+        };
         let path = url
             .strip_prefix("sqlite://")
             .ok_or_else(|| refuse("expected sqlite:///absolute/path.db"))?;
@@ -175,9 +176,7 @@ impl SqliteStore {
         match tokio::task::spawn_blocking(move || span.in_scope(|| f(&inner))).await {
             Ok(result) => result,
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            Err(e) => Err(StoreError::Unavailable(format!(
-                "store task cancelled: {e}"
-            ))),
+            Err(e) => Err(StoreError::unavailable("store task cancelled", e)),
         }
     }
 }
@@ -308,5 +307,19 @@ mod tests {
         // Readers refuse to write.
         let reader = open_reader(&path).unwrap();
         assert!(reader.execute("DELETE FROM users", []).is_err());
+    }
+
+    #[test]
+    fn a_failure_keeps_its_cause() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("a-file");
+        std::fs::write(&file, b"").unwrap();
+        let err = SqliteStore::open(&file.join("m2m.db")).unwrap_err();
+        let cause = std::error::Error::source(&err).expect("the I/O error");
+        assert!(cause.is::<std::io::Error>(), "{cause:?}");
+        let text = err.to_string();
+        let expected = format!("database unavailable: cannot create {}: ", file.display());
+        assert!(text.starts_with(&expected), "{text}");
+        assert!(text.ends_with(&cause.to_string()), "{text}");
     }
 }

@@ -4,7 +4,9 @@
 use super::error::db;
 use super::rows::{get, json, real, text};
 use super::SqliteStore;
-use crate::format::{corrupt, id, plus, started_at, submitted_at, ts, unreadable, Field};
+use crate::format::{
+    corrupt, corrupt_detail, id, plus, started_at, submitted_at, ts, unreadable, Field,
+};
 use crate::{Outbox, OutboxEntry, Result, StoreError};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -32,7 +34,7 @@ struct ClaimedRow {
 impl ClaimedRow {
     fn into_entry(self) -> Result<OutboxEntry> {
         if let Some(why) = self.unreadable {
-            return Err(corrupt("stored column", why));
+            return Err(corrupt_detail("stored column", why));
         }
         let channels = self
             .columns

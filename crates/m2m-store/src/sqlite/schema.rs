@@ -112,7 +112,7 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<()> {
             .map_err(db)?;
         let applied = usize::try_from(version).unwrap_or(usize::MAX);
         if applied > MIGRATIONS.len() {
-            return Err(StoreError::Unavailable(format!(
+            return Err(StoreError::unavailable_because(format!(
                 "database schema version {version} is newer than this program's {}",
                 MIGRATIONS.len()
             )));
@@ -143,7 +143,7 @@ mod tests {
         drop(conn);
         assert!(matches!(
             SqliteStore::open(&path),
-            Err(StoreError::Unavailable(_))
+            Err(StoreError::Unavailable { .. })
         ));
     }
 }
