@@ -9,25 +9,44 @@
 //!   saved, and dead-letters a message it has given up on.
 //! - ReconciliationEvents fan out to every subscriber (one per gateway).
 //!
-//! Implementations: [`InProcessBus`] (embedded default) and [`RabbitBus`]
-//! (scaled out).
+//! Implementations: [`InProcessBus`] (embedded default) and `RabbitBus`
+//! (scaled out; built with the `rabbitmq` cargo feature, on by default).
 
 mod in_process;
+#[cfg(feature = "rabbitmq")]
 pub mod rabbit;
 
 pub use in_process::{InProcessBus, DEFAULT_CAPACITY};
+#[cfg(feature = "rabbitmq")]
 pub use rabbit::RabbitBus;
 
 use async_trait::async_trait;
 use m2m_domain::{ProcessingEvent, ReconciliationEvent};
 use std::sync::Arc;
 
+/// An error from the broker's client (or an encoder), kept as the cause of
+/// a [`BusError`]. Boxed, not shared: nothing clones a `BusError`, and a
+/// box lets [`source`](std::error::Error::source) hand out the client's
+/// error itself (an `Arc` would hand out the `Arc`, which cannot be
+/// downcast to it).
+pub type Cause = Box<dyn std::error::Error + Send + Sync>;
+
 /// Why a bus operation failed.
-#[derive(Debug, Clone, thiserror::Error)]
+///
+/// Where a lower-level error caused it, that error is kept as the
+/// [`source`](std::error::Error::source), and its text ends the message
+/// too, so that a log line showing the error alone says why.
+#[derive(Debug, thiserror::Error)]
 pub enum BusError {
     /// The bus cannot be reached; retrying later may help.
-    #[error("bus unavailable: {0}")]
-    Unavailable(String),
+    #[error("bus unavailable: {what}{}", because(.source))]
+    Unavailable {
+        /// What failed (the step, or the whole reason when there is no
+        /// `source`).
+        what: String,
+        #[source]
+        source: Option<Cause>,
+    },
     /// The bus was shut down.
     #[error("bus closed")]
     Closed,
@@ -36,6 +55,14 @@ pub enum BusError {
     /// room. Only the in-process bus is bounded.
     #[error("bus full")]
     Full,
+}
+
+/// `": <cause>"`, or nothing without a cause.
+fn because(source: &Option<Cause>) -> String {
+    source
+        .as_ref()
+        .map(|e| format!(": {e}"))
+        .unwrap_or_default()
 }
 
 /// The event bus.
@@ -217,4 +244,32 @@ pub enum Settle {
 #[async_trait]
 pub trait Acker: Send + Sync + std::fmt::Debug {
     async fn settle(self: Box<Self>, how: Settle) -> Result<(), BusError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    #[test]
+    fn an_unavailable_bus_keeps_and_shows_its_cause() {
+        let e = BusError::Unavailable {
+            what: "publishing to the broker".into(),
+            source: Some(Box::new(std::io::Error::other("connection reset"))),
+        };
+        assert_eq!(
+            e.to_string(),
+            "bus unavailable: publishing to the broker: connection reset"
+        );
+        assert!(e.source().expect("the cause").is::<std::io::Error>());
+        let plain = BusError::Unavailable {
+            what: "not connected to the broker".into(),
+            source: None,
+        };
+        assert_eq!(
+            plain.to_string(),
+            "bus unavailable: not connected to the broker"
+        );
+        assert!(plain.source().is_none());
+    }
 }

@@ -90,8 +90,20 @@ impl std::fmt::Debug for RabbitBus {
     }
 }
 
-fn unavailable(e: impl std::fmt::Display) -> BusError {
-    BusError::Unavailable(e.to_string())
+/// [`BusError::Unavailable`] for a reason of our own (no client error).
+fn unavailable(why: impl Into<String>) -> BusError {
+    BusError::Unavailable {
+        what: why.into(),
+        source: None,
+    }
+}
+
+/// [`BusError::Unavailable`] caused by the client's (or encoder's) error.
+fn failed(what: &str, e: impl std::error::Error + Send + Sync + 'static) -> BusError {
+    BusError::Unavailable {
+        what: what.to_owned(),
+        source: Some(Box::new(e)),
+    }
 }
 
 impl RabbitBus {
@@ -100,7 +112,7 @@ impl RabbitBus {
     /// gateway keeps accepting games while it is away.
     pub fn start(url: &str) -> Result<Self, BusError> {
         url.parse::<lapin::uri::AMQPUri>()
-            .map_err(|e| BusError::Unavailable(format!("invalid AMQP URL: {e}")))?;
+            .map_err(|e| unavailable(format!("invalid AMQP URL: {e}")))?;
         let bus = RabbitBus {
             inner: Arc::new(Inner {
                 url: url.to_owned(),
@@ -128,7 +140,7 @@ impl RabbitBus {
             }
         })
         .await
-        .map_err(|_| BusError::Unavailable("the broker is not reachable".into()))
+        .map_err(|_| unavailable("the broker is not reachable"))
     }
 
     /// The current connection, if it is up; a broken one is dropped.
@@ -202,7 +214,7 @@ impl RabbitBus {
             Ok(Confirmation::NotRequested) => Err(unavailable("publisher confirms are off")),
             Err(e) => {
                 self.inner.mark_broken(&live).await;
-                Err(unavailable(e))
+                Err(failed("publishing to the broker", e))
             }
         }
     }
@@ -413,8 +425,7 @@ impl Bus for RabbitBus {
         event: Arc<ProcessingEvent>,
         trace_id: &str,
     ) -> Result<(), BusError> {
-        let payload =
-            serde_json::to_vec(&*event).map_err(|e| unavailable(format!("encoding: {e}")))?;
+        let payload = serde_json::to_vec(&*event).map_err(|e| failed("encoding", e))?;
         self.publish(
             PROCESSING_EXCHANGE,
             PROCESSING_ROUTING_KEY,
@@ -431,8 +442,7 @@ impl Bus for RabbitBus {
         event: &ReconciliationEvent,
         trace_id: &str,
     ) -> Result<(), BusError> {
-        let payload =
-            serde_json::to_vec(event).map_err(|e| unavailable(format!("encoding: {e}")))?;
+        let payload = serde_json::to_vec(event).map_err(|e| failed("encoding", e))?;
         self.publish(
             RECONCILIATION_EXCHANGE,
             "",
@@ -671,7 +681,7 @@ async fn settle_with(acker: &lapin::Acker, how: Settle) -> Result<(), BusError> 
         Ok(false) => Err(unavailable(
             "the channel of the delivery is closed; the broker will deliver it again",
         )),
-        Err(e) => Err(unavailable(e)),
+        Err(e) => Err(failed("settling the delivery", e)),
     }
 }
 

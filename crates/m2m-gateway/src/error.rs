@@ -130,10 +130,9 @@ impl From<StoreError> for ApiError {
             StoreError::UnknownCursor => {
                 ApiError::bad_field("since", "unknown or malformed cursor")
             }
-            StoreError::Unavailable(m) => {
-                ApiError::Unavailable(format!("the database is unavailable: {m}"))
-            }
-            StoreError::Corrupt(m) => ApiError::Unexpected(anyhow::anyhow!("corrupt data: {m}")),
+            e @ StoreError::Unavailable { .. } => ApiError::Unavailable(e.to_string()),
+            // Kept whole, with its cause, for the log.
+            e @ StoreError::Corrupt { .. } => ApiError::Unexpected(e.into()),
             // The game is valid but larger than the store can keep as one
             // record (MongoDB's document limit): a problem with the data.
             StoreError::TooLarge(m) => ApiError::invalid_field("channels", m),

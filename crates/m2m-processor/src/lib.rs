@@ -114,7 +114,7 @@ impl From<StoreError> for ProcessError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::NotFound => ProcessError::UnknownGame,
-            StoreError::Corrupt(_) => ProcessError::Corrupt(e),
+            StoreError::Corrupt { .. } => ProcessError::Corrupt(e),
             other => ProcessError::Store(other),
         }
     }

@@ -44,9 +44,21 @@ pub(crate) fn id(u: Uuid) -> String {
     u.hyphenated().to_string()
 }
 
-/// Data that cannot be read back.
-pub(crate) fn corrupt(what: &str, e: impl fmt::Display) -> StoreError {
-    StoreError::Corrupt(format!("{what}: {e}"))
+/// Data that cannot be read back, because of the decoding error `e`.
+pub(crate) fn corrupt(what: &str, e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+    StoreError::Corrupt {
+        what: what.to_owned(),
+        source: Some(Box::new(e)),
+    }
+}
+
+/// Data that cannot be read back, with no decoding error to keep: `detail`
+/// says what is wrong.
+pub(crate) fn corrupt_detail(what: &str, detail: impl fmt::Display) -> StoreError {
+    StoreError::Corrupt {
+        what: format!("{what}: {detail}"),
+        source: None,
+    }
 }
 
 // ---------------------------------------------------------------------------

@@ -1,14 +1,34 @@
 //! Storage of m2m behind the [`Store`] trait.
 //!
+//! # Traits by responsibility
+//! [`Store`] is the sum of five small traits, each owning one part of the
+//! data; every type that implements all five is a `Store` (a blanket impl),
+//! so the gateway and the processor keep holding one `Arc<dyn Store>`:
+//! - [`Accounts`]: users, logins and their refresh tokens.
+//! - [`Games`]: storing an upload (`submit_game`, with its outbox entry and
+//!   idempotency key), reading games back (`game`, `list_games`,
+//!   `processed_games`, and `game_samples` for the analysis) and sweeping old
+//!   idempotency keys.
+//! - [`Outbox`]: the publisher's side of the outbox (claiming, leasing and
+//!   marking events published; `republish_unfinished`, `unpublished_count`).
+//! - [`ChangeFeed`]: a game's result and its change (`complete_game`), and
+//!   reading the per-user feed by cursor.
+//! - [`Health`]: `ping`, for readiness.
+//!
+//! Each backend is one folder split the same way (`sqlite/` and `mongo/`:
+//! `accounts.rs`, `games.rs`, `outbox.rs`, `feed.rs`, plus its schema,
+//! mapping of rows or documents, and errors).
+//!
 //! Every method is one atomic step: where the contract needs several writes
 //! to happen together (a game, its columns, its outbox entry and its
 //! idempotency key; a game's result and its change-feed entry), one method
 //! does them in one transaction. Callers never hold a transaction open.
 //!
 //! Implementations: [`SqliteStore`] (embedded default; a file several
-//! processes on one machine can share) and [`MongoStore`] (production; any
-//! number of processes on any number of machines). MongoDB has no
-//! multi-document transactions on a standalone server, so [`MongoStore`]
+//! processes on one machine can share) and `MongoStore` (production; any
+//! number of processes on any number of machines; built with the `mongodb`
+//! cargo feature, on by default). MongoDB has no
+//! multi-document transactions on a standalone server, so `MongoStore`
 //! keeps the same promises another way: each of its multi-step writes has
 //! one document as its commit point and is safe to repeat (its module
 //! documentation says how, method by method). The same contract tests run
@@ -27,9 +47,11 @@
 //! pages are filled from the rows after it. See docs/design.md.
 
 mod format;
+#[cfg(feature = "mongodb")]
 mod mongo;
 mod sqlite;
 
+#[cfg(feature = "mongodb")]
 pub use mongo::{MongoStore, MAX_DOCUMENT_BYTES};
 pub use sqlite::SqliteStore;
 
@@ -45,7 +67,16 @@ use uuid::Uuid;
 /// SHA-256 of a secret or a request body.
 pub type Digest = [u8; 32];
 
+/// An error from below the store (the database driver, the file system,
+/// a decoder), kept as the cause of a [`StoreError`].
+pub type Cause = Box<dyn std::error::Error + Send + Sync>;
+
 /// Why a store operation failed.
+///
+/// Where a lower-level error caused it, that error is kept as the
+/// [`source`](std::error::Error::source) (to inspect or downcast it), and
+/// its text ends the message too, so that a log line showing the error
+/// alone says why.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// A uniqueness rule was broken (e.g. the username is taken).
@@ -58,16 +89,57 @@ pub enum StoreError {
     #[error("unknown cursor")]
     UnknownCursor,
     /// Stored data that cannot be read back (a bug or tampering).
-    #[error("corrupt data: {0}")]
-    Corrupt(String),
+    #[error("corrupt data: {what}{}", because(.source))]
+    Corrupt {
+        /// What cannot be read, and how, when there is no `source` to say.
+        what: String,
+        #[source]
+        source: Option<Cause>,
+    },
     /// The database cannot be reached or failed; retrying may help.
-    #[error("database unavailable: {0}")]
-    Unavailable(String),
+    #[error("database unavailable: {what}{}", because(.source))]
+    Unavailable {
+        /// What failed (the step, or the whole reason when there is no
+        /// `source`).
+        what: String,
+        #[source]
+        source: Option<Cause>,
+    },
     /// The data is too large for the store to keep (a game whose sensor
-    /// columns exceed one MongoDB document, [`MAX_DOCUMENT_BYTES`]);
+    /// columns exceed one MongoDB document, `MAX_DOCUMENT_BYTES`);
     /// nothing was stored and retrying will not help.
     #[error("too large: {0}")]
     TooLarge(String),
+}
+
+impl StoreError {
+    /// [`StoreError::Unavailable`] caused by `source`.
+    pub(crate) fn unavailable(
+        what: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> StoreError {
+        StoreError::Unavailable {
+            what: what.into(),
+            source: Some(Box::new(source)),
+        }
+    }
+
+    /// [`StoreError::Unavailable`] with no lower-level error (the reason is
+    /// the store's own: a refused URL, a schema too new…).
+    pub(crate) fn unavailable_because(why: impl Into<String>) -> StoreError {
+        StoreError::Unavailable {
+            what: why.into(),
+            source: None,
+        }
+    }
+}
+
+/// `": <cause>"`, or nothing without a cause.
+fn because(source: &Option<Cause>) -> String {
+    source
+        .as_ref()
+        .map(|e| format!(": {e}"))
+        .unwrap_or_default()
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -135,7 +207,7 @@ pub struct IdempotencyRecord {
     pub body: Vec<u8>,
 }
 
-/// What [`Store::submit_game`] did.
+/// What [`Games::submit_game`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SubmitOutcome {
     /// Stored: the game, its columns, its outbox entry and the key.
@@ -178,7 +250,7 @@ pub struct Completion {
     pub error: Option<String>,
 }
 
-/// What [`Store::complete_game`] stored (or had stored before).
+/// What [`ChangeFeed::complete_game`] stored (or had stored before).
 #[derive(Debug, Clone)]
 pub struct Completed {
     pub change: Change,
@@ -189,9 +261,21 @@ pub struct Completed {
     pub first: bool,
 }
 
-/// The storage of m2m.
+/// The storage of m2m: every responsibility in one object, as the gateway
+/// and the processor hold it (`Arc<dyn Store>`).
+///
+/// Implemented for every type that implements the five traits it is made
+/// of, so a store implements those and never `Store` itself. Calling a
+/// method through `dyn Store` needs its trait in scope (`use
+/// m2m_store::{Accounts, Games, …}`).
+pub trait Store: Accounts + Games + Outbox + ChangeFeed + Health + Send + Sync + 'static {}
+
+impl<T> Store for T where T: Accounts + Games + Outbox + ChangeFeed + Health + Send + Sync + 'static {}
+
+/// Accounts: users, the logins they open with a password, and the chains of
+/// refresh tokens of those logins.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Accounts: Send + Sync {
     /// Creates an account. [`StoreError::Conflict`] if the username is taken
     /// (compared case-insensitively).
     async fn create_user(&self, user: NewUser) -> Result<()>;
@@ -216,7 +300,12 @@ pub trait Store: Send + Sync + 'static {
     /// Revokes the login that the refresh token hashed `presented` belongs
     /// to (current or spent). Returns whether such a login existed.
     async fn revoke_login(&self, presented: Digest, now: DateTime<Utc>) -> Result<bool>;
+}
 
+/// Games: storing an upload (with its event and idempotency key) and reading
+/// a user's games back.
+#[async_trait]
+pub trait Games: Send + Sync {
     /// Stores a game, its columns, its outbox entry and (with `idempotency`)
     /// the first answer under its key, all in one transaction, so that an
     /// accepted game always has its event. With a key seen before for this
@@ -253,6 +342,17 @@ pub trait Store: Send + Sync + 'static {
     /// cannot be read has its `submitted_at`.
     async fn processed_games(&self, user_id: Uuid) -> Result<Vec<ProcessedGame>>;
 
+    /// Deletes the idempotency keys stored before `before`; returns how
+    /// many. The gateway keeps keys for 24 h (`GatewayConfig::idempotency_ttl`), so a
+    /// repeat within a day gets the first answer and the table stays
+    /// bounded by a day of uploads.
+    async fn purge_idempotency_keys(&self, before: DateTime<Utc>) -> Result<u64>;
+}
+
+/// The processing outbox: the events of stored games, until the bus has
+/// confirmed them (the publisher's side of [`Games::submit_game`]).
+#[async_trait]
+pub trait Outbox: Send + Sync {
     /// One step of the gateway's publisher, in one transaction: records
     /// that the bus confirmed the events `published` (ids that are unknown
     /// or already marked are ignored), then claims up to `limit` events not
@@ -279,7 +379,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// Number of events stored but not yet published.
     async fn unpublished_count(&self) -> Result<u64>;
+}
 
+/// The per-user change feed: the results of processing, in the order they
+/// were stored, read by cursor.
+#[async_trait]
+pub trait ChangeFeed: Send + Sync {
     /// Saves a game's result and appends its change to the user's feed in
     /// one transaction, keyed by `event_id`: completing the same event again
     /// changes nothing and returns what was stored the first time.
@@ -300,13 +405,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// The cursor of the user's latest change, if any.
     async fn latest_cursor(&self, user_id: Uuid) -> Result<Option<String>>;
+}
 
+/// Whether the database can be used at all (for `/readyz`). Not part of any
+/// one responsibility above: it asks about the connection they all share.
+#[async_trait]
+pub trait Health: Send + Sync {
     /// Whether the database answers.
     async fn ping(&self) -> Result<()>;
-
-    /// Deletes the idempotency keys stored before `before`; returns how
-    /// many. The gateway keeps keys for 24 h (`GatewayConfig::idempotency_ttl`), so a
-    /// repeat within a day gets the first answer and the table stays
-    /// bounded by a day of uploads.
-    async fn purge_idempotency_keys(&self, before: DateTime<Utc>) -> Result<u64>;
 }

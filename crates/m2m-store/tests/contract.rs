@@ -9,7 +9,8 @@
 //! sense for one backend are in `mod sqlite_only` and `mod mongodb_only` at
 //! the end.
 //!
-//! SQLite always runs. MongoDB runs when `M2M_TEST_MONGODB_URL` is set
+//! SQLite always runs. MongoDB is compiled in with the `mongodb` feature
+//! (on by default) and runs when `M2M_TEST_MONGODB_URL` is set
 //! (e.g. `mongodb://127.0.0.1:27017`): each test in a fresh database
 //! `m2m_test_<uuid>` that it drops afterwards. Without the variable, each
 //! MongoDB test prints `MongoDB contract not run: M2M_TEST_MONGODB_URL is
@@ -22,9 +23,11 @@ use m2m_domain::{
     decode_column, encode_column, GameStatus, GameSubmission, ProcessingEvent, Username,
     PROCESSING_EVENT_VERSION,
 };
+#[cfg(feature = "mongodb")]
+use m2m_store::{Accounts, MongoStore};
 use m2m_store::{
-    Completion, Digest, IdempotencyRecord, MongoStore, NewGame, NewLogin, NewUser, RefreshOutcome,
-    SqliteStore, Store, StoreError, SubmitOutcome,
+    Completion, Digest, Games, IdempotencyRecord, NewGame, NewLogin, NewUser, Outbox,
+    RefreshOutcome, SqliteStore, Store, StoreError, SubmitOutcome,
 };
 use m2m_synth::GameSpec;
 use std::any::Any;
@@ -61,6 +64,7 @@ async fn sqlite_fixture() -> Option<Fixture> {
 /// an older version, a damaged file or a hand edit could have left.
 enum Raw {
     Sqlite(std::path::PathBuf),
+    #[cfg(feature = "mongodb")]
     Mongo(::mongodb::Database),
 }
 
@@ -82,6 +86,7 @@ impl Raw {
                     .unwrap();
                 assert_eq!(n, 1, "{table}.{field} of {value}");
             }
+            #[cfg(feature = "mongodb")]
             Raw::Mongo(db) => {
                 let (collection, key) = match (table, key) {
                     ("games", "game_id") => ("games", "_id"),
@@ -133,6 +138,7 @@ impl Raw {
                     .unwrap();
                 assert!(n > 0);
             }
+            #[cfg(feature = "mongodb")]
             Raw::Mongo(_) => {
                 self.set("game_columns", "game_id", &game, "columns", "x")
                     .await
@@ -154,13 +160,16 @@ async fn sqlite_raw_fixture() -> Option<(Fixture, Raw)> {
     Some((fixture, Raw::Sqlite(path)))
 }
 
+#[cfg(feature = "mongodb")]
 async fn mongodb_raw_fixture() -> Option<(Fixture, Raw)> {
     let (fixture, db) = mongodb_fixture_with_raw_access().await?;
     Some((fixture, Raw::Mongo(db)))
 }
 
+#[cfg(feature = "mongodb")]
 const MONGODB_URL_VAR: &str = "M2M_TEST_MONGODB_URL";
 
+#[cfg(feature = "mongodb")]
 /// The MongoDB server to test against, if the run names one.
 fn mongodb_url() -> Option<String> {
     let url = std::env::var(MONGODB_URL_VAR)
@@ -180,12 +189,14 @@ fn mongodb_url() -> Option<String> {
     url
 }
 
+#[cfg(feature = "mongodb")]
 async fn mongodb_fixture() -> Option<Fixture> {
     mongodb_fixture_with_raw_access()
         .await
         .map(|(fixture, _)| fixture)
 }
 
+#[cfg(feature = "mongodb")]
 /// A MongoDB fixture and a driver handle on its database, for the tests
 /// that play a crash by writing to the collections directly.
 async fn mongodb_fixture_with_raw_access() -> Option<(Fixture, ::mongodb::Database)> {
@@ -214,12 +225,14 @@ async fn mongodb_fixture_with_raw_access() -> Option<(Fixture, ::mongodb::Databa
     Some((fixture, raw))
 }
 
+#[cfg(feature = "mongodb")]
 /// Drops a test database when the test ends, passed or failed.
 struct DropDatabase {
     url: String,
     database: String,
 }
 
+#[cfg(feature = "mongodb")]
 impl Drop for DropDatabase {
     fn drop(&mut self) {
         // Dropping runs inside the test's runtime, which may be shutting
@@ -327,6 +340,9 @@ macro_rules! contract_everywhere {
 
 contract_everywhere!(
     sqlite = super::sqlite_fixture, super::sqlite_raw_fixture;
+);
+#[cfg(feature = "mongodb")]
+contract_everywhere!(
     mongodb = super::mongodb_fixture, super::mongodb_raw_fixture;
 );
 
@@ -1077,7 +1093,7 @@ async fn unreadable_samples_are_corrupt_not_absent(store: Arc<dyn Store>, raw: R
     raw.damage_columns(game.game_id).await;
     assert!(matches!(
         store.game_samples(ada, game.game_id).await,
-        Err(StoreError::Corrupt(_))
+        Err(StoreError::Corrupt { .. })
     ));
     // The game itself still reads.
     assert!(store.game(ada, game.game_id).await.unwrap().is_some());
@@ -1912,7 +1928,10 @@ mod sqlite_only {
             "sqlite:///tmp/m%20m.db",
         ] {
             assert!(
-                matches!(SqliteStore::open_url(bad), Err(StoreError::Unavailable(_))),
+                matches!(
+                    SqliteStore::open_url(bad),
+                    Err(StoreError::Unavailable { .. })
+                ),
                 "{bad}"
             );
         }
@@ -1922,6 +1941,7 @@ mod sqlite_only {
 // ---------------------------------------------------------------------------
 // MongoDB only
 
+#[cfg(feature = "mongodb")]
 mod mongodb_only {
     use super::*;
     use m2m_store::MAX_DOCUMENT_BYTES;
@@ -2067,9 +2087,13 @@ mod mongodb_only {
             .await
             .unwrap_err();
         assert!(
-            matches!(&err, StoreError::Unavailable(m) if m.contains("MongoDB at 127.0.0.1:1 is not reachable")),
+            matches!(&err, StoreError::Unavailable { what, .. } if what.contains("MongoDB at 127.0.0.1:1 is not reachable")),
             "{err}"
         );
+        // The driver's error is kept as the cause, and its text shown.
+        let cause = std::error::Error::source(&err).expect("the driver's error");
+        assert!(cause.is::<::mongodb::error::Error>(), "{cause:?}");
+        assert!(err.to_string().ends_with(&cause.to_string()), "{err}");
         assert!(started.elapsed() < Duration::from_secs(5));
         for bad in [
             "postgres://localhost/m2m",
@@ -2078,7 +2102,7 @@ mod mongodb_only {
         ] {
             let err = MongoStore::connect(bad).await.unwrap_err();
             assert!(
-                matches!(&err, StoreError::Unavailable(m) if m.starts_with("invalid MongoDB URL")),
+                matches!(&err, StoreError::Unavailable { what, .. } if what.starts_with("invalid MongoDB URL")),
                 "{bad}: {err}"
             );
         }

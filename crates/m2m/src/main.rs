@@ -74,8 +74,23 @@ fn service(name: &str, run: impl FnOnce() -> anyhow::Result<()>) -> ExitCode {
         Err(e) => {
             // Not `eprintln!`, which panics when stderr is a closed pipe:
             // the exit status says it anyway.
-            let _ = writeln!(std::io::stderr(), "m2m {name}: {e:#}");
+            let _ = writeln!(std::io::stderr(), "m2m {name}: {}", report(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes on one line, as `{:#}` writes them, but each
+/// cause once: the store's and the bus's errors end their own message with
+/// their cause's (for the logs), which `{:#}` would then repeat.
+fn report(e: &anyhow::Error) -> String {
+    let mut line = e.to_string();
+    for cause in e.chain().skip(1) {
+        let cause = cause.to_string();
+        if !line.ends_with(&cause) {
+            line.push_str(": ");
+            line.push_str(&cause);
+        }
+    }
+    line
 }

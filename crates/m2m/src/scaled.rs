@@ -1,12 +1,23 @@
 //! `m2m gateway` and `m2m processor`: the scaled-out roles, any number of
 //! each, talking through RabbitMQ and sharing one database.
+//!
+//! A binary built without the `rabbitmq` feature keeps both subcommands
+//! (same arguments, same help) but they stop at once with an error saying
+//! so: clearer to an operator than an unknown subcommand.
+
+// Without RabbitMQ the roles' arguments and helpers are parsed but unused.
+#![cfg_attr(not(feature = "rabbitmq"), allow(dead_code, unused_imports))]
 
 use crate::serve::{bind, print_line, wait_for_signal};
 use anyhow::Context;
-use m2m_bus::{Bus, RabbitBus};
+use m2m_bus::Bus;
+#[cfg(feature = "rabbitmq")]
+use m2m_bus::RabbitBus;
 use m2m_gateway::{AppState, GatewayConfig, JwtSecret};
 use m2m_processor::{Processor, ProcessorConfig};
-use m2m_store::{MongoStore, SqliteStore, Store};
+#[cfg(feature = "mongodb")]
+use m2m_store::MongoStore;
+use m2m_store::{SqliteStore, Store};
 use prometheus_client::registry::Registry;
 use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;
@@ -69,6 +80,7 @@ pub(crate) async fn open_store(url: &str) -> anyhow::Result<Arc<dyn Store>> {
             .with_context(|| format!("cannot open the database {url}"))?;
         return Ok(Arc::new(store));
     }
+    #[cfg(feature = "mongodb")]
     if url.starts_with("mongodb://") || url.starts_with("mongodb+srv://") {
         // The URL may hold a password: the error names the server only.
         let store = MongoStore::connect(url)
@@ -76,13 +88,42 @@ pub(crate) async fn open_store(url: &str) -> anyhow::Result<Arc<dyn Store>> {
             .map_err(|e| anyhow::anyhow!("cannot use the MongoDB database: {e}"))?;
         return Ok(Arc::new(store));
     }
+    #[cfg(not(feature = "mongodb"))]
+    if url.starts_with("mongodb://") || url.starts_with("mongodb+srv://") {
+        anyhow::bail!(
+            "this m2m was built without MongoDB support (cargo feature `mongodb`): \
+             it cannot use a mongodb:// database; use sqlite:///absolute/path.db or a \
+             build with default features"
+        );
+    }
     anyhow::bail!("unsupported database URL (expected sqlite:///absolute/path.db or mongodb://…)")
 }
 
+#[cfg(feature = "rabbitmq")]
 fn open_bus(url: &str) -> anyhow::Result<RabbitBus> {
     RabbitBus::start(url).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
+/// Why the scaled-out roles cannot run in a build without RabbitMQ.
+#[cfg(not(feature = "rabbitmq"))]
+fn without_rabbitmq() -> anyhow::Error {
+    anyhow::anyhow!(
+        "this m2m was built without RabbitMQ support (cargo feature `rabbitmq`), which \
+         the scaled-out roles need; run `m2m serve`, or use a build with default features"
+    )
+}
+
+#[cfg(not(feature = "rabbitmq"))]
+pub(crate) fn run_gateway(_: GatewayArgs) -> anyhow::Result<()> {
+    Err(without_rabbitmq())
+}
+
+#[cfg(not(feature = "rabbitmq"))]
+pub(crate) fn run_processor(_: ProcessorArgs) -> anyhow::Result<()> {
+    Err(without_rabbitmq())
+}
+
+#[cfg(feature = "rabbitmq")]
 pub(crate) fn run_gateway(args: GatewayArgs) -> anyhow::Result<()> {
     runtime()?.block_on(async move {
         let listener = bind(&args.listen).await?;
@@ -107,6 +148,7 @@ pub(crate) fn run_gateway(args: GatewayArgs) -> anyhow::Result<()> {
     })
 }
 
+#[cfg(feature = "rabbitmq")]
 pub(crate) fn run_processor(args: ProcessorArgs) -> anyhow::Result<()> {
     runtime()?.block_on(async move {
         let store = open_store(&args.shared.database_url).await?;

@@ -1,0 +1,177 @@
+//! [`Accounts`] on MongoDB: users, logins and refresh tokens.
+
+use super::documents::{binary, parse_id, LoginDoc, TokenDoc, UserDoc};
+use super::error::{db, db_insert, duplicate_key_message, is_duplicate_key};
+use super::MongoStore;
+use crate::format::{id, parse_time, ts};
+use crate::{Accounts, Digest, NewLogin, NewUser, RefreshOutcome, Result, StoreError, UserRecord};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use m2m_domain::Username;
+use mongodb::bson::doc;
+
+#[async_trait]
+impl Accounts for MongoStore {
+    async fn create_user(&self, user: NewUser) -> Result<()> {
+        let doc = UserDoc {
+            user_id: id(user.user_id),
+            username: user.username.as_str().to_owned(),
+            username_key: user.username.key().to_owned(),
+            password_hash: user.password_hash,
+            created_at: ts(user.created_at),
+        };
+        match self.users.insert_one(&doc).await {
+            Ok(_) => Ok(()),
+            Err(e) if is_duplicate_key(&e) => Err(StoreError::Conflict(
+                if duplicate_key_message(&e).contains("username_key") {
+                    "username is taken"
+                } else {
+                    "user id exists"
+                },
+            )),
+            Err(e) => Err(db(e)),
+        }
+    }
+
+    async fn user_by_username(&self, username: &Username) -> Result<Option<UserRecord>> {
+        let found = self
+            .users
+            .find_one(doc! { "username_key": username.key() })
+            .await
+            .map_err(db)?;
+        found
+            .map(|u| {
+                Ok(UserRecord {
+                    user_id: parse_id(&u.user_id)?,
+                    username: u.username,
+                    password_hash: u.password_hash,
+                })
+            })
+            .transpose()
+    }
+
+    async fn create_login(&self, login: NewLogin) -> Result<()> {
+        // Crash safety: the login first, then its first token. A crash
+        // between them leaves a login no token leads to: unusable and
+        // harmless (the client got no answer and logs in again).
+        let login_id = id(login.login_id);
+        self.logins
+            .insert_one(LoginDoc {
+                login_id: login_id.clone(),
+                user_id: id(login.user_id),
+                created_at: ts(login.created_at),
+                revoked_at: None,
+            })
+            .await
+            .map_err(|e| db_insert(e, "login id exists"))?;
+        self.tokens
+            .insert_one(TokenDoc {
+                token_hash: binary(&login.token_hash),
+                login_id,
+                created_at: ts(login.created_at),
+                expires_at: ts(login.expires_at),
+                spent_at: None,
+            })
+            .await
+            .map_err(|e| db_insert(e, "refresh token exists"))?;
+        Ok(())
+    }
+
+    async fn rotate_refresh_token(
+        &self,
+        presented: Digest,
+        next: Digest,
+        now: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> Result<RefreshOutcome> {
+        let Some(token) = self
+            .tokens
+            .find_one(doc! { "_id": binary(&presented) })
+            .await
+            .map_err(db)?
+        else {
+            return Ok(RefreshOutcome::Invalid);
+        };
+        let Some(login) = self
+            .logins
+            .find_one(doc! { "_id": &token.login_id })
+            .await
+            .map_err(db)?
+        else {
+            return Ok(RefreshOutcome::Invalid);
+        };
+        if login.revoked_at.is_some() || parse_time(&token.expires_at)? <= now {
+            return Ok(RefreshOutcome::Invalid);
+        }
+        if token.spent_at.is_some() {
+            self.revoke(&login.login_id, now).await?;
+            tracing::warn!(login_id = %login.login_id, "spent refresh token presented again: login revoked");
+            return Ok(RefreshOutcome::Reused);
+        }
+        // Crash safety: the next token is stored first, then the presented
+        // one is spent. A crash between them leaves the presented token
+        // current (the client, which got no answer, presents it again and
+        // rotates normally) and an extra token whose secret nobody holds.
+        // The other order would lose the client's login to a crash.
+        self.tokens
+            .insert_one(TokenDoc {
+                token_hash: binary(&next),
+                login_id: login.login_id.clone(),
+                created_at: ts(now),
+                expires_at: ts(expires_at),
+                spent_at: None,
+            })
+            .await
+            .map_err(|e| db_insert(e, "refresh token exists"))?;
+        // Only one rotation can spend a token: a concurrent one presenting
+        // the same token finds it spent, which is a reuse, as if the two
+        // had come one after the other.
+        let spent = self
+            .tokens
+            .update_one(
+                doc! { "_id": binary(&presented), "spent_at": null },
+                doc! { "$set": { "spent_at": ts(now) } },
+            )
+            .await
+            .map_err(db)?;
+        if spent.matched_count == 0 {
+            self.revoke(&login.login_id, now).await?;
+            tracing::warn!(login_id = %login.login_id, "refresh token rotated twice at once: login revoked");
+            return Ok(RefreshOutcome::Reused);
+        }
+        Ok(RefreshOutcome::Rotated {
+            user_id: parse_id(&login.user_id)?,
+            login_id: parse_id(&login.login_id)?,
+        })
+    }
+
+    async fn revoke_login(&self, presented: Digest, now: DateTime<Utc>) -> Result<bool> {
+        let Some(token) = self
+            .tokens
+            .find_one(doc! { "_id": binary(&presented) })
+            .await
+            .map_err(db)?
+        else {
+            return Ok(false);
+        };
+        self.revoke(&token.login_id, now).await
+    }
+}
+
+impl MongoStore {
+    /// Revokes a login, keeping the first revocation time. Whether the
+    /// login exists.
+    async fn revoke(&self, login_id: &str, now: DateTime<Utc>) -> Result<bool> {
+        // `$min` sets an absent field and keeps an earlier time: one atomic
+        // write whether or not the login was revoked before.
+        let updated = self
+            .logins
+            .update_one(
+                doc! { "_id": login_id },
+                doc! { "$min": { "revoked_at": ts(now) } },
+            )
+            .await
+            .map_err(db)?;
+        Ok(updated.matched_count > 0)
+    }
+}

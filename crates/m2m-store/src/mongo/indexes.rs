@@ -1,0 +1,75 @@
+//! The indexes of the collections (module documentation of `mongo`,
+//! "Indexes"), created at connect.
+
+use super::error::unavailable;
+use super::MongoStore;
+use crate::Result;
+use mongodb::bson::{doc, Document};
+use mongodb::options::IndexOptions;
+use mongodb::IndexModel;
+
+impl MongoStore {
+    /// Creates the indexes of the module documentation, if missing.
+    pub(super) async fn create_indexes(&self) -> Result<()> {
+        let index = |keys: Document, name: &str, unique: bool, partial: Option<Document>| {
+            IndexModel::builder()
+                .keys(keys)
+                .options(
+                    IndexOptions::builder()
+                        .name(name.to_owned())
+                        .unique(unique.then_some(true))
+                        .partial_filter_expression(partial)
+                        .build(),
+                )
+                .build()
+        };
+        let failed = |e| unavailable("cannot create the MongoDB indexes", e);
+        self.users
+            .create_index(index(
+                doc! { "username_key": 1 },
+                "username_key_unique",
+                true,
+                None,
+            ))
+            .await
+            .map_err(failed)?;
+        self.games
+            .create_indexes([
+                index(doc! { "event_id": 1 }, "event_id_unique", true, None),
+                index(doc! { "user_id": 1, "_id": -1 }, "user_games", false, None),
+                index(
+                    doc! { "outbox.pending": 1, "outbox.created_at": 1, "event_id": 1 },
+                    "outbox_pending",
+                    false,
+                    Some(doc! { "outbox.pending": true }),
+                ),
+                index(
+                    doc! { "status": 1 },
+                    "queued_games",
+                    false,
+                    Some(doc! { "status": "queued" }),
+                ),
+            ])
+            .await
+            .map_err(failed)?;
+        self.idempotency
+            .create_index(index(
+                doc! { "user_id": 1, "key": 1 },
+                "user_key_unique",
+                true,
+                None,
+            ))
+            .await
+            .map_err(failed)?;
+        self.changes
+            .create_index(index(
+                doc! { "user_id": 1, "seq": 1 },
+                "user_seq_unique",
+                true,
+                None,
+            ))
+            .await
+            .map_err(failed)?;
+        Ok(())
+    }
+}

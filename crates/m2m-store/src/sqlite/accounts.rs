@@ -1,0 +1,173 @@
+//! [`Accounts`] on SQLite: users, logins and refresh tokens.
+
+use super::error::{db, db_insert};
+use super::rows::{get, get_uuid};
+use super::SqliteStore;
+use crate::format::{corrupt, id, parse_time, ts};
+use crate::{Accounts, Digest, NewLogin, NewUser, RefreshOutcome, Result, UserRecord};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use m2m_domain::Username;
+use rusqlite::{params, OptionalExtension};
+use uuid::Uuid;
+
+#[async_trait]
+impl Accounts for SqliteStore {
+    async fn create_user(&self, user: NewUser) -> Result<()> {
+        self.blocking(move |inner| {
+            inner.write(|tx| {
+                tx.execute(
+                    "INSERT INTO users (user_id, username, username_key, password_hash, created_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![
+                        id(user.user_id),
+                        user.username.as_str(),
+                        user.username.key(),
+                        user.password_hash,
+                        ts(user.created_at),
+                    ],
+                )
+                .map_err(|e| {
+                    let taken = e.to_string().contains("users.username_key");
+                    db_insert(
+                        e,
+                        if taken {
+                            "username is taken"
+                        } else {
+                            "user id exists"
+                        },
+                    )
+                })?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn user_by_username(&self, username: &Username) -> Result<Option<UserRecord>> {
+        let key = username.key().to_owned();
+        self.blocking(move |inner| {
+            inner.read(|tx| {
+                let mut stmt = tx
+                    .prepare_cached(
+                        "SELECT user_id, username, password_hash FROM users WHERE username_key = ?1",
+                    )
+                    .map_err(db)?;
+                let mut rows = stmt.query([key]).map_err(db)?;
+                let Some(row) = rows.next().map_err(db)? else {
+                    return Ok(None);
+                };
+                Ok(Some(UserRecord {
+                    user_id: get_uuid(row, 0)?,
+                    username: get(row, 1)?,
+                    password_hash: get(row, 2)?,
+                }))
+            })
+        })
+        .await
+    }
+
+    async fn create_login(&self, login: NewLogin) -> Result<()> {
+        self.blocking(move |inner| {
+            inner.write(|tx| {
+                tx.execute(
+                    "INSERT INTO logins (login_id, user_id, created_at) VALUES (?1, ?2, ?3)",
+                    params![id(login.login_id), id(login.user_id), ts(login.created_at)],
+                )
+                .map_err(|e| db_insert(e, "login id exists"))?;
+                tx.execute(
+                    "INSERT INTO refresh_tokens (token_hash, login_id, created_at, expires_at)
+                     VALUES (?1, ?2, ?3, ?4)",
+                    params![
+                        login.token_hash,
+                        id(login.login_id),
+                        ts(login.created_at),
+                        ts(login.expires_at),
+                    ],
+                )
+                .map_err(|e| db_insert(e, "refresh token exists"))?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn rotate_refresh_token(
+        &self,
+        presented: Digest,
+        next: Digest,
+        now: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> Result<RefreshOutcome> {
+        self.blocking(move |inner| {
+            inner.write(|tx| {
+                let found = tx
+                    .query_row(
+                        "SELECT t.login_id, t.expires_at, t.spent_at IS NOT NULL,
+                                l.revoked_at IS NOT NULL, l.user_id
+                         FROM refresh_tokens t JOIN logins l ON l.login_id = t.login_id
+                         WHERE t.token_hash = ?1",
+                        [presented],
+                        |row| {
+                            Ok((
+                                row.get::<_, String>(0)?,
+                                row.get::<_, String>(1)?,
+                                row.get::<_, bool>(2)?,
+                                row.get::<_, bool>(3)?,
+                                row.get::<_, String>(4)?,
+                            ))
+                        },
+                    )
+                    .optional()
+                    .map_err(db)?;
+                let Some((login_id, token_expires, spent, revoked, user_id)) = found else {
+                    return Ok(RefreshOutcome::Invalid);
+                };
+                if revoked || parse_time(&token_expires)? <= now {
+                    return Ok(RefreshOutcome::Invalid);
+                }
+                if spent {
+                    tx.execute(
+                        "UPDATE logins SET revoked_at = ?2 WHERE login_id = ?1",
+                        params![login_id, ts(now)],
+                    )
+                    .map_err(db)?;
+                    tracing::warn!(%login_id, "spent refresh token presented again: login revoked");
+                    return Ok(RefreshOutcome::Reused);
+                }
+                tx.execute(
+                    "UPDATE refresh_tokens SET spent_at = ?2 WHERE token_hash = ?1",
+                    params![presented, ts(now)],
+                )
+                .map_err(db)?;
+                tx.execute(
+                    "INSERT INTO refresh_tokens (token_hash, login_id, created_at, expires_at)
+                     VALUES (?1, ?2, ?3, ?4)",
+                    params![next, login_id, ts(now), ts(expires_at)],
+                )
+                .map_err(|e| db_insert(e, "refresh token exists"))?;
+                Ok(RefreshOutcome::Rotated {
+                    user_id: Uuid::parse_str(&user_id).map_err(|e| corrupt("stored id", e))?,
+                    login_id: Uuid::parse_str(&login_id).map_err(|e| corrupt("stored id", e))?,
+                })
+            })
+        })
+        .await
+    }
+
+    async fn revoke_login(&self, presented: Digest, now: DateTime<Utc>) -> Result<bool> {
+        self.blocking(move |inner| {
+            inner.write(|tx| {
+                let changed = tx
+                    .execute(
+                        "UPDATE logins SET revoked_at = COALESCE(revoked_at, ?2)
+                         WHERE login_id = (SELECT login_id FROM refresh_tokens WHERE token_hash = ?1)",
+                        params![presented, ts(now)],
+                    )
+                    .map_err(db)?;
+                Ok(changed > 0)
+            })
+        })
+        .await
+    }
+}
