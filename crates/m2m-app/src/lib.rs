@@ -26,6 +26,9 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
+/// How long closing the broker connection may take at the end.
+const BUS_CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Where a server listens: an address to bind (HOST:PORT, the host an IP
 /// address or a name, port 0 for a free one), or a listener the caller has
 /// already bound (to fail on a taken port before anything else happens).
@@ -359,7 +362,16 @@ impl Application {
         }
         match std::mem::replace(&mut self.owned_bus, OwnedBus::Given) {
             OwnedBus::InProcess(bus) => bus.close(),
-            OwnedBus::Rabbit(bus) => bus.close().await,
+            OwnedBus::Rabbit(bus) => {
+                // Bounded: a broker that stopped answering must not hold
+                // up the exit of a process whose work is settled.
+                if tokio::time::timeout(BUS_CLOSE_TIMEOUT, bus.close())
+                    .await
+                    .is_err()
+                {
+                    warn!("the broker connection did not close in time");
+                }
+            }
             OwnedBus::Given => {}
         }
         result
