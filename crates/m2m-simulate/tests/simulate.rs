@@ -1,67 +1,14 @@
 //! Runs the simulator against the whole system embedded in the test
 //! process (gateway, processor, in-process bus, SQLite in a temporary
-//! directory), as `m2m serve` wires it.
+//! directory), as `m2m serve` wires it (m2m-testkit's `spawn_app`).
 
-use m2m_bus::{Bus, InProcessBus};
-use m2m_gateway::{AppState, GatewayConfig, JwtSecret};
-use m2m_processor::{Processor, ProcessorConfig};
 use m2m_simulate::{Channel, GameOptions, GamePool, Load, Report, SimulateConfig};
-use m2m_store::{SqliteStore, Store};
-use prometheus_client::registry::Registry;
-use std::sync::{Arc, Mutex};
+use m2m_testkit::{spawn_app, TestApp};
 use std::time::Duration;
-use tokio_util::sync::CancellationToken;
-
-/// The embedded system; stops when dropped.
-struct System {
-    base: reqwest::Url,
-    bus: InProcessBus,
-    shutdown: CancellationToken,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for System {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-        self.bus.close();
-    }
-}
-
-async fn spawn_system() -> System {
-    let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("m2m.db")).unwrap());
-    let bus = InProcessBus::new();
-    let bus_dyn: Arc<dyn Bus> = Arc::new(bus.clone());
-    let config = GatewayConfig::new(JwtSecret::new(
-        b"test-secret-test-secret-test-secret".to_vec(),
-    ));
-    let registry = Arc::new(Mutex::new(Registry::default()));
-    let shutdown = CancellationToken::new();
-    let processor = Arc::new(Processor::new(
-        store.clone(),
-        bus_dyn.clone(),
-        ProcessorConfig {
-            concurrency: 2,
-            max_attempts: 5,
-        },
-        &mut registry.lock().unwrap(),
-    ));
-    let state = AppState::new(store, bus_dyn, config, registry, shutdown.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(m2m_gateway::serve(listener, state));
-    tokio::spawn(processor.run(shutdown.clone()));
-    System {
-        base: base.parse().unwrap(),
-        bus,
-        shutdown,
-        _dir: dir,
-    }
-}
 
 /// 3 users, 5-second games, a fixed seed.
-fn small(system: &System) -> SimulateConfig {
-    let mut c = SimulateConfig::new(system.base.clone());
+fn small(system: &TestApp) -> SimulateConfig {
+    let mut c = SimulateConfig::new(system.base.parse().unwrap());
     c.users = 3;
     c.game.game_seconds = 5.0;
     c.game.tremor_hz = Some(6.0);
@@ -96,7 +43,7 @@ fn assert_all_processed(r: &Report, games: u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn closed_loop_run_is_all_processed_and_measured() {
-    let system = spawn_system().await;
+    let system = spawn_app().await;
     let mut config = small(&system);
     config.games = Some(12);
     config.load = Load::Concurrency(4);
@@ -119,7 +66,7 @@ async fn closed_loop_run_is_all_processed_and_measured() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn open_loop_run_with_gzip_keeps_the_rate() {
-    let system = spawn_system().await;
+    let system = spawn_app().await;
     let mut config = small(&system);
     config.games = Some(8);
     config.load = Load::Rate(10.0);
@@ -134,7 +81,7 @@ async fn open_loop_run_with_gzip_keeps_the_rate() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_for_bound_stops_the_run() {
-    let system = spawn_system().await;
+    let system = spawn_app().await;
     let mut config = small(&system);
     config.users = 1;
     config.games = None;
@@ -165,13 +112,13 @@ async fn an_unreachable_server_is_a_clear_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_registration_is_a_clear_error() {
-    let system = spawn_system().await;
-    let taken = reqwest::Client::new()
-        .post(system.base.join("v1/users").unwrap())
-        .json(&serde_json::json!({"username": "sim-taken-0", "password": "0123456789ab"}))
-        .send()
-        .await
-        .unwrap();
+    let system = spawn_app().await;
+    let taken = system
+        .post_json(
+            "/v1/users",
+            &serde_json::json!({"username": "sim-taken-0", "password": "0123456789ab"}),
+        )
+        .await;
     assert_eq!(taken.status(), 201);
     let mut config = small(&system);
     config.users = 1;

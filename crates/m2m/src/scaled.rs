@@ -8,19 +8,11 @@
 // Without RabbitMQ the roles' arguments and helpers are parsed but unused.
 #![cfg_attr(not(feature = "rabbitmq"), allow(dead_code, unused_imports))]
 
-use crate::serve::{bind, print_line, wait_for_signal};
+use crate::serve::{print_line, wait_for_signal, Secret};
 use anyhow::Context;
-use m2m_bus::Bus;
-#[cfg(feature = "rabbitmq")]
-use m2m_bus::RabbitBus;
-use m2m_gateway::{AppState, GatewayConfig, JwtSecret};
-use m2m_processor::{Processor, ProcessorConfig};
-#[cfg(feature = "mongodb")]
-use m2m_store::MongoStore;
-use m2m_store::{SqliteStore, Store};
-use prometheus_client::registry::Registry;
-use std::sync::{Arc, Mutex};
-use tokio_util::sync::CancellationToken;
+use m2m_app::{AppConfig, Application, BusSource, GatewaySetup, Listen, StoreSource};
+use m2m_gateway::GatewayConfig;
+use m2m_processor::ProcessorConfig;
 use tracing::info;
 
 /// Where the shared parts are.
@@ -47,6 +39,11 @@ pub(crate) struct GatewayArgs {
     /// endpoints take at most 8 KiB).
     #[arg(long, env = "M2M_BODY_LIMIT", default_value_t = 32 * 1024 * 1024)]
     body_limit: usize,
+    /// The secret signing access tokens, at least 32 characters, the same
+    /// at every gateway (prefer the environment: a command line is visible
+    /// to every user).
+    #[arg(long, env = "M2M_JWT_SECRET", hide_env_values = true)]
+    jwt_secret: Option<Secret>,
 }
 
 /// Options of `m2m processor`.
@@ -62,6 +59,11 @@ pub(crate) struct ProcessorArgs {
     /// game is marked failed and the message dead-lettered.
     #[arg(long, env = "M2M_MAX_ATTEMPTS", default_value_t = 5)]
     max_attempts: u32,
+    /// Serve `/metrics`, `/healthz` and `/readyz` on HOST:PORT (port 0
+    /// picks a free one). Off when not given: several processors often
+    /// share a host, and a fixed default port would collide.
+    #[arg(long, env = "M2M_METRICS_LISTEN")]
+    metrics_listen: Option<String>,
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -71,37 +73,16 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
-/// Opens the store a database URL names: `sqlite:///abs/path.db`, or
-/// `mongodb://…` / `mongodb+srv://…` with the URL's options (replica set,
-/// TLS, authSource, timeouts) honoured and the database named in its path.
-pub(crate) async fn open_store(url: &str) -> anyhow::Result<Arc<dyn Store>> {
-    if url.starts_with("sqlite:") {
-        let store = SqliteStore::open_url(url)
-            .with_context(|| format!("cannot open the database {url}"))?;
-        return Ok(Arc::new(store));
+impl Shared {
+    /// The store and the bus they name, nothing running yet.
+    fn app_config(&self) -> AppConfig {
+        AppConfig::new(
+            StoreSource::Url(self.database_url.clone()),
+            BusSource::Rabbit {
+                url: self.amqp_url.clone(),
+            },
+        )
     }
-    #[cfg(feature = "mongodb")]
-    if url.starts_with("mongodb://") || url.starts_with("mongodb+srv://") {
-        // The URL may hold a password: the error names the server only.
-        let store = MongoStore::connect(url)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot use the MongoDB database: {e}"))?;
-        return Ok(Arc::new(store));
-    }
-    #[cfg(not(feature = "mongodb"))]
-    if url.starts_with("mongodb://") || url.starts_with("mongodb+srv://") {
-        anyhow::bail!(
-            "this m2m was built without MongoDB support (cargo feature `mongodb`): \
-             it cannot use a mongodb:// database; use sqlite:///absolute/path.db or a \
-             build with default features"
-        );
-    }
-    anyhow::bail!("unsupported database URL (expected sqlite:///absolute/path.db or mongodb://…)")
-}
-
-#[cfg(feature = "rabbitmq")]
-fn open_bus(url: &str) -> anyhow::Result<RabbitBus> {
-    RabbitBus::start(url).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 /// Why the scaled-out roles cannot run in a build without RabbitMQ.
@@ -126,23 +107,24 @@ pub(crate) fn run_processor(_: ProcessorArgs) -> anyhow::Result<()> {
 #[cfg(feature = "rabbitmq")]
 pub(crate) fn run_gateway(args: GatewayArgs) -> anyhow::Result<()> {
     runtime()?.block_on(async move {
-        let listener = bind(&args.listen).await?;
-        let secret = std::env::var("M2M_JWT_SECRET").context(
-            "M2M_JWT_SECRET must be set: every gateway signs and checks tokens with this shared secret",
+        let listener = m2m_app::bind(&args.listen).await?;
+        let secret = args.jwt_secret.context(
+            "M2M_JWT_SECRET (--jwt-secret) must be set: every gateway signs and checks tokens \
+             with this shared secret",
         )?;
-        anyhow::ensure!(secret.len() >= 32, "M2M_JWT_SECRET must be at least 32 characters");
-        let store = open_store(&args.shared.database_url).await?;
-        let bus: Arc<dyn Bus> = Arc::new(open_bus(&args.shared.amqp_url)?);
-        let mut config = GatewayConfig::new(JwtSecret::new(secret.into_bytes()));
-        config.body_limit = args.body_limit;
-        let registry = Arc::new(Mutex::new(Registry::default()));
-        let shutdown = CancellationToken::new();
-        let state = AppState::new(store, bus, config, registry, shutdown.clone());
-        let addr = listener.local_addr()?;
+        let mut gateway = GatewayConfig::new(secret.jwt()?);
+        gateway.body_limit = args.body_limit;
+        let mut config = args.shared.app_config();
+        config.gateway = Some(GatewaySetup {
+            listen: Listen::Bound(listener),
+            config: gateway,
+        });
+        let app = Application::build(config).await?;
+        let addr = app.address().context("the gateway has no address")?;
         print_line(&format!("m2m gateway serving on http://{addr}"));
         info!(%addr, "m2m gateway started");
-        tokio::spawn(wait_for_signal(shutdown));
-        m2m_gateway::serve(listener, state).await.context("the HTTP server failed")?;
+        tokio::spawn(wait_for_signal(app.shutdown_token()));
+        app.run_until_stopped().await?;
         info!("m2m gateway stopped");
         Ok(())
     })
@@ -151,29 +133,31 @@ pub(crate) fn run_gateway(args: GatewayArgs) -> anyhow::Result<()> {
 #[cfg(feature = "rabbitmq")]
 pub(crate) fn run_processor(args: ProcessorArgs) -> anyhow::Result<()> {
     runtime()?.block_on(async move {
-        let store = open_store(&args.shared.database_url).await?;
-        let rabbit = open_bus(&args.shared.amqp_url)?;
-        let bus: Arc<dyn Bus> = Arc::new(rabbit.clone());
-        let mut config = ProcessorConfig {
+        let mut processor = ProcessorConfig {
             max_attempts: args.max_attempts.max(1),
             ..ProcessorConfig::default()
         };
         if let Some(c) = args.concurrency {
-            config.concurrency = c.max(1);
+            processor.concurrency = c.max(1);
         }
-        let concurrency = config.concurrency;
-        let mut registry = Registry::default();
-        let processor = Arc::new(Processor::new(store, bus, config, &mut registry));
-        let shutdown = CancellationToken::new();
+        let concurrency = processor.concurrency;
+        let mut config = args.shared.app_config();
+        config.processor = Some(processor);
+        config.ops_listen = args.metrics_listen.map(Listen::Addr);
+        let app = Application::build(config).await?;
+        if let Some(addr) = app.ops_address() {
+            print_line(&format!(
+                "m2m processor serving /metrics, /healthz and /readyz on http://{addr}"
+            ));
+            info!(%addr, "operations endpoint started");
+        }
         print_line(&format!(
             "m2m processor consuming with concurrency {concurrency}"
         ));
-        tokio::spawn(wait_for_signal(shutdown.clone()));
-        let run = processor.run(shutdown).await;
-        // Every delivery is settled and the consumer's channel closed: the
-        // connection can go.
-        rabbit.close().await;
-        run.map_err(|e| anyhow::anyhow!("{e}"))?;
+        tokio::spawn(wait_for_signal(app.shutdown_token()));
+        // Every delivery is settled and the consumer's channel closed
+        // before the connection goes.
+        app.run_until_stopped().await?;
         info!("m2m processor stopped");
         Ok(())
     })

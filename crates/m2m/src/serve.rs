@@ -2,14 +2,11 @@
 //! in-process bus and SQLite store.
 
 use anyhow::Context;
-use m2m_bus::{Bus, InProcessBus};
-use m2m_gateway::{AppState, GatewayConfig, JwtSecret};
-use m2m_processor::{Processor, ProcessorConfig};
-use m2m_store::{SqliteStore, Store};
-use prometheus_client::registry::Registry;
+use m2m_app::{AppConfig, Application, BusSource, GatewaySetup, Listen, StoreSource};
+use m2m_gateway::{GatewayConfig, JwtSecret};
+use m2m_processor::ProcessorConfig;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -31,6 +28,41 @@ pub(crate) struct ServeArgs {
     /// Games analysed at once (default: the number of cores).
     #[arg(long, env = "M2M_CONCURRENCY")]
     concurrency: Option<usize>,
+    /// The secret signing access tokens, at least 32 characters (prefer
+    /// the environment: a command line is visible to every user). Without
+    /// it, one is generated once and kept in the data directory.
+    #[arg(long, env = "M2M_JWT_SECRET", hide_env_values = true)]
+    jwt_secret: Option<Secret>,
+}
+
+/// A secret from the command line or the environment. `Debug` does not
+/// print it, and clap never sees a reason to refuse it (its error would
+/// quote the value): the length is checked in [`Secret::jwt`].
+#[derive(Clone)]
+pub(crate) struct Secret(String);
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Secret(s.to_owned()))
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+impl Secret {
+    /// The token secret, refused when shorter than 32 characters.
+    pub(crate) fn jwt(self) -> anyhow::Result<JwtSecret> {
+        anyhow::ensure!(
+            self.0.len() >= 32,
+            "M2M_JWT_SECRET (--jwt-secret) must be at least 32 characters"
+        );
+        Ok(JwtSecret::new(self.0.into_bytes()))
+    }
 }
 
 pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -44,7 +76,7 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // The port first: a start that cannot serve should fail before it
     // touches the data directory.
-    let listener = bind(&args.listen).await?;
+    let listener = m2m_app::bind(&args.listen).await?;
     std::fs::create_dir_all(&args.data_dir).with_context(|| {
         format!(
             "cannot create the data directory {}",
@@ -54,35 +86,30 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // Held until this function returns, and by the kernel until the
     // process ends, however it ends.
     let _lock = lock_data_dir(&args.data_dir)?;
-    let db = args.data_dir.join("m2m.db");
-    let store: Arc<dyn Store> = Arc::new(
-        SqliteStore::open(&db)
-            .with_context(|| format!("cannot open the database {}", db.display()))?,
-    );
-    let bus = InProcessBus::new();
-    let secret = jwt_secret(&args.data_dir)?;
-    let mut config = GatewayConfig::new(secret);
-    config.body_limit = args.body_limit;
-
-    let registry = Arc::new(Mutex::new(Registry::default()));
-    let shutdown = CancellationToken::new();
-    let mut processor_config = ProcessorConfig::default();
-    if let Some(c) = args.concurrency {
-        processor_config.concurrency = c.max(1);
-    }
-    let bus_dyn: Arc<dyn Bus> = Arc::new(bus.clone());
-    let processor = {
-        let mut r = registry.lock().unwrap_or_else(|p| p.into_inner());
-        Arc::new(Processor::new(
-            store.clone(),
-            bus_dyn.clone(),
-            processor_config,
-            &mut r,
-        ))
+    let secret = match args.jwt_secret {
+        Some(secret) => secret.jwt()?,
+        None => kept_jwt_secret(&args.data_dir)?,
     };
-    let state = AppState::new(store, bus_dyn, config, registry, shutdown.clone());
+    let mut gateway = GatewayConfig::new(secret);
+    gateway.body_limit = args.body_limit;
+    let mut processor = ProcessorConfig::default();
+    if let Some(c) = args.concurrency {
+        processor.concurrency = c.max(1);
+    }
+    let mut config = AppConfig::new(
+        StoreSource::Sqlite(args.data_dir.join("m2m.db")),
+        BusSource::InProcess {
+            capacity: m2m_bus::DEFAULT_CAPACITY,
+        },
+    );
+    config.gateway = Some(GatewaySetup {
+        listen: Listen::Bound(listener),
+        config: gateway,
+    });
+    config.processor = Some(processor);
+    let app = Application::build(config).await?;
 
-    let addr = listener.local_addr()?;
+    let addr = app.address().context("the gateway has no address")?;
     // Not fatal when stdout is closed: the address is in the log too.
     print_line(&format!(
         "m2m serving on http://{addr} (data in {})",
@@ -90,29 +117,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     ));
     info!(%addr, data_dir = %args.data_dir.display(), "m2m serve started");
 
-    tokio::spawn(wait_for_signal(shutdown.clone()));
-    let processing = tokio::spawn(processor.run(shutdown.clone()));
-    m2m_gateway::serve(listener, state)
-        .await
-        .context("the HTTP server failed")?;
-    // The gateway has stopped accepting; let the processor finish what it
-    // holds. Anything still queued is republished at the next start.
-    match processing.await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => warn!(error = %e, "the processor stopped with an error"),
-        Err(e) => warn!(error = %e, "the processor task failed"),
-    }
-    bus.close();
+    tokio::spawn(wait_for_signal(app.shutdown_token()));
+    app.run_until_stopped().await?;
     info!("m2m serve stopped");
     Ok(())
-}
-
-/// Listens on `listen`, HOST:PORT with the host an IP address or a name
-/// (resolved; the first of its addresses that can be bound is used).
-pub(crate) async fn bind(listen: &str) -> anyhow::Result<tokio::net::TcpListener> {
-    tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen}"))
 }
 
 /// Writes one line to stdout, ignoring a stdout that cannot be written.
@@ -167,16 +175,10 @@ fn lock_data_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
     Ok(file)
 }
 
-/// The token secret: `M2M_JWT_SECRET`, or one generated once and kept in
+/// The token secret when none is given: one generated once and kept in
 /// the data directory (fine for one process; a scaled-out deployment must
 /// share a secret between its gateways).
-pub(crate) fn jwt_secret(data_dir: &Path) -> anyhow::Result<JwtSecret> {
-    if let Ok(s) = std::env::var("M2M_JWT_SECRET") {
-        if s.len() < 32 {
-            anyhow::bail!("M2M_JWT_SECRET must be at least 32 characters");
-        }
-        return Ok(JwtSecret::new(s.into_bytes()));
-    }
+fn kept_jwt_secret(data_dir: &Path) -> anyhow::Result<JwtSecret> {
     let path = data_dir.join("jwt-secret");
     let secret = match std::fs::read_to_string(&path) {
         Ok(s) if !s.trim().is_empty() => s.trim().to_owned(),

@@ -11,34 +11,29 @@
 //! skipped with a printed reason, except under `CI=true`, where that is a
 //! failure.
 
-use futures::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicGetOptions, BasicNackOptions, BasicPublishOptions, ConfirmSelectOptions,
     QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
-use m2m_synth::GameSpec;
+use m2m_testkit::{
+    logs, m2m_command, ten_second_game, Api, Proc, POLL, PROCESS_TIMEOUT, START_TIMEOUT,
+};
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 const BROKER_ADDR: &str = "127.0.0.1:5672";
-/// How long a process may take to print its first line.
-const START_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long a gateway may take to answer `/readyz` 200 (its bus connects in
 /// the background).
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long accepted games may take to show up processed.
-const PROCESS_TIMEOUT: Duration = Duration::from_secs(60);
-const POLL: Duration = Duration::from_millis(200);
-const PASSWORD: &str = "correct horse battery";
 /// Shared by every gateway of a test, as a deployment shares it.
 const JWT_SECRET: &str = "scaled-test-secret-0123456789-abcdefghijklmnop";
 /// The processing queue, its exchange and routing key, and the dead letters
@@ -267,170 +262,12 @@ fn runtime() -> tokio::runtime::Runtime {
 // Child processes
 // ---------------------------------------------------------------------------
 
-/// A child process with its output collected by threads (so waiting can
-/// time out and a full pipe never blocks it). Killed (SIGKILL) on drop, so a
-/// failing test leaves no process behind.
-struct Proc {
-    name: String,
-    child: Child,
-    stdout_lines: mpsc::Receiver<String>,
-    /// Every stdout line so far.
-    stdout: Vec<String>,
-    stderr: Arc<Mutex<String>>,
-}
-
-impl Proc {
-    fn spawn(name: &str, cmd: &mut Command) -> Proc {
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("{name} does not start: {e}"));
-        let (tx, stdout_lines) = mpsc::channel();
-        let out = child.stdout.take().expect("stdout is piped");
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let mut err = child.stderr.take().expect("stderr is piped");
-        let sink = stderr.clone();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 8192];
-            loop {
-                match err.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => sink
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .push_str(&String::from_utf8_lossy(&buf[..n])),
-                }
-            }
-        });
-        Proc {
-            name: name.to_owned(),
-            child,
-            stdout_lines,
-            stdout: Vec::new(),
-            stderr,
-        }
-    }
-
-    /// Waits for a stdout line starting with `prefix` and returns it.
-    async fn wait_line(&mut self, prefix: &str, timeout: Duration) -> String {
-        let deadline = Instant::now() + timeout;
-        loop {
-            while let Ok(line) = self.stdout_lines.try_recv() {
-                self.stdout.push(line.clone());
-                if line.starts_with(prefix) {
-                    return line;
-                }
-            }
-            let exited = self.child.try_wait().ok().flatten();
-            if exited.is_some() || Instant::now() >= deadline {
-                // Give the reader a moment for the last lines.
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                while let Ok(line) = self.stdout_lines.try_recv() {
-                    self.stdout.push(line.clone());
-                    if line.starts_with(prefix) {
-                        return line;
-                    }
-                }
-                panic!(
-                    "{} did not print {prefix:?} within {timeout:?} (exit: {exited:?}); \
-                     stdout: {:?}\nstderr:\n{}",
-                    self.name,
-                    self.stdout,
-                    self.stderr()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// Waits for the process to exit, at most `timeout`; then collects the
-    /// rest of its stdout.
-    async fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        let status = loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                break Some(status);
-            }
-            if Instant::now() >= deadline {
-                break None;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        while let Ok(line) = self.stdout_lines.try_recv() {
-            self.stdout.push(line);
-        }
-        status
-    }
-
-    /// Sends SIGTERM, as systemd or `docker stop` would. (The workspace
-    /// forbids `unsafe`, hence `kill(1)` rather than `libc::kill`.)
-    fn terminate(&self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("kill(1) runs");
-        assert!(status.success(), "kill -TERM failed: {status}");
-    }
-
-    /// SIGKILL, as `kill -9` or the OOM killer would.
-    fn kill(&mut self) {
-        self.child.kill().expect("SIGKILL is sent");
-        self.child.wait().expect("the killed process is reaped");
-    }
-
-    fn stderr(&self) -> String {
-        self.stderr
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
-    /// The last lines of stderr, for failure messages.
-    fn stderr_tail(&self, lines: usize) -> String {
-        let all = self.stderr();
-        let v: Vec<&str> = all.lines().collect();
-        v[v.len().saturating_sub(lines)..].join("\n")
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The tails of several processes' logs, for failure messages.
-fn logs(procs: &[&Proc]) -> String {
-    procs
-        .iter()
-        .map(|p| format!("--- {} stderr (tail) ---\n{}\n", p.name, p.stderr_tail(40)))
-        .collect()
-}
-
 /// `m2m <role>` with a clean, predictable environment.
 fn m2m(role: &str, env: &TestEnv) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_m2m"));
+    let mut cmd = m2m_command(env!("CARGO_BIN_EXE_m2m"));
     cmd.arg(role)
         .args(["--amqp-url", &env.vhost.url])
         .args(["--database-url", &env.database_url()]);
-    for (key, _) in std::env::vars() {
-        if key.starts_with("M2M_") {
-            cmd.env_remove(key);
-        }
-    }
-    cmd.env("M2M_LOG", "info").env("NO_COLOR", "1");
     cmd
 }
 
@@ -473,299 +310,6 @@ async fn start_processor(env: &TestEnv, name: &str, extra: &[&str]) -> Proc {
 // HTTP
 // ---------------------------------------------------------------------------
 
-/// The answer to an accepted game.
-#[derive(Debug, Clone)]
-struct Accepted {
-    game_id: String,
-    event_id: String,
-}
-
-/// Typed requests to one gateway.
-struct Api {
-    http: reqwest::Client,
-    base: String,
-}
-
-impl Api {
-    fn new(base: &str) -> Api {
-        Api {
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(20))
-                .build()
-                .expect("a client"),
-            base: base.to_owned(),
-        }
-    }
-
-    /// The `/readyz` status, or `None` when the request fails.
-    async fn readyz(&self) -> Option<u16> {
-        let r = self
-            .http
-            .get(format!("{}/readyz", self.base))
-            .timeout(Duration::from_secs(5))
-            .send()
-            .await
-            .ok()?;
-        Some(r.status().as_u16())
-    }
-
-    /// Polls `/readyz` until it answers `want`; returns how long it took.
-    async fn wait_readyz(&self, want: u16, timeout: Duration, procs: &[&Proc]) -> Duration {
-        let t0 = Instant::now();
-        let mut last = None;
-        while t0.elapsed() < timeout {
-            last = self.readyz().await;
-            if last == Some(want) {
-                return t0.elapsed();
-            }
-            tokio::time::sleep(POLL).await;
-        }
-        panic!(
-            "{}/readyz did not answer {want} within {timeout:?} (last: {last:?})\n{}",
-            self.base,
-            logs(procs)
-        );
-    }
-
-    async fn register(&self, username: &str) {
-        let r = self
-            .http
-            .post(format!("{}/v1/users", self.base))
-            .json(&json!({"username": username, "password": PASSWORD}))
-            .send()
-            .await
-            .expect("POST /v1/users");
-        let status = r.status();
-        let body = r.text().await.unwrap_or_default();
-        assert_eq!(status, 201, "register: {body}");
-    }
-
-    async fn login(&self, username: &str) -> String {
-        let r = self
-            .http
-            .post(format!("{}/v1/login", self.base))
-            .json(&json!({"username": username, "password": PASSWORD}))
-            .send()
-            .await
-            .expect("POST /v1/login");
-        let status = r.status();
-        let body: Value = r.json().await.expect("a JSON login answer");
-        assert_eq!(status, 200, "login: {body}");
-        body["access_token"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no access_token in {body}"))
-            .to_owned()
-    }
-
-    /// Registers and logs in a new user; returns the access token.
-    async fn new_user(&self, username: &str) -> String {
-        self.register(username).await;
-        self.login(username).await
-    }
-
-    /// Posts a game, asserting the 202 and its shape.
-    async fn submit(&self, token: &str, body: String) -> Accepted {
-        let r = self
-            .http
-            .post(format!("{}/v1/games", self.base))
-            .bearer_auth(token)
-            .header("Content-Type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .expect("POST /v1/games");
-        let status = r.status();
-        let location = r
-            .headers()
-            .get("location")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let text = r.text().await.unwrap_or_default();
-        assert_eq!(status, 202, "submit: {text}");
-        let v: Value = serde_json::from_str(&text).expect("a JSON 202 body");
-        assert_eq!(v["status"], "queued", "{v}");
-        let field = |k: &str| {
-            v[k].as_str()
-                .unwrap_or_else(|| panic!("no {k} in {v}"))
-                .to_owned()
-        };
-        let accepted = Accepted {
-            game_id: field("game_id"),
-            event_id: field("event_id"),
-        };
-        assert_eq!(
-            location.as_deref(),
-            Some(format!("/v1/games/{}", accepted.game_id).as_str())
-        );
-        accepted
-    }
-
-    /// Submits the games of `seeds` at once; returns their game_ids.
-    async fn submit_many(
-        self: &Arc<Self>,
-        token: &str,
-        seeds: std::ops::Range<u64>,
-    ) -> Vec<String> {
-        let mut tasks = tokio::task::JoinSet::new();
-        for seed in seeds {
-            let api = self.clone();
-            let token = token.to_owned();
-            tasks.spawn(async move { api.submit(&token, small_game(seed)).await.game_id });
-        }
-        let mut ids = Vec::new();
-        while let Some(r) = tasks.join_next().await {
-            ids.push(r.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic())));
-        }
-        ids
-    }
-
-    /// One page of `/v1/sync`: the status and the body.
-    async fn sync_page(&self, token: &str, since: Option<&str>) -> (u16, Value) {
-        let mut req = self
-            .http
-            .get(format!("{}/v1/sync", self.base))
-            .bearer_auth(token)
-            .query(&[("limit", "1000")]);
-        if let Some(since) = since {
-            req = req.query(&[("since", since)]);
-        }
-        let r = req.send().await.expect("GET /v1/sync");
-        let status = r.status().as_u16();
-        let body = r.json().await.expect("a JSON sync answer");
-        (status, body)
-    }
-
-    /// The changes after `since`, following `cursor` until a page is empty.
-    /// Returns them and the cursor to continue from.
-    async fn sync_from(&self, token: &str, since: Option<String>) -> (Vec<Value>, Option<String>) {
-        let mut cursor = since;
-        let mut changes = Vec::new();
-        loop {
-            let (status, page) = self.sync_page(token, cursor.as_deref()).await;
-            assert_eq!(status, 200, "sync: {page}");
-            let batch = page["changes"]
-                .as_array()
-                .unwrap_or_else(|| panic!("no changes in {page}"));
-            if batch.is_empty() {
-                return (changes, cursor);
-            }
-            changes.extend(batch.iter().cloned());
-            cursor = Some(
-                page["cursor"]
-                    .as_str()
-                    .unwrap_or_else(|| panic!("a non-empty page without cursor: {page}"))
-                    .to_owned(),
-            );
-        }
-    }
-
-    /// The whole feed, read from the start.
-    async fn feed(&self, token: &str) -> Vec<Value> {
-        self.sync_from(token, None).await.0
-    }
-
-    async fn game(&self, token: &str, game_id: &str) -> Value {
-        let r = self
-            .http
-            .get(format!("{}/v1/games/{game_id}", self.base))
-            .bearer_auth(token)
-            .send()
-            .await
-            .expect("GET /v1/games/{id}");
-        let status = r.status();
-        let body: Value = r.json().await.expect("a JSON game");
-        assert_eq!(status, 200, "game {game_id}: {body}");
-        body
-    }
-
-    /// Polls the sync feed until every game of `ids` has a change (processed
-    /// or failed), at most `timeout`. Returns the whole feed read.
-    async fn wait_finished(
-        &self,
-        token: &str,
-        ids: &[String],
-        timeout: Duration,
-        procs: &[&Proc],
-    ) -> Vec<Value> {
-        let deadline = Instant::now() + timeout;
-        let mut feed = Vec::new();
-        let mut cursor = None;
-        loop {
-            let (changes, next) = self.sync_from(token, cursor).await;
-            cursor = next;
-            feed.extend(changes);
-            let finished: HashSet<&str> =
-                feed.iter().filter_map(|c| c["game_id"].as_str()).collect();
-            let missing: Vec<&String> = ids
-                .iter()
-                .filter(|id| !finished.contains(id.as_str()))
-                .collect();
-            if missing.is_empty() {
-                return feed;
-            }
-            if Instant::now() >= deadline {
-                panic!(
-                    "{} of {} accepted games not finished after {timeout:?}: {missing:?}\n{}",
-                    missing.len(),
-                    ids.len(),
-                    logs(procs)
-                );
-            }
-            tokio::time::sleep(POLL).await;
-        }
-    }
-
-    /// Waits until every game of `ids` is processed, then checks that the
-    /// whole feed has each of them exactly once and nothing else, and that
-    /// each game reads `processed` with the metrics of a 10 s game.
-    async fn assert_all_processed_once(&self, token: &str, ids: &[String], procs: &[&Proc]) {
-        let feed = self.wait_finished(token, ids, PROCESS_TIMEOUT, procs).await;
-        if let Some(failed) = feed.iter().find(|c| c["status"] != "processed") {
-            panic!("a game was not processed: {failed}\n{}", logs(procs));
-        }
-        // Read again from the start: what a phone that was away sees.
-        let feed = self.feed(token).await;
-        let counts = occurrences(&feed);
-        for id in ids {
-            assert_eq!(counts.get(id), Some(&1), "game {id} in the feed: {feed:#?}");
-        }
-        assert_eq!(
-            feed.len(),
-            ids.len(),
-            "the feed has only the accepted games, once each: {feed:#?}"
-        );
-        for id in ids {
-            let game = self.game(token, id).await;
-            assert_eq!(game["status"], "processed", "{id}: {game}");
-            assert_eq!(game["metrics"]["duration_s"], 10.0, "{id}: {game}");
-            assert!(game.get("error").is_none(), "{id}: {game}");
-        }
-    }
-}
-
-/// A 10 s game at 100 Hz (16 channels, about 130 kB of JSON); the seed
-/// makes each one different.
-fn small_game(seed: u64) -> String {
-    GameSpec {
-        duration_s: 10.0,
-        seed,
-        ..GameSpec::standard()
-    }
-    .submission_json("pinch-garden", 100.0 + seed as f64)
-}
-
-/// How often each game appears in a feed.
-fn occurrences(feed: &[Value]) -> HashMap<String, usize> {
-    let mut n = HashMap::new();
-    for c in feed {
-        let id = c["game_id"]
-            .as_str()
-            .unwrap_or_else(|| panic!("a change without game_id: {c}"));
-        *n.entry(id.to_owned()).or_insert(0) += 1;
-    }
-    n
-}
-
 /// How many distinct games of a feed are processed.
 fn processed_count(feed: &[Value]) -> usize {
     feed.iter()
@@ -773,117 +317,6 @@ fn processed_count(feed: &[Value]) -> usize {
         .filter_map(|c| c["game_id"].as_str())
         .collect::<HashSet<_>>()
         .len()
-}
-
-/// One server-sent event.
-#[derive(Debug)]
-struct SseEvent {
-    event: String,
-    id: Option<String>,
-    data: String,
-}
-
-/// Reads `text/event-stream` from a response, one event at a time.
-struct SseReader {
-    chunks: futures::stream::BoxStream<'static, reqwest::Result<Vec<u8>>>,
-    buf: String,
-}
-
-impl SseReader {
-    fn new(response: reqwest::Response) -> SseReader {
-        SseReader {
-            chunks: response
-                .bytes_stream()
-                .map(|chunk| chunk.map(|b| b.to_vec()))
-                .boxed(),
-            buf: String::new(),
-        }
-    }
-
-    /// The next event (comments and keep-alives skipped), or `None` when
-    /// `deadline` passes first. Panics if the stream ends or fails.
-    async fn next(&mut self, deadline: Instant) -> Option<SseEvent> {
-        loop {
-            while let Some(end) = self.buf.find("\n\n") {
-                let block: String = self.buf.drain(..end + 2).collect();
-                let mut event = SseEvent {
-                    event: "message".to_owned(),
-                    id: None,
-                    data: String::new(),
-                };
-                let mut has_data = false;
-                for line in block.lines() {
-                    let (field, value) = line.split_once(':').unwrap_or((line, ""));
-                    let value = value.strip_prefix(' ').unwrap_or(value);
-                    match field {
-                        "event" => event.event = value.to_owned(),
-                        "id" => event.id = Some(value.to_owned()),
-                        "data" => {
-                            if has_data {
-                                event.data.push('\n');
-                            }
-                            event.data.push_str(value);
-                            has_data = true;
-                        }
-                        _ => {} // a comment (keep-alive) or an unknown field
-                    }
-                }
-                if has_data {
-                    return Some(event);
-                }
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            match tokio::time::timeout(left, self.chunks.next()).await {
-                Err(_) => return None,
-                Ok(Some(Ok(chunk))) => {
-                    self.buf.push_str(&String::from_utf8_lossy(&chunk));
-                    // Normalise the line ends SSE allows.
-                    if self.buf.contains('\r') {
-                        self.buf = self.buf.replace("\r\n", "\n").replace('\r', "\n");
-                    }
-                }
-                Ok(Some(Err(e))) => panic!("the event stream failed: {e}"),
-                Ok(None) => panic!("the event stream ended; unread: {:?}", self.buf),
-            }
-        }
-    }
-}
-
-/// Opens `GET /v1/events` with a client that has no overall time limit (the
-/// stream is meant to stay open); asserts the 200 and the content type.
-async fn open_events(base: &str, token: &str) -> SseReader {
-    let http = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(5))
-        .build()
-        .expect("a client");
-    let r = tokio::time::timeout(
-        Duration::from_secs(20),
-        http.get(format!("{base}/v1/events"))
-            .bearer_auth(token)
-            .header("Accept", "text/event-stream")
-            .send(),
-    )
-    .await
-    .expect("GET /v1/events answers within 20 s")
-    .expect("GET /v1/events");
-    let status = r.status();
-    let content_type = r
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    if status != 200 {
-        panic!(
-            "GET /v1/events: {status}: {}",
-            r.text().await.unwrap_or_default()
-        );
-    }
-    assert!(
-        content_type.starts_with("text/event-stream"),
-        "GET /v1/events content type {content_type:?}"
-    );
-    SseReader::new(r)
 }
 
 // ---------------------------------------------------------------------------
@@ -1026,20 +459,21 @@ fn a_game_posted_at_one_gateway_is_announced_at_another() {
         b.wait_readyz(200, READY_TIMEOUT, &procs).await;
         env.progress("both gateways ready");
 
-        let token = a.new_user("two-gateways").await;
+        let token = a.user("two-gateways").await;
         // Tokens are signed with the shared secret: A's works at B.
         let (status, page) = b.sync_page(&token, None).await;
         assert_eq!(status, 200, "A's token at B: {page}");
         assert_eq!(page["changes"], json!([]), "{page}");
 
-        let mut events = open_events(&base_b, &token).await;
+        let mut events = b.events(&token, None).await;
         env.progress("event stream open at B");
-        let accepted = a.submit(&token, small_game(7)).await;
+        let accepted = a.submit_game(&token, ten_second_game(7)).await;
         env.progress(format!("game {} accepted at A", accepted.game_id));
 
         let deadline = Instant::now() + Duration::from_secs(30);
         let event = loop {
-            let Some(event) = events.next(deadline).await else {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Some(event) = events.next_event(left).await else {
                 panic!(
                     "no event for game {} at B within 30 s\n{}",
                     accepted.game_id,
@@ -1055,10 +489,10 @@ fn a_game_posted_at_one_gateway_is_announced_at_another() {
         };
         let (event, change) = event;
         env.progress(format!(
-            "B announced: event: {}, id: {:?}",
+            "B announced: event: {:?}, id: {:?}",
             event.event, event.id
         ));
-        assert_eq!(event.event, "game.processed", "{event:?}");
+        assert_eq!(event.event.as_deref(), Some("game.processed"), "{event:?}");
         assert_eq!(change["status"], "processed", "{change}");
         assert_eq!(change["metrics"]["duration_s"], 10.0, "{change}");
         assert!(change["processed_at"].is_string(), "{change}");
@@ -1090,7 +524,7 @@ fn a_killed_processor_loses_nothing() {
         let survivor = start_processor(&env, "processor-2", &one).await;
         let api = Arc::new(Api::new(&base));
         api.wait_readyz(200, READY_TIMEOUT, &[&gateway]).await;
-        let token = api.new_user("kill-processor").await;
+        let token = api.user("kill-processor").await;
 
         let submitting = {
             let (api, token) = (api.clone(), token.clone());
@@ -1204,7 +638,7 @@ fn a_processor_stopped_with_sigterm_settles_all_it_took() {
         let (gateway, base) = start_gateway(&env, "gateway").await;
         let api = Arc::new(Api::new(&base));
         api.wait_readyz(200, READY_TIMEOUT, &[&gateway]).await;
-        let token = api.new_user("stop-processor").await;
+        let token = api.user("stop-processor").await;
 
         // The whole load is queued before a processor starts, so the
         // SIGTERM finds it busy with several games and many waiting.
@@ -1346,7 +780,7 @@ fn uploads_keep_being_accepted_while_the_broker_restarts() {
         let procs = [&gateway, &processor];
         let api = Arc::new(Api::new(&base));
         api.wait_readyz(200, READY_TIMEOUT, &procs).await;
-        let token = api.new_user("broker-restart").await;
+        let token = api.user("broker-restart").await;
 
         let mut accepted = api.submit_many(&token, 0..EACH).await;
         env.progress(format!("{EACH} games accepted before the stop"));
@@ -1358,7 +792,7 @@ fn uploads_keep_being_accepted_while_the_broker_restarts() {
         let t_stop = Instant::now();
         let mut during = Vec::new();
         for seed in EACH..2 * EACH {
-            during.push(api.submit(&token, small_game(seed)).await.game_id);
+            during.push(api.submit_game(&token, ten_second_game(seed)).await.game_id);
             if saw_503.is_none() && api.readyz().await == Some(503) {
                 saw_503 = Some(t_stop.elapsed());
             }
@@ -1418,11 +852,11 @@ fn a_poison_message_is_dead_lettered_and_its_game_failed() {
         let (gateway, base) = start_gateway(&env, "gateway").await;
         let api = Arc::new(Api::new(&base));
         api.wait_readyz(200, READY_TIMEOUT, &[&gateway]).await;
-        let token = api.new_user("poison").await;
-        let poison = api.submit(&token, small_game(1)).await;
+        let token = api.user("poison").await;
+        let poison = api.submit_game(&token, ten_second_game(1)).await;
         let mut good = Vec::new();
         for seed in 2..5 {
-            good.push(api.submit(&token, small_game(seed)).await);
+            good.push(api.submit_game(&token, ten_second_game(seed)).await);
         }
 
         // Take the four events off the queue, as they were published.
@@ -1672,7 +1106,7 @@ fn a_python_consumer_can_join() {
         let api = Api::new(&base);
         // The gateway has declared the topology once it is ready.
         api.wait_readyz(200, READY_TIMEOUT, &[&gateway]).await;
-        let token = api.new_user("python-joins").await;
+        let token = api.user("python-joins").await;
 
         let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
         let script = manifest.join("tests/python/consume_one.py");
@@ -1689,7 +1123,7 @@ fn a_python_consumer_can_join() {
         consumer.wait_line("READY", START_TIMEOUT).await;
         env.progress("the Python consumer is bound");
 
-        let accepted = api.submit(&token, small_game(3)).await;
+        let accepted = api.submit_game(&token, ten_second_game(3)).await;
         env.progress(format!("game accepted, event {}", accepted.event_id));
         let status = consumer.wait_exit(Duration::from_secs(40)).await;
         let stderr = consumer.stderr();
@@ -1714,6 +1148,76 @@ fn a_python_consumer_can_join() {
             "the Python consumer validated event {}",
             accepted.event_id
         ));
+    });
+    env.progress("done (the whole test, set-up included)");
+}
+
+#[test]
+fn a_processor_serves_its_metrics_and_health() {
+    let Some(env) = TestEnv::begin("a_processor_serves_its_metrics_and_health") else {
+        return;
+    };
+    runtime().block_on(async {
+        let (gateway, base) = start_gateway(&env, "gateway").await;
+        let mut cmd = m2m("processor", &env);
+        cmd.args(["--metrics-listen", "127.0.0.1:0"]);
+        let mut processor = Proc::spawn("processor", &mut cmd);
+        const SERVING: &str = "m2m processor serving /metrics, /healthz and /readyz on http://";
+        let line = processor.wait_line(SERVING, START_TIMEOUT).await;
+        let addr: std::net::SocketAddr = line[SERVING.len()..]
+            .trim()
+            .parse()
+            .unwrap_or_else(|e| panic!("bad address in {line:?}: {e}"));
+        assert_ne!(addr.port(), 0, "{line}");
+        processor
+            .wait_line("m2m processor consuming with concurrency ", START_TIMEOUT)
+            .await;
+        env.progress(format!("processor operations endpoint on {addr}"));
+        let ops = Api::new(&format!("http://{addr}"));
+        let procs = [&gateway, &processor];
+
+        let health = ops
+            .client
+            .get(ops.url("/healthz"))
+            .send()
+            .await
+            .expect("GET /healthz");
+        assert_eq!(health.status(), 200);
+        assert_eq!(health.text().await.expect("a body"), "ok");
+        ops.wait_readyz(200, READY_TIMEOUT, &procs).await;
+
+        // A processed game shows in the processor's own metrics.
+        let api = Api::new(&base);
+        api.wait_readyz(200, READY_TIMEOUT, &procs).await;
+        let token = api.user("processor-metrics").await;
+        let accepted = api.submit_game(&token, ten_second_game(1)).await;
+        api.assert_all_processed_once(&token, &[accepted.game_id], &procs)
+            .await;
+        let text = ops.metrics().await;
+        assert!(
+            text.lines().any(|l| l == "m2m_games_processed_total 1"),
+            "m2m_games_processed_total is not 1:\n{text}"
+        );
+        for name in ["m2m_games_failed_total 0", "m2m_processing_seconds_count 1"] {
+            assert!(
+                text.lines().any(|l| l.starts_with(name)),
+                "{name} missing:\n{text}"
+            );
+        }
+        // The gateway's metrics are the gateway's.
+        assert!(!text.contains("m2m_http_requests"), "{text}");
+
+        // Once the process is told to stop, it stops, endpoint included.
+        processor.terminate();
+        let status = processor.wait_exit(Duration::from_secs(30)).await;
+        let status = status
+            .unwrap_or_else(|| panic!("still running after SIGTERM\n{}", logs(&[&processor])));
+        assert!(
+            status.success(),
+            "exit after SIGTERM: {status}\n{}",
+            logs(&[&processor])
+        );
+        assert_eq!(ops.readyz().await, None, "the endpoint is closed");
     });
     env.progress("done (the whole test, set-up included)");
 }

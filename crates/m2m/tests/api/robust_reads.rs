@@ -2,8 +2,8 @@
 //! reads that stay whole when the data directory already holds a row
 //! they cannot decode.
 
-use crate::helpers::*;
 use futures::StreamExt;
+use m2m_testkit::*;
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::time::Duration;

@@ -1,7 +1,6 @@
 //! GET /v1/sync and GET /v1/events.
 
-use crate::helpers::*;
-use futures::StreamExt;
+use m2m_testkit::*;
 use serde_json::Value;
 use std::time::Duration;
 
@@ -88,85 +87,6 @@ async fn sync_pages_through_the_changes_in_order() {
     .await;
 }
 
-/// A server-sent event as the stream delivered it.
-#[derive(Debug, Default, Clone)]
-struct Sse {
-    event: Option<String>,
-    id: Option<String>,
-    data: String,
-    comment: bool,
-}
-
-/// Reads events off a `text/event-stream` response.
-struct SseReader {
-    stream: futures::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>,
-    buf: String,
-}
-
-impl SseReader {
-    fn new(r: reqwest::Response) -> Self {
-        SseReader {
-            stream: r.bytes_stream().boxed(),
-            buf: String::new(),
-        }
-    }
-
-    /// The next event or comment, within `timeout`.
-    async fn next(&mut self, timeout: Duration) -> Option<Sse> {
-        tokio::time::timeout(timeout, async {
-            loop {
-                if let Some(end) = self.buf.find("\n\n") {
-                    let block: String = self.buf.drain(..end + 2).collect();
-                    let mut e = Sse::default();
-                    for line in block.lines() {
-                        if let Some(v) = line.strip_prefix("event:") {
-                            e.event = Some(v.trim().to_owned());
-                        } else if let Some(v) = line.strip_prefix("id:") {
-                            e.id = Some(v.trim().to_owned());
-                        } else if let Some(v) = line.strip_prefix("data:") {
-                            e.data.push_str(v.trim());
-                        } else if line.starts_with(':') {
-                            e.comment = true;
-                        }
-                    }
-                    return Some(e);
-                }
-                let chunk = self.stream.next().await?.ok()?;
-                self.buf.push_str(&String::from_utf8_lossy(&chunk));
-            }
-        })
-        .await
-        .ok()
-        .flatten()
-    }
-
-    /// The next real event (skipping keep-alive comments).
-    async fn next_event(&mut self, timeout: Duration) -> Option<Sse> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            let e = self.next(left).await?;
-            if !e.comment {
-                return Some(e);
-            }
-        }
-    }
-}
-
-async fn open_stream(app: &TestApp, token: &str, last_event_id: Option<&str>) -> SseReader {
-    let mut req = app.client.get(app.url("/v1/events")).bearer_auth(token);
-    if let Some(id) = last_event_id {
-        req = req.header("last-event-id", id);
-    }
-    let r = req.send().await.unwrap();
-    assert_eq!(r.status(), 200);
-    assert!(r.headers()["content-type"]
-        .to_str()
-        .unwrap()
-        .starts_with("text/event-stream"));
-    SseReader::new(r)
-}
-
 const WAIT: Duration = Duration::from_secs(20);
 
 #[tokio::test]
@@ -174,9 +94,9 @@ async fn every_open_stream_of_the_user_gets_the_event() {
     let app = spawn_app().await;
     let token = app.user("ada").await;
     let other = app.user("grace").await;
-    let mut s1 = open_stream(&app, &token, None).await;
-    let mut s2 = open_stream(&app, &token, None).await;
-    let mut theirs = open_stream(&app, &other, None).await;
+    let mut s1 = app.events(&token, None).await;
+    let mut s2 = app.events(&token, None).await;
+    let mut theirs = app.events(&other, None).await;
     let game = app.submit(&token, 1).await;
     for s in [&mut s1, &mut s2] {
         let e = s.next_event(WAIT).await.expect("an event");
@@ -202,7 +122,7 @@ async fn a_new_stream_sends_only_new_changes_and_resumes_from_last_event_id() {
     let old = app.submit(&token, 1).await;
     app.wait_for(&token, old, "processed").await;
 
-    let mut s = open_stream(&app, &token, None).await;
+    let mut s = app.events(&token, None).await;
     let g2 = app.submit(&token, 2).await;
     let e2 = s.next_event(WAIT).await.unwrap();
     assert!(
@@ -217,7 +137,7 @@ async fn a_new_stream_sends_only_new_changes_and_resumes_from_last_event_id() {
     app.wait_for(&token, g3, "processed").await;
     app.wait_for(&token, g4, "processed").await;
 
-    let mut resumed = open_stream(&app, &token, e2.id.as_deref()).await;
+    let mut resumed = app.events(&token, e2.id.as_deref()).await;
     let mut got = Vec::new();
     for _ in 0..2 {
         let e = resumed.next_event(WAIT).await.unwrap();
@@ -253,7 +173,7 @@ async fn streams_send_keep_alive_comments() {
     })
     .await;
     let token = app.user("ada").await;
-    let mut s = open_stream(&app, &token, None).await;
+    let mut s = app.events(&token, None).await;
     let e = s.next(Duration::from_secs(5)).await.expect("a keep-alive");
     assert!(e.comment, "{e:?}");
 }

@@ -1,6 +1,6 @@
 //! /healthz, /readyz, /metrics, /openapi.json, unknown routes.
 
-use crate::helpers::*;
+use m2m_testkit::*;
 
 #[tokio::test]
 async fn health_and_readiness() {

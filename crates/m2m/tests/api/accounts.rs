@@ -1,6 +1,6 @@
 //! /v1/users, /v1/login, /v1/token/refresh, /v1/logout.
 
-use crate::helpers::*;
+use m2m_testkit::*;
 use serde_json::{json, Value};
 use std::time::Duration;
 

@@ -2,8 +2,8 @@
 //! problem+json, and nothing a client sends grows the server's state
 //! without bound.
 
-use crate::helpers::{assert_problem, small_game, spawn_app, spawn_app_with, Options, PASSWORD};
 use futures::StreamExt;
+use m2m_testkit::{assert_problem, small_game, spawn_app, spawn_app_with, Options, PASSWORD};
 use reqwest::Method;
 use serde_json::{json, Value};
 use std::time::Duration;

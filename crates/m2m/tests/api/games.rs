@@ -1,6 +1,6 @@
 //! POST /v1/games, GET /v1/games/{id}, GET /v1/games, GET /v1/progress.
 
-use crate::helpers::*;
+use m2m_testkit::*;
 use serde_json::{json, Value};
 use std::io::Write;
 

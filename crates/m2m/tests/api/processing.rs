@@ -1,8 +1,8 @@
 //! What happens between the 202 and the notification: poison events,
 //! retries, redelivery.
 
-use crate::helpers::*;
 use m2m_bus::Bus;
+use m2m_testkit::*;
 use std::time::Duration;
 
 #[tokio::test]

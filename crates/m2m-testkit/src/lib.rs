@@ -1,0 +1,23 @@
+//! What the tests of m2m share, so that each test says only what it checks:
+//!
+//! - [`spawn_app`] / [`spawn_app_with`]: the whole system in the test
+//!   process (m2m-app's `Application` over SQLite in a temporary directory
+//!   and an in-process bus), on a free port, as a [`TestApp`];
+//! - [`Proc`] and [`m2m_command`]: the real `m2m` binary as a child
+//!   process, its first lines awaited, stopped by SIGTERM or SIGKILL, its
+//!   logs collected;
+//! - [`Api`]: one typed client of the HTTP API, for both, with the raw
+//!   requests hostile tests need;
+//! - [`small_game`] / [`ten_second_game`]: generated uploads.
+
+mod app;
+mod client;
+mod games;
+mod process;
+mod sse;
+
+pub use app::{spawn_app, spawn_app_with, Options, TestApp};
+pub use client::{assert_problem, occurrences, Accepted, Api, PASSWORD, POLL, PROCESS_TIMEOUT};
+pub use games::{small_game, ten_second_game};
+pub use process::{logs, m2m_command, Proc, START_TIMEOUT};
+pub use sse::{Sse, SseReader};
