@@ -178,33 +178,29 @@ impl RabbitBus {
             .live()
             .await
             .ok_or_else(|| unavailable("not connected to the broker"))?;
-        let mut headers = FieldTable::default();
-        headers.insert("type".into(), AMQPValue::LongString(kind.into()));
-        headers.insert("trace_id".into(), AMQPValue::LongString(trace_id.into()));
-        let properties = BasicProperties::default()
-            .with_delivery_mode(2)
-            .with_content_type("application/json".into())
-            .with_message_id(message_id.into())
-            .with_type(kind.into())
-            .with_headers(headers);
         let result = async {
-            let confirm = live
-                .publish
-                .basic_publish(
-                    exchange.into(),
-                    routing_key.into(),
-                    BasicPublishOptions {
-                        mandatory: true,
-                        ..Default::default()
-                    },
-                    payload,
-                    properties,
-                )
-                .await?
-                .await?;
-            Ok::<_, lapin::Error>(confirm)
+            send(
+                &live,
+                exchange,
+                routing_key,
+                kind,
+                message_id,
+                trace_id,
+                payload,
+            )
+            .await?
+            .await
         }
         .await;
+        self.confirmed(&live, result).await
+    }
+
+    /// What the broker's answer to one publish means.
+    async fn confirmed(
+        &self,
+        live: &Arc<Live>,
+        result: Result<Confirmation, lapin::Error>,
+    ) -> Result<(), BusError> {
         match result {
             Ok(Confirmation::Ack(None)) => Ok(()),
             Ok(Confirmation::Ack(Some(_))) => {
@@ -213,11 +209,45 @@ impl RabbitBus {
             Ok(Confirmation::Nack(_)) => Err(unavailable("the broker refused the event")),
             Ok(Confirmation::NotRequested) => Err(unavailable("publisher confirms are off")),
             Err(e) => {
-                self.inner.mark_broken(&live).await;
+                self.inner.mark_broken(live).await;
                 Err(failed("publishing to the broker", e))
             }
         }
     }
+}
+
+/// Sends one persistent, mandatory message on the publishing channel and
+/// returns the broker's confirm still to come.
+async fn send(
+    live: &Live,
+    exchange: &str,
+    routing_key: &str,
+    kind: &str,
+    message_id: String,
+    trace_id: &str,
+    payload: &[u8],
+) -> Result<lapin::PublisherConfirm, lapin::Error> {
+    let mut headers = FieldTable::default();
+    headers.insert("type".into(), AMQPValue::LongString(kind.into()));
+    headers.insert("trace_id".into(), AMQPValue::LongString(trace_id.into()));
+    let properties = BasicProperties::default()
+        .with_delivery_mode(2)
+        .with_content_type("application/json".into())
+        .with_message_id(message_id.into())
+        .with_type(kind.into())
+        .with_headers(headers);
+    live.publish
+        .basic_publish(
+            exchange.into(),
+            routing_key.into(),
+            BasicPublishOptions {
+                mandatory: true,
+                ..Default::default()
+            },
+            payload,
+            properties,
+        )
+        .await
 }
 
 impl Inner {
@@ -435,6 +465,61 @@ impl Bus for RabbitBus {
             &payload,
         )
         .await
+    }
+
+    /// Sends the whole batch in order on one channel, then waits for the
+    /// broker's confirms, so a batch costs one round trip (and one quorum
+    /// write on the broker) rather than one per event.
+    async fn publish_processing_all(
+        &self,
+        events: &[(Arc<ProcessingEvent>, String)],
+    ) -> (usize, Option<BusError>) {
+        let Some(live) = self.live().await else {
+            return (0, Some(unavailable("not connected to the broker")));
+        };
+        let mut confirms = Vec::with_capacity(events.len());
+        let mut stopped = None;
+        for (event, trace_id) in events {
+            let payload = match serde_json::to_vec(&**event) {
+                Ok(p) => p,
+                Err(e) => {
+                    stopped = Some(failed("encoding", e));
+                    break;
+                }
+            };
+            let sent = send(
+                &live,
+                PROCESSING_EXCHANGE,
+                PROCESSING_ROUTING_KEY,
+                "ProcessingEvent",
+                event.event_id.to_string(),
+                trace_id,
+                &payload,
+            )
+            .await;
+            match sent {
+                Ok(confirm) => confirms.push(confirm),
+                Err(e) => {
+                    stopped = Some(self.confirmed(&live, Err(e)).await.unwrap_err());
+                    break;
+                }
+            }
+        }
+        // Confirms are counted in order: the events after the first that
+        // failed are published again, with it, in the next round.
+        let mut done = 0;
+        for confirm in confirms {
+            if stopped.is_some() {
+                // Settle the rest without counting them.
+                let _ = confirm.await;
+                continue;
+            }
+            match self.confirmed(&live, confirm.await).await {
+                Ok(()) => done += 1,
+                Err(e) => stopped = Some(e),
+            }
+        }
+        (done, stopped)
     }
 
     async fn publish_reconciliation(
