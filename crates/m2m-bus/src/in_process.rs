@@ -19,7 +19,7 @@ use tokio::sync::{broadcast, Notify};
 /// How many ProcessingEvents the queue holds by default, waiting or in
 /// flight. Each holds a whole game (about 0.6 MB for a standard one), so the
 /// bound is what keeps a backlog in the store rather than in memory; it only
-/// needs to be large enough that the processor never waits for the relay.
+/// needs to be large enough that the processor never waits for the publisher.
 pub const DEFAULT_CAPACITY: usize = 32;
 
 /// How many ReconciliationEvents a slow subscriber may fall behind before it
@@ -171,7 +171,7 @@ impl Bus for InProcessBus {
         Ok(Box::new(Subscription(self.inner.fanout.subscribe())))
     }
 
-    /// Waits until the bus is at most half full, so that a relay feeding it
+    /// Waits until the bus is at most half full, so that a publisher feeding it
     /// from the outbox moves events in batches (one claim and one mark per
     /// batch, not per event) while the processor still has plenty queued.
     async fn wait_for_room(&self) -> Option<usize> {

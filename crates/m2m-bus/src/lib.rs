@@ -116,7 +116,7 @@ pub trait Bus: Send + Sync + 'static {
     /// Waits until the bus has room for a batch of ProcessingEvents (the
     /// in-process bus: until it is at most half full) and returns how many
     /// it will take, or `None` when it is unbounded (a broker, whose queue
-    /// lives on its own disk). The relay claims no more
+    /// lives on its own disk). The publisher claims no more
     /// events from the outbox than this, so a backlog stays in the store,
     /// not in memory.
     async fn wait_for_room(&self) -> Option<usize> {

@@ -818,15 +818,15 @@ fn uploads_keep_being_accepted_while_the_broker_restarts() {
         env.progress(format!("{EACH} games accepted after the restart"));
 
         // How long each group takes once the broker is back (the games of
-        // the outage wait for the outbox relay).
+        // the outage wait in the outbox for the publisher).
         api.wait_finished(&token, &accepted, PROCESS_TIMEOUT, &procs)
             .await;
         env.progress(format!(
             "the games accepted before and after the outage finished {:?} after start_app",
             t_back.elapsed()
         ));
-        // Once the broker is back, the stored backlog is published at the
-        // relay's next pass, not after the 30 s publish lease (that delay
+        // Once the broker is back, the stored backlog is published by the
+        // publisher's next retry, not after a 30 s lease (that delay
         // was a bug: the events of the outage waited ~27 s).
         api.wait_finished(&token, &during, Duration::from_secs(15), &procs)
             .await;
