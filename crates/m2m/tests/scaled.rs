@@ -17,6 +17,7 @@ use lapin::options::{
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
+use m2m_synth::GameSpec;
 use m2m_testkit::{
     logs, m2m_command, ten_second_game, Api, Proc, POLL, PROCESS_TIMEOUT, START_TIMEOUT,
 };
@@ -362,6 +363,50 @@ fn header_text(props: &BasicProperties, name: &str) -> Option<String> {
         AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
         _ => None,
     }
+}
+
+/// A message taken off the processing queue, exactly as it was published.
+struct Taken {
+    body: Vec<u8>,
+    props: BasicProperties,
+}
+
+/// Takes `count` events off the processing queue (acknowledged: they are
+/// the test's now), waiting at most 20 s for them to be published; returns
+/// them by game_id.
+async fn take_events(channel: &Channel, count: usize, procs: &[&Proc]) -> HashMap<String, Taken> {
+    let mut taken = HashMap::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while taken.len() < count {
+        match channel
+            .basic_get(PROCESSING.into(), BasicGetOptions { no_ack: false })
+            .await
+            .expect("basic.get")
+        {
+            Some(m) => {
+                m.delivery
+                    .ack(BasicAckOptions::default())
+                    .await
+                    .expect("basic.ack");
+                let body: Value = serde_json::from_slice(&m.delivery.data).expect("a JSON event");
+                let game_id = body["game_id"].as_str().expect("a game_id").to_owned();
+                taken.insert(
+                    game_id,
+                    Taken {
+                        body: m.delivery.data.clone(),
+                        props: m.delivery.properties.clone(),
+                    },
+                );
+            }
+            None if Instant::now() < deadline => tokio::time::sleep(POLL).await,
+            None => panic!(
+                "only {} of {count} events reached {PROCESSING} within 20 s\n{}",
+                taken.len(),
+                logs(procs)
+            ),
+        }
+    }
+    taken
 }
 
 /// Publishes with a confirm; panics unless the broker acks and routes it.
@@ -861,32 +906,15 @@ fn a_poison_message_is_dead_lettered_and_its_game_failed() {
 
         // Take the four events off the queue, as they were published.
         let (_conn, channel) = amqp_channel(&env.vhost.url).await;
-        let mut taken = HashMap::new();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while taken.len() < 4 {
-            match channel
-                .basic_get(PROCESSING.into(), BasicGetOptions { no_ack: false })
+        let mut taken: HashMap<String, (Value, BasicProperties)> =
+            take_events(&channel, 4, &[&gateway])
                 .await
-                .expect("basic.get")
-            {
-                Some(m) => {
-                    m.delivery
-                        .ack(BasicAckOptions::default())
-                        .await
-                        .expect("basic.ack");
-                    let body: Value =
-                        serde_json::from_slice(&m.delivery.data).expect("a JSON event");
-                    let game_id = body["game_id"].as_str().expect("a game_id").to_owned();
-                    taken.insert(game_id, (body, m.delivery.properties.clone()));
-                }
-                None if Instant::now() < deadline => tokio::time::sleep(POLL).await,
-                None => panic!(
-                    "only {} of 4 events reached {PROCESSING} within 20 s\n{}",
-                    taken.len(),
-                    logs(&[&gateway])
-                ),
-            }
-        }
+                .into_iter()
+                .map(|(game_id, e)| {
+                    let body = serde_json::from_slice(&e.body).expect("a JSON event");
+                    (game_id, (body, e.props))
+                })
+                .collect();
         env.progress("took the 4 events off the queue");
 
         // Corrupt P where the processor reads it: the event names the game,
@@ -1084,6 +1112,229 @@ fn a_poison_message_is_dead_lettered_and_its_game_failed() {
             tokio::time::sleep(POLL).await;
         }
         assert_eq!(queue_count(&channel, DEAD_LETTERS).await, 2, "put back");
+    });
+    env.progress("done (the whole test, set-up included)");
+}
+
+#[test]
+fn a_processor_takes_version_1_events_left_by_an_older_gateway() {
+    let Some(env) = TestEnv::begin("a_processor_takes_version_1_events_left_by_an_older_gateway")
+    else {
+        return;
+    };
+    runtime().block_on(async {
+        let (gateway, base) = start_gateway(&env, "gateway").await;
+        let api = Api::new(&base);
+        api.wait_readyz(200, READY_TIMEOUT, &[&gateway]).await;
+        let token = api.user("rolling-upgrade").await;
+
+        // Two games whose events an older gateway published, still queued
+        // when the new processors start.
+        let seeds = [21, 22];
+        let mut old = Vec::new();
+        for seed in seeds {
+            let upload = ten_second_game(seed);
+            let accepted = api.submit_game(&token, upload.clone()).await;
+            old.push((accepted, upload));
+        }
+        let (_conn, channel) = amqp_channel(&env.vhost.url).await;
+        let mut taken = take_events(&channel, old.len(), &[&gateway]).await;
+        env.progress("took the 2 version-2 events off the queue");
+
+        // Rewritten as version 1, which also carried every column: the
+        // columns of the upload the test generated.
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .expect("confirm.select");
+        for (accepted, upload) in &old {
+            let Taken { body, props } = taken.remove(&accepted.game_id).expect("published");
+            let mut event: Value = serde_json::from_slice(&body).expect("a JSON event");
+            assert_eq!(event["version"], 2, "as published: {event}");
+            assert_eq!(event["event_id"], accepted.event_id.as_str(), "{event}");
+            assert!(event.get("channels").is_none(), "as published: {event}");
+            let upload: Value = serde_json::from_str(upload).expect("the upload is JSON");
+            let channels = &upload["channels"];
+            assert_eq!(
+                channels.as_object().map(|c| c.len()),
+                Some(16),
+                "16 columns"
+            );
+            event["version"] = json!(1);
+            event["channels"] = channels.clone();
+            let v1 = serde_json::to_vec(&event).expect("JSON");
+            env.progress(format!(
+                "game {}: version 1 of its event, {} bytes (version 2: {} bytes)",
+                accepted.game_id,
+                v1.len(),
+                body.len()
+            ));
+            publish_confirmed(&channel, &v1, props).await;
+        }
+
+        // The same uploads again, whose events are version 2: what a
+        // version-1 event must yield.
+        let mut reference = Vec::new();
+        for seed in seeds {
+            reference.push(api.submit_game(&token, ten_second_game(seed)).await);
+        }
+
+        let processor = start_processor(&env, "processor", &[]).await;
+        let procs = [&gateway, &processor];
+        let ids: Vec<String> = old
+            .iter()
+            .map(|(a, _)| &a.game_id)
+            .chain(reference.iter().map(|a| &a.game_id))
+            .cloned()
+            .collect();
+        api.wait_finished(&token, &ids, Duration::from_secs(30), &procs)
+            .await;
+        env.progress("all 4 games finished");
+
+        let mut metrics = Vec::new();
+        for ((old, _), reference) in old.iter().zip(&reference) {
+            let game = api.game(&token, &old.game_id).await;
+            assert_eq!(game["status"], "processed", "{game}\n{}", logs(&procs));
+            assert!(game.get("error").is_none(), "{game}");
+            let want = api.game(&token, &reference.game_id).await;
+            assert_eq!(want["status"], "processed", "{want}\n{}", logs(&procs));
+            assert_eq!(want["metrics"]["duration_s"], 10.0, "{want}");
+            assert_eq!(
+                game["metrics"], want["metrics"],
+                "the metrics of game {} (version-1 event) and of game {} (the same upload, \
+                 version-2 event)",
+                old.game_id, reference.game_id
+            );
+            // The processor says it processed the version-1 event itself.
+            let line = format!("event_id={}", old.event_id);
+            assert!(
+                processor
+                    .stderr()
+                    .lines()
+                    .any(|l| l.contains(&line) && l.contains("game processed")),
+                "no \"game processed\" line with {line}\n{}",
+                logs(&procs)
+            );
+            metrics.push(game["metrics"].clone());
+        }
+        // The comparison tells games apart: the two seeds' metrics differ
+        // in more than the score.
+        let mut unscored = metrics.clone();
+        for m in &mut unscored {
+            m.as_object_mut().expect("metrics").remove("score");
+        }
+        assert_ne!(
+            unscored[0], unscored[1],
+            "two different games, same metrics"
+        );
+        env.progress("both version-1 games processed with the metrics of their version-2 twins");
+
+        assert_eq!(
+            queue_count(&channel, PROCESSING).await,
+            0,
+            "left in {PROCESSING}"
+        );
+        assert_eq!(
+            queue_count(&channel, DEAD_LETTERS).await,
+            0,
+            "dead letters\n{}",
+            logs(&procs)
+        );
+    });
+    env.progress("done (the whole test, set-up included)");
+}
+
+#[test]
+fn an_event_on_the_bus_is_small_whatever_the_game_length() {
+    /// The bound of docs/api.md and processing-event.schema.json.
+    const MAX_EVENT_BYTES: usize = 2_048;
+    /// The gateway's default `--body-limit`.
+    const BODY_LIMIT: usize = 32 * 1024 * 1024;
+    /// The fields of processing-event.schema.json (version 2): the ids and
+    /// the game's description, none of them made of samples.
+    const DESCRIPTIVE: [&str; 8] = [
+        "type",
+        "version",
+        "event_id",
+        "game_id",
+        "user_id",
+        "created_at",
+        "game",
+        "sample_rate_hz",
+    ];
+    let Some(env) = TestEnv::begin("an_event_on_the_bus_is_small_whatever_the_game_length") else {
+        return;
+    };
+    runtime().block_on(async {
+        let (gateway, base) = start_gateway(&env, "gateway").await;
+        let api = Api::new(&base);
+        api.wait_readyz(200, READY_TIMEOUT, &[&gateway]).await;
+        let token = api.user("event-size").await;
+
+        // The same game but for its length: 5 samples, and 10 minutes at
+        // 100 Hz (60,000 samples in each of 16 channels).
+        let spec = |duration_s| GameSpec {
+            duration_s,
+            seed: 9,
+            ..GameSpec::standard()
+        };
+        let (short, long) = (spec(0.05), spec(600.0));
+        assert_eq!((short.samples(), long.samples()), (5, 60_000));
+        let short_upload = short.submission_json("pinch-garden", 42.0);
+        let long_upload = long.submission_json("pinch-garden", 42.0);
+        assert!(
+            long_upload.len() < BODY_LIMIT,
+            "the long upload ({} bytes) exceeds the body limit",
+            long_upload.len()
+        );
+        let t0 = Instant::now();
+        let short_game = api.submit_game(&token, short_upload.clone()).await;
+        let long_game = api.submit_game(&token, long_upload.clone()).await;
+        env.progress(format!(
+            "uploads of {} and {} bytes accepted in {:?}",
+            short_upload.len(),
+            long_upload.len(),
+            t0.elapsed()
+        ));
+
+        let (_conn, channel) = amqp_channel(&env.vhost.url).await;
+        let mut taken = take_events(&channel, 2, &[&gateway]).await;
+        let mut events = Vec::new();
+        for (accepted, name) in [(&short_game, "short"), (&long_game, "long")] {
+            let Taken { body, .. } = taken.remove(&accepted.game_id).expect("published");
+            let event: Value = serde_json::from_slice(&body).expect("a JSON event");
+            env.progress(format!("the {name} game's event: {} bytes", body.len()));
+            assert!(
+                body.len() <= MAX_EVENT_BYTES,
+                "the {name} game's event is {} bytes: {}",
+                body.len(),
+                String::from_utf8_lossy(&body)
+            );
+            assert_eq!(event["event_id"], accepted.event_id.as_str(), "{event}");
+            assert!(event.get("channels").is_none(), "{name}: {event}");
+            events.push((body.len(), event));
+        }
+
+        // The sizes differ by no more than the descriptive fields do (the
+        // timestamps' fractions of a second, say), not by the samples: any
+        // other field, or one only the long game's event has, counts
+        // against the bound.
+        let (short_len, short_event) = &events[0];
+        let (long_len, long_event) = &events[1];
+        let text_len = |v: &Value| serde_json::to_string(v).expect("JSON").len();
+        let descriptive: usize = DESCRIPTIVE
+            .iter()
+            .map(|k| text_len(&short_event[*k]).abs_diff(text_len(&long_event[*k])))
+            .sum();
+        let difference = short_len.abs_diff(*long_len);
+        env.progress(format!(
+            "the events differ by {difference} bytes, their descriptive fields by {descriptive}"
+        ));
+        assert!(
+            difference <= descriptive,
+            "the events differ by {difference} bytes, their descriptive fields by \
+             {descriptive}:\n{short_event}\n{long_event}"
+        );
     });
     env.progress("done (the whole test, set-up included)");
 }
