@@ -160,18 +160,30 @@ def queue_depth(vhost):
     return None
 
 
-def queue_bytes(vhost):
-    """Messages and body bytes in the processing queue (None if unknown)."""
-    out = subprocess.run(["rabbitmqctl", "list_queues", "-q", "-p", vhost, "name", "messages", "message_bytes"],
-                         capture_output=True, text=True).stdout
-    for line in out.splitlines():
-        parts = line.split()
-        if len(parts) == 3 and parts[0] == "m2m.processing":
-            try:
-                return int(parts[1]), int(parts[2])
-            except ValueError:
-                return None
-    return None
+def event_sizes(vhost, count=20):
+    """Body sizes of up to `count` ProcessingEvents waiting in the queue
+    (None if pika is missing). Each is read with basic.get and handed back
+    (nack with requeue), so the backlog is left as it was."""
+    try:
+        import pika
+    except ImportError:
+        return None
+    params = pika.URLParameters(f"amqp://guest:guest@127.0.0.1:5672/{vhost}")
+    conn = pika.BlockingConnection(params)
+    try:
+        ch = conn.channel()
+        sizes, tags = [], []
+        for _ in range(count):
+            method, _props, body = ch.basic_get("m2m.processing", auto_ack=False)
+            if method is None:
+                break
+            sizes.append(len(body))
+            tags.append(method.delivery_tag)
+        if tags:
+            ch.basic_nack(delivery_tag=tags[-1], multiple=True, requeue=True)
+        return sizes
+    finally:
+        conn.close()
 
 
 def fmt_lat(l):
@@ -279,7 +291,7 @@ def main():
                 while (queue_depth(vhost) or 0) < before + r["accepted"] and time.time() < deadline:
                     time.sleep(0.5)
                 queued = queue_depth(vhost)
-                sizes = queue_bytes(vhost)
+                sizes = event_sizes(vhost)
                 t0 = time.time()
                 drains = [start(["processor"], env, ready="consuming")[0] for _ in range(2)]
                 while (queue_depth(vhost) or 0) > 0 and time.time() - t0 < 600:
@@ -289,12 +301,12 @@ def main():
                           f"processors started: the queue was empty after **{drain_s:.1f} s** "
                           f"({queued / drain_s:.0f} games/s). Peak RSS of the draining processors: "
                           + ", ".join(f"{peak_rss_mb(p) or 0:.0f} MB" for p in drains) + ".", ""]
-                if sizes and sizes[0]:
-                    lines[-1:-1] = [f"ProcessingEvent on the bus: **{sizes[1] / sizes[0]:.0f} bytes per game** on average "
-                                    f"({sizes[1]} bytes of message bodies for {sizes[0]} queued messages, "
-                                    "`rabbitmqctl list_queues name messages message_bytes`)."]
+                if sizes:
+                    lines[-1:-1] = [f"ProcessingEvent on the bus: **{sum(sizes) / len(sizes):.0f} bytes per game** "
+                                    f"(min {min(sizes)}, max {max(sizes)}; bodies of {len(sizes)} queued events read "
+                                    "with basic.get and handed back)."]
                 else:
-                    lines[-1:-1] = ["ProcessingEvent size: not reported (rabbitmqctl gave no message_bytes)."]
+                    lines[-1:-1] = ["ProcessingEvent size: not reported (pika is not installed)."]
                 for p in drains:
                     stop(p)
                 stop(gw)

@@ -14,4 +14,6 @@ if command -v rabbitmqctl >/dev/null 2>&1 && ! rabbitmqctl status >/dev/null 2>&
   rabbitmq-server -detached
   timeout 120 rabbitmqctl await_startup
 fi
+# pika reads a few queued events to report their size.
+python3 -c 'import pika' 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check 'pika==1.3.2'
 exec python3 bench/run.py "$@"

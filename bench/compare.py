@@ -1,0 +1,86 @@
+#!/usr/bin/env python3
+"""Two builds of m2m, interleaved on this machine: embedded and scaled out.
+
+    bench/compare.py OLD_M2M NEW_M2M [ROUNDS]
+
+Each round runs, for OLD then NEW: `m2m serve` at closed-loop concurrency 4
+and one `m2m gateway` with two `m2m processor` on RabbitMQ and SQLite at
+concurrency 8 (the 13-channel game, as bench/run.sh). The load always comes
+from NEW's `m2m simulate`, so only the system under test differs. Prints a
+Markdown table of games/s per round and the medians; this VM's speed drifts
+from day to day, so only figures from one interleaved run are compared.
+"""
+
+import statistics
+import subprocess
+import sys
+import tempfile
+
+import run
+
+OLD, NEW = sys.argv[1], sys.argv[2]
+ROUNDS = int(sys.argv[3]) if len(sys.argv) > 3 else 2
+SIMULATOR = NEW
+
+
+def simulate(base, concurrency, games):
+    args = ["simulate", "--base-url", base, "--channels", run.CHANNELS, "--json", "--seed", "7",
+            "--users", "16", "--concurrency", str(concurrency), "--games", str(games)]
+    out = subprocess.run([SIMULATOR] + args, capture_output=True, text=True, timeout=900)
+    if out.returncode != 0:
+        raise SystemExit(f"simulate failed: {out.stderr[-2000:]}")
+    return run.json.loads(out.stdout)["completed_per_s"]
+
+
+def embedded(binary, tmp):
+    run.M2M = binary
+    serve, line = run.start(["serve", "--listen", "127.0.0.1:0", "--data-dir", tempfile.mkdtemp(dir=tmp)],
+                            ready="m2m serving on")
+    try:
+        return simulate(run.url_of(line), 4, 600)
+    finally:
+        run.stop(serve)
+
+
+def scaled(binary, tmp):
+    run.M2M = binary
+    vhost = run.rabbit_vhost()
+    env = {"M2M_AMQP_URL": f"amqp://guest:guest@127.0.0.1:5672/{vhost}",
+           "M2M_DATABASE_URL": f"sqlite://{tempfile.mkdtemp(dir=tmp)}/scaled.db", "M2M_JWT_SECRET": run.SECRET}
+    procs = []
+    try:
+        gw, line = run.start(["gateway", "--listen", "127.0.0.1:0"], env, ready="serving on")
+        procs.append(gw)
+        for _ in range(2):
+            procs.append(run.start(["processor"], env, ready="consuming")[0])
+        return simulate(run.url_of(line), 8, 600)
+    finally:
+        for p in procs:
+            run.stop(p)
+        subprocess.run(["rabbitmqctl", "delete_vhost", vhost], capture_output=True)
+
+
+def main():
+    tmp = tempfile.mkdtemp(prefix="m2m-compare-")
+    results = {(b, k): [] for b in ("old", "new") for k in ("embedded", "scaled")}
+    for r in range(ROUNDS):
+        for name, binary in (("old", OLD), ("new", NEW)):
+            for kind, fn in (("embedded", embedded), ("scaled", scaled)):
+                gps = fn(binary, tmp)
+                results[(name, kind)].append(gps)
+                run.log(f"round {r + 1}: {name} {kind}: {gps:.1f} games/s")
+    print("| build | `m2m serve` games/s (each round) | scaled out, 1 gateway + 2 processors, games/s | scaled / serve |")
+    print("|---|---|---|---|")
+    for name in ("old", "new"):
+        e, s = results[(name, "embedded")], results[(name, "scaled")]
+        print(f"| {name} | {' / '.join(f'{x:.1f}' for x in e)} (median {statistics.median(e):.1f}) | "
+              f"{' / '.join(f'{x:.1f}' for x in s)} (median {statistics.median(s):.1f}) | "
+              f"{100 * statistics.median(s) / statistics.median(e):.0f} % |")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    finally:
+        for p in run.PROCS:
+            run.stop(p)
