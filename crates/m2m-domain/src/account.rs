@@ -61,6 +61,46 @@ impl Password {
     }
 }
 
+/// What an account may do. `Patient` is the default and the only role
+/// self-registration creates; an operator creates `Therapist` accounts
+/// (`m2m users add`). A therapist does not upload games.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    #[default]
+    Patient,
+    Therapist,
+}
+
+impl Role {
+    /// Every role, in the order of the contract.
+    pub const ALL: [Role; 2] = [Role::Patient, Role::Therapist];
+
+    /// The role's name, as stored and as tokens state it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Patient => "patient",
+            Role::Therapist => "therapist",
+        }
+    }
+
+    /// The role named `s` (exactly as [`Role::as_str`] spells it).
+    pub fn parse(s: &str) -> Result<Self, FieldError> {
+        Role::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| FieldError::new("role", "must be 'patient' or 'therapist'"))
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 impl fmt::Debug for Password {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Password(<redacted>)")
@@ -87,6 +127,20 @@ mod tests {
             assert!(Username::parse(bad).is_err(), "{bad:?}");
         }
         assert!(Username::parse(&"a".repeat(64)).is_ok());
+    }
+
+    #[test]
+    fn roles() {
+        for r in Role::ALL {
+            assert_eq!(Role::parse(r.as_str()).unwrap(), r);
+            assert_eq!(
+                serde_json::to_string(&r).unwrap(),
+                format!("\"{}\"", r.as_str())
+            );
+        }
+        assert_eq!(Role::default(), Role::Patient);
+        assert!(Role::parse("Therapist").is_err());
+        assert!(Role::parse("admin").is_err());
     }
 
     #[test]

@@ -12,7 +12,7 @@ mod game;
 mod samples;
 mod submission;
 
-pub use account::{Password, Username, PASSWORD_CHARS, USERNAME_CHARS};
+pub use account::{Password, Role, Username, PASSWORD_CHARS, USERNAME_CHARS};
 pub use column::{decode_column, encode_column, ColumnError};
 pub use event::{
     EventGame, ProcessingEvent, ReconciliationEvent, PROCESSING_EVENT_VERSION,

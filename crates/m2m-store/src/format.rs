@@ -6,7 +6,7 @@
 use crate::StoreError;
 use chrono::{DateTime, TimeDelta, Utc};
 use m2m_analysis::Metrics;
-use m2m_domain::{Change, Device, Game, GameStatus};
+use m2m_domain::{Change, Device, Game, GameStatus, Role};
 use std::fmt;
 use std::time::Duration;
 use uuid::Uuid;
@@ -82,6 +82,28 @@ pub(crate) fn unreadable(row: &dyn fmt::Display, field: &str, why: &str, shown: 
         shown,
         "stored value cannot be read; shown with its fallback"
     );
+}
+
+/// An account's stored role: `patient` when absent (an account stored
+/// before roles); `patient`, with a warning, when it cannot be read, the
+/// role with the fewest rights (crate documentation).
+pub(crate) fn stored_role(user_id: &Uuid, raw: Field<String>) -> Role {
+    match raw {
+        Ok(None) => Role::Patient,
+        Ok(Some(s)) => Role::parse(&s).unwrap_or_else(|_| {
+            unreadable(
+                &format!("user {user_id}"),
+                "role",
+                &format!("unknown role {s:?}"),
+                "patient",
+            );
+            Role::Patient
+        }),
+        Err(why) => {
+            unreadable(&format!("user {user_id}"), "role", &why, "patient");
+            Role::Patient
+        }
+    }
 }
 
 /// The creation time a UUIDv7 id carries (to the millisecond), or the Unix

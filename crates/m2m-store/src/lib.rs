@@ -44,7 +44,10 @@
 //! `failed` with an `error` saying so), a warning names the row and the
 //! field, and the stored value is left as it is. A row whose own id (or a
 //! change whose game id) cannot be read is left out with a warning, and
-//! pages are filled from the rows after it. See docs/design.md.
+//! pages are filled from the rows after it. An account's `role` that cannot
+//! be read (or, in MongoDB, is absent: accounts stored before roles) is
+//! `patient`, the role with the fewest rights, with a warning when it is
+//! present but unreadable. See docs/design.md.
 
 mod format;
 #[cfg(feature = "mongodb")]
@@ -59,7 +62,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use m2m_analysis::Metrics;
 use m2m_domain::{
-    Change, Game, GameSamples, GameStatus, GameSubmission, ProcessingEvent, Username,
+    Change, Game, GameSamples, GameStatus, GameSubmission, ProcessingEvent, Role, Username,
 };
 use std::time::Duration;
 use uuid::Uuid;
@@ -150,6 +153,7 @@ pub struct NewUser {
     pub user_id: Uuid,
     pub username: Username,
     pub password_hash: String,
+    pub role: Role,
     pub created_at: DateTime<Utc>,
 }
 
@@ -160,6 +164,8 @@ pub struct UserRecord {
     /// As the user spelled it at registration.
     pub username: String,
     pub password_hash: String,
+    /// `Patient` when the stored role cannot be read (least privilege).
+    pub role: Role,
 }
 
 /// A new login (one chain of refresh tokens, from one password check).

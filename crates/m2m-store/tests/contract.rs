@@ -20,7 +20,7 @@
 use chrono::{DateTime, Duration as TimeDelta, Utc};
 use m2m_analysis::Metrics;
 use m2m_domain::{
-    decode_column, encode_column, GameStatus, GameSubmission, ProcessingEvent, Username,
+    decode_column, encode_column, GameStatus, GameSubmission, ProcessingEvent, Role, Username,
     PROCESSING_EVENT_VERSION,
 };
 #[cfg(feature = "mongodb")]
@@ -90,6 +90,7 @@ impl Raw {
             Raw::Mongo(db) => {
                 let (collection, key) = match (table, key) {
                     ("games", "game_id") => ("games", "_id"),
+                    ("users", "user_id") => ("users", "_id"),
                     ("game_columns", "game_id") => ("game_columns", "_id"),
                     ("game_columns", _) => panic!("by game_id"),
                     (other, key) => (other, key),
@@ -302,6 +303,7 @@ macro_rules! contract_everywhere {
             contract!($backend = $fixture, $raw_fixture;
                 one:
                 users_are_unique_ignoring_case,
+                roles_read_back_and_default_to_patient,
                 refresh_tokens_rotate,
                 a_reused_refresh_token_revokes_its_login,
                 expired_refresh_tokens_are_invalid,
@@ -332,7 +334,8 @@ macro_rules! contract_everywhere {
                 unreadable_values_read_as_their_fallbacks,
                 rows_without_a_readable_id_are_skipped_not_fatal,
                 an_event_that_cannot_be_rebuilt_holds_up_no_other,
-                unreadable_samples_are_corrupt_not_absent;
+                unreadable_samples_are_corrupt_not_absent,
+                an_unreadable_role_reads_as_patient;
             );
         )*
     };
@@ -401,6 +404,7 @@ async fn create_user(store: &dyn Store, name: &str) -> Uuid {
             user_id,
             username: Username::parse(name).unwrap(),
             password_hash: format!("$argon2id$hash-of-{name}"),
+            role: Role::default(),
             created_at: t0(),
         })
         .await
@@ -479,6 +483,7 @@ async fn users_are_unique_ignoring_case(store: Arc<dyn Store>) {
             user_id: Uuid::now_v7(),
             username: Username::parse("ada.LOVELACE").unwrap(),
             password_hash: "other".into(),
+            role: Role::Patient,
             created_at: t0(),
         })
         .await;
@@ -490,6 +495,34 @@ async fn users_are_unique_ignoring_case(store: Arc<dyn Store>) {
         .unwrap()
         .is_none());
     create_user(&*store, "grace").await;
+}
+
+async fn roles_read_back_and_default_to_patient(store: Arc<dyn Store>) {
+    let lookup = |name: &str| {
+        let store = store.clone();
+        let name = Username::parse(name).unwrap();
+        async move { store.user_by_username(&name).await.unwrap().unwrap() }
+    };
+    // `create_user` makes accounts with the default role.
+    let ada = create_user(&*store, "ada").await;
+    let found = lookup("ada").await;
+    assert_eq!((found.user_id, found.role), (ada, Role::Patient));
+
+    let therapist = Uuid::now_v7();
+    store
+        .create_user(NewUser {
+            user_id: therapist,
+            username: Username::parse("Dr.Grace").unwrap(),
+            password_hash: "hash".into(),
+            role: Role::Therapist,
+            created_at: t0(),
+        })
+        .await
+        .unwrap();
+    let found = lookup("dr.grace").await;
+    assert_eq!((found.user_id, found.role), (therapist, Role::Therapist));
+    // The other account is unchanged.
+    assert_eq!(lookup("ada").await.role, Role::Patient);
 }
 
 async fn login(store: &dyn Store, user_id: Uuid, token: Digest, expires_at: DateTime<Utc>) -> Uuid {
@@ -1085,6 +1118,32 @@ async fn game_samples_read_back_exactly_what_was_stored(store: Arc<dyn Store>) {
         .await
         .unwrap()
         .is_none());
+}
+
+/// A stored role this version does not know (a newer version's, or a hand
+/// edit) reads as `patient`, the role with the fewest rights, and the
+/// account still logs in.
+async fn an_unreadable_role_reads_as_patient(store: Arc<dyn Store>, raw: Raw) {
+    let user_id = Uuid::now_v7();
+    store
+        .create_user(NewUser {
+            user_id,
+            username: Username::parse("grace").unwrap(),
+            password_hash: "hash".into(),
+            role: Role::Therapist,
+            created_at: t0(),
+        })
+        .await
+        .unwrap();
+    let id = user_id.hyphenated().to_string();
+    raw.set("users", "user_id", &id, "role", "Admin").await;
+    let found = store
+        .user_by_username(&Username::parse("grace").unwrap())
+        .await
+        .unwrap()
+        .expect("still found");
+    assert_eq!((found.user_id, found.role), (user_id, Role::Patient));
+    assert_eq!(found.password_hash, "hash");
 }
 
 async fn unreadable_samples_are_corrupt_not_absent(store: Arc<dyn Store>, raw: Raw) {
@@ -1754,6 +1813,7 @@ async fn two_processes_share_accounts_games_and_keys(a: Arc<dyn Store>, b: Arc<d
         user_id: Uuid::now_v7(),
         username: Username::parse(name).unwrap(),
         password_hash: "hash".into(),
+        role: Role::Patient,
         created_at: t0(),
     };
     let (ra, rb) = tokio::join!(
@@ -1900,6 +1960,35 @@ mod sqlite_only {
             claimed[0].event,
             ProcessingEvent::new(game.event_id, game.game_id, ada, t0(), &game.submission)
         );
+    }
+
+    /// A database written before accounts had roles (schema version 1)
+    /// opens without a manual step, and its accounts are patients.
+    #[tokio::test]
+    async fn accounts_from_before_roles_are_patients() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m2m.db");
+        drop(SqliteStore::open(&path).unwrap());
+        // Back to version 1, with an account stored in its shape.
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "ALTER TABLE users DROP COLUMN role;
+             PRAGMA user_version = 1;
+             INSERT INTO users (user_id, username, username_key, password_hash, created_at)
+             VALUES ('0190c6a4-0000-7000-8000-000000000001', 'Ada', 'ada', 'hash',
+                     '2024-07-01T00:00:00.000000Z');",
+        )
+        .unwrap();
+        drop(conn);
+
+        let store = SqliteStore::open(&path).unwrap();
+        let ada = store
+            .user_by_username(&Username::parse("ada").unwrap())
+            .await
+            .unwrap()
+            .expect("the old account");
+        assert_eq!(ada.role, Role::Patient);
+        assert_eq!(ada.password_hash, "hash");
     }
 
     #[tokio::test]
@@ -2080,6 +2169,31 @@ mod mongodb_only {
 
     /// A missing server fails at startup, quickly and saying so. (Port 1
     /// on the loopback has no server.)
+    /// An account stored before roles has no `role` field: a patient.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn accounts_from_before_roles_are_patients() {
+        let Some((fixture, db)) = mongodb_fixture_with_raw_access().await else {
+            return;
+        };
+        db.collection::<::mongodb::bson::Document>("users")
+            .insert_one(::mongodb::bson::doc! {
+                "_id": "0190c6a4-0000-7000-8000-000000000001",
+                "username": "Ada",
+                "username_key": "ada",
+                "password_hash": "hash",
+                "created_at": "2024-07-01T00:00:00.000000Z",
+            })
+            .await
+            .unwrap();
+        let ada = fixture
+            .store
+            .user_by_username(&Username::parse("ada").unwrap())
+            .await
+            .unwrap()
+            .expect("the old account");
+        assert_eq!(ada.role, Role::Patient);
+    }
+
     #[tokio::test]
     async fn a_missing_server_is_a_clear_startup_error() {
         let started = std::time::Instant::now();

@@ -8,7 +8,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use chrono::Utc;
-use m2m_domain::{FieldError, Password, Username, PASSWORD_CHARS, USERNAME_CHARS};
+use m2m_domain::{FieldError, Password, Role, Username, PASSWORD_CHARS, USERNAME_CHARS};
 use m2m_store::{NewLogin, NewUser, RefreshOutcome, StoreError};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -116,6 +116,9 @@ pub(crate) async fn register(
             user_id,
             username: username.clone(),
             password_hash,
+            // Self-registration creates patients only; an operator creates
+            // therapists (`m2m users add`).
+            role: Role::Patient,
             created_at: Utc::now(),
         })
         .await

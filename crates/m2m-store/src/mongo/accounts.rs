@@ -3,12 +3,12 @@
 use super::documents::{binary, parse_id, LoginDoc, TokenDoc, UserDoc};
 use super::error::{db, db_insert, duplicate_key_message, is_duplicate_key};
 use super::MongoStore;
-use crate::format::{id, parse_time, ts};
+use crate::format::{id, parse_time, stored_role, ts};
 use crate::{Accounts, Digest, NewLogin, NewUser, RefreshOutcome, Result, StoreError, UserRecord};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use m2m_domain::Username;
-use mongodb::bson::doc;
+use mongodb::bson::{doc, Bson};
 
 #[async_trait]
 impl Accounts for MongoStore {
@@ -18,6 +18,7 @@ impl Accounts for MongoStore {
             username: user.username.as_str().to_owned(),
             username_key: user.username.key().to_owned(),
             password_hash: user.password_hash,
+            role: Some(Bson::String(user.role.as_str().to_owned())),
             created_at: ts(user.created_at),
         };
         match self.users.insert_one(&doc).await {
@@ -41,10 +42,13 @@ impl Accounts for MongoStore {
             .map_err(db)?;
         found
             .map(|u| {
+                let user_id = parse_id(&u.user_id)?;
+                let role = stored_role(&user_id, u.role_field());
                 Ok(UserRecord {
-                    user_id: parse_id(&u.user_id)?,
+                    user_id,
                     username: u.username,
                     password_hash: u.password_hash,
+                    role,
                 })
             })
             .transpose()

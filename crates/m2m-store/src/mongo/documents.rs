@@ -21,7 +21,23 @@ pub(super) struct UserDoc {
     /// The lower-cased username: the unique key.
     pub(super) username_key: String,
     pub(super) password_hash: String,
+    /// The account's role; absent in accounts stored before roles. Kept as
+    /// a raw value so that one that cannot be read spoils nothing else
+    /// (read by `stored_role`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) role: Option<Bson>,
     pub(super) created_at: String,
+}
+
+impl UserDoc {
+    /// The stored role as text, as `stored_role` reads it.
+    pub(super) fn role_field(&self) -> Field<String> {
+        match &self.role {
+            None | Some(Bson::Null) => Ok(None),
+            Some(Bson::String(s)) => Ok(Some(s.clone())),
+            Some(other) => Err(format!("not a string: {:?}", other.element_type())),
+        }
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]

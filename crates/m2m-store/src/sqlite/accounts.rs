@@ -1,9 +1,9 @@
 //! [`Accounts`] on SQLite: users, logins and refresh tokens.
 
 use super::error::{db, db_insert};
-use super::rows::{get, get_uuid};
+use super::rows::{get, get_uuid, text};
 use super::SqliteStore;
-use crate::format::{corrupt, id, parse_time, ts};
+use crate::format::{corrupt, id, parse_time, stored_role, ts};
 use crate::{Accounts, Digest, NewLogin, NewUser, RefreshOutcome, Result, UserRecord};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -17,13 +17,14 @@ impl Accounts for SqliteStore {
         self.blocking(move |inner| {
             inner.write(|tx| {
                 tx.execute(
-                    "INSERT INTO users (user_id, username, username_key, password_hash, created_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    "INSERT INTO users (user_id, username, username_key, password_hash, role, created_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                     params![
                         id(user.user_id),
                         user.username.as_str(),
                         user.username.key(),
                         user.password_hash,
+                        user.role.as_str(),
                         ts(user.created_at),
                     ],
                 )
@@ -50,17 +51,20 @@ impl Accounts for SqliteStore {
             inner.read(|tx| {
                 let mut stmt = tx
                     .prepare_cached(
-                        "SELECT user_id, username, password_hash FROM users WHERE username_key = ?1",
+                        "SELECT user_id, username, password_hash, role FROM users
+                         WHERE username_key = ?1",
                     )
                     .map_err(db)?;
                 let mut rows = stmt.query([key]).map_err(db)?;
                 let Some(row) = rows.next().map_err(db)? else {
                     return Ok(None);
                 };
+                let user_id = get_uuid(row, 0)?;
                 Ok(Some(UserRecord {
-                    user_id: get_uuid(row, 0)?,
+                    user_id,
                     username: get(row, 1)?,
                     password_hash: get(row, 2)?,
+                    role: stored_role(&user_id, text(row, 3)?),
                 }))
             })
         })

@@ -36,7 +36,7 @@
 //!
 //! | table | columns | notes |
 //! |---|---|---|
-//! | `users` | `user_id` PK, `username`, `username_key` UNIQUE, `password_hash`, `created_at` | `username_key` is the lower-cased username |
+//! | `users` | `user_id` PK, `username`, `username_key` UNIQUE, `password_hash`, `role` (default `patient`), `created_at` | `username_key` is the lower-cased username; `role` is `patient` or `therapist` |
 //! | `logins` | `login_id` PK, `user_id` → users, `created_at`, `revoked_at` NULL | one chain of refresh tokens |
 //! | `refresh_tokens` | `token_hash` BLOB PK, `login_id` → logins, `created_at`, `expires_at`, `spent_at` NULL | SHA-256 only, never the token |
 //! | `games` | `game_id` PK, `user_id`, `status`, `game`, `score`, `started_at`, `submitted_at`, `processed_at`, `device` JSON, `sample_rate_hz`, `samples`, `channels` JSON array of names, `metrics` JSON, `error`, `event_id` UNIQUE | `user_id` is not a foreign key: a store without foreign keys (MongoDB) could not promise it either |

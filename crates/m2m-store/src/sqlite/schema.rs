@@ -99,6 +99,8 @@ pub(super) const MIGRATIONS: &[&str] = &[
     ) STRICT;
     CREATE INDEX changes_by_user ON changes (user_id, seq);
     ",
+    // Version 2: accounts have a role; those stored before are patients.
+    "ALTER TABLE users ADD COLUMN role TEXT NOT NULL DEFAULT 'patient';",
 ];
 
 /// Applies the [`MIGRATIONS`] the database has not seen yet.
