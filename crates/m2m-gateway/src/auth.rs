@@ -1,11 +1,11 @@
 //! Passwords, access tokens, refresh tokens and the failed-login limiter.
 
 use crate::password::{contract_params, Hasher};
-use argon2::password_hash::SaltString;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use chrono::{DateTime, Utc};
 use jsonwebtoken::{DecodingKey, EncodingKey, Header, Validation};
+use m2m_domain::Role;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
@@ -43,6 +43,10 @@ impl fmt::Debug for JwtSecret {
 #[derive(Debug, Serialize, Deserialize)]
 struct Claims {
     sub: Uuid,
+    /// The account's role when the token was issued. Tokens issued before
+    /// accounts had roles have none: those are patients.
+    #[serde(default)]
+    role: Role,
     iat: i64,
     exp: i64,
 }
@@ -125,13 +129,7 @@ impl Auth {
     pub(crate) async fn hash_password(&self, password: String) -> anyhow::Result<String> {
         let _permit = self.hashing.acquire().await?;
         let hasher = self.hasher.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut salt = [0u8; 16];
-            rand::rng().fill_bytes(&mut salt);
-            let salt = SaltString::encode_b64(&salt).map_err(|e| anyhow::anyhow!("salt: {e}"))?;
-            hasher.hash(password.as_bytes(), &salt)
-        })
-        .await?
+        tokio::task::spawn_blocking(move || hasher.hash_random_salt(password.as_bytes())).await?
     }
 
     /// Checks a password against a stored hash, or against the dummy hash
@@ -160,10 +158,16 @@ impl Auth {
             .cloned()
     }
 
-    /// A signed access token for `user_id`.
-    pub(crate) fn access_token(&self, user_id: Uuid, now: DateTime<Utc>) -> anyhow::Result<String> {
+    /// A signed access token for `user_id`, stating its `role`.
+    pub(crate) fn access_token(
+        &self,
+        user_id: Uuid,
+        role: Role,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<String> {
         let claims = Claims {
             sub: user_id,
+            role,
             iat: now.timestamp(),
             exp: now.timestamp() + self.access_ttl.as_secs() as i64,
         };
@@ -174,13 +178,13 @@ impl Auth {
         )?)
     }
 
-    /// The user of a valid, unexpired access token.
-    pub(crate) fn verify_access_token(&self, token: &str) -> Option<Uuid> {
+    /// The user of a valid, unexpired access token, and the role it states.
+    pub(crate) fn verify_access_token(&self, token: &str) -> Option<(Uuid, Role)> {
         let mut validation = Validation::default();
         validation.leeway = 0;
         jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation)
             .ok()
-            .map(|d| d.claims.sub)
+            .map(|d| (d.claims.sub, d.claims.role))
     }
 
     /// A new refresh token (256 random bits) and the hash that is stored.
@@ -324,6 +328,53 @@ fn make_room(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn auth() -> Auth {
+        Auth::new(
+            &JwtSecret::new(b"test secret".to_vec()),
+            Duration::from_secs(900),
+            Duration::from_secs(3600),
+            LoginLimits::default(),
+        )
+    }
+
+    #[test]
+    fn access_tokens_state_the_role() {
+        let auth = auth();
+        let user = Uuid::now_v7();
+        for role in Role::ALL {
+            let token = auth.access_token(user, role, Utc::now()).unwrap();
+            assert_eq!(auth.verify_access_token(&token), Some((user, role)));
+        }
+    }
+
+    /// Tokens issued before accounts had roles carry no `role`: patients.
+    #[test]
+    fn a_token_without_a_role_is_a_patients() {
+        #[derive(Serialize)]
+        struct OldClaims {
+            sub: Uuid,
+            iat: i64,
+            exp: i64,
+        }
+        let auth = auth();
+        let user = Uuid::now_v7();
+        let now = Utc::now().timestamp();
+        let token = jsonwebtoken::encode(
+            &Header::default(),
+            &OldClaims {
+                sub: user,
+                iat: now,
+                exp: now + 900,
+            },
+            &auth.encoding,
+        )
+        .unwrap();
+        assert_eq!(
+            auth.verify_access_token(&token),
+            Some((user, Role::Patient))
+        );
+    }
 
     #[test]
     fn the_limiter_keeps_at_most_max_keys() {

@@ -20,6 +20,10 @@ pub enum ApiError {
     /// 401: no valid token, or wrong credentials.
     #[error("{0}")]
     Unauthorized(&'static str),
+    /// 403: authenticated, but the account's role may not do this (a
+    /// therapist uploading a game).
+    #[error("{0}")]
+    Forbidden(&'static str),
     /// 404: unknown, or not the caller's.
     #[error("not found")]
     NotFound,
@@ -81,6 +85,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
@@ -101,6 +106,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest { .. } => ("bad-request", "Malformed request"),
             ApiError::Unauthorized(_) => ("unauthorized", "Not authenticated"),
+            ApiError::Forbidden(_) => ("forbidden", "Not allowed for this account"),
             ApiError::NotFound => ("not-found", "Not found"),
             ApiError::MethodNotAllowed => ("method-not-allowed", "Method not allowed"),
             ApiError::Conflict(_) => ("conflict", "Conflict"),

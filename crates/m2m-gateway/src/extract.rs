@@ -6,6 +6,7 @@ use crate::state::AppState;
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::{header, request::Parts, HeaderMap};
+use m2m_domain::Role;
 use serde::de::DeserializeOwned;
 use std::net::{IpAddr, SocketAddr};
 use uuid::Uuid;
@@ -189,6 +190,8 @@ impl QueryParams {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct AuthUser {
     pub(crate) user_id: Uuid,
+    /// As the token states it.
+    pub(crate) role: Role,
 }
 
 impl FromRequestParts<AppState> for AuthUser {
@@ -204,13 +207,33 @@ impl FromRequestParts<AppState> for AuthUser {
                 scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
             })
             .ok_or(ApiError::Unauthorized("a bearer access token is required"))?;
-        let user_id = state
-            .auth()
-            .verify_access_token(token)
-            .ok_or(ApiError::Unauthorized(
-                "the access token is invalid or expired",
-            ))?;
-        Ok(AuthUser { user_id })
+        let (user_id, role) =
+            state
+                .auth()
+                .verify_access_token(token)
+                .ok_or(ApiError::Unauthorized(
+                    "the access token is invalid or expired",
+                ))?;
+        Ok(AuthUser { user_id, role })
+    }
+}
+
+/// The authenticated caller, who must be a patient: a therapist gets 403
+/// before the body is read.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PatientUser(pub(crate) AuthUser);
+
+impl FromRequestParts<AppState> for PatientUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let user = AuthUser::from_request_parts(parts, state).await?;
+        match user.role {
+            Role::Patient => Ok(PatientUser(user)),
+            Role::Therapist => Err(ApiError::Forbidden(
+                "only patient accounts upload games; this is a therapist account",
+            )),
+        }
     }
 }
 

@@ -22,6 +22,7 @@ mod telemetry;
 
 pub use auth::{JwtSecret, LoginLimits};
 pub use error::{ApiError, Problem};
+pub use password::hash_password;
 pub use state::{AppState, GatewayConfig};
 
 use axum::response::IntoResponse;

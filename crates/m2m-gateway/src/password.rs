@@ -13,11 +13,21 @@
 
 use argon2::password_hash::{Output, PasswordHash, SaltString};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
+use m2m_domain::Password;
+use rand::RngCore;
 use std::sync::{Mutex, PoisonError};
 
 /// Argon2id with the parameters of the contract (m = 19456 KiB, t = 2, p = 1).
 pub(crate) fn contract_params() -> Params {
     Params::new(19_456, 2, 1, None).expect("valid argon2 parameters")
+}
+
+/// The PHC string the gateway stores for `password`: argon2id with the
+/// contract's parameters and a random salt, as registration computes it.
+/// Blocking (tens of milliseconds of CPU and 19 MiB of memory): for tools
+/// such as `m2m users add` that create accounts outside the gateway.
+pub fn hash_password(password: &Password) -> anyhow::Result<String> {
+    Hasher::new(contract_params()).hash_random_salt(password.expose().as_bytes())
 }
 
 /// Hashes and verifies passwords, keeping the working memory of finished
@@ -53,6 +63,14 @@ impl Hasher {
             hash: Some(output),
         };
         Ok(hash.to_string())
+    }
+
+    /// The PHC string of `password` with a new random salt.
+    pub(crate) fn hash_random_salt(&self, password: &[u8]) -> anyhow::Result<String> {
+        let mut salt = [0u8; 16];
+        rand::rng().fill_bytes(&mut salt);
+        let salt = SaltString::encode_b64(&salt).map_err(|e| anyhow::anyhow!("salt: {e}"))?;
+        self.hash(password, &salt)
     }
 
     /// Whether `password` matches the PHC string `phc`, with the algorithm,
@@ -170,6 +188,17 @@ mod tests {
             .to_string();
         assert_eq!(mine, theirs);
         assert!(mine.starts_with("$argon2id$v=19$m=64,t=2,p=1$"));
+    }
+
+    /// The public hash is registration's: the contract's parameters, a
+    /// new salt each time, and the gateway verifies it.
+    #[test]
+    fn the_public_hash_is_the_contracts() {
+        let pw = Password::parse("a long enough password".into()).unwrap();
+        let a = hash_password(&pw).unwrap();
+        assert!(a.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{a}");
+        assert_ne!(a, hash_password(&pw).unwrap(), "salted");
+        assert!(Hasher::new(contract_params()).verify(pw.expose().as_bytes(), &a));
     }
 
     #[test]

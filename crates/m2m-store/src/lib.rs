@@ -183,7 +183,12 @@ pub struct NewLogin {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RefreshOutcome {
     /// The token was current: it is now spent and `next` replaces it.
-    Rotated { user_id: Uuid, login_id: Uuid },
+    /// `role` is the account's role now (for the new access token).
+    Rotated {
+        user_id: Uuid,
+        login_id: Uuid,
+        role: Role,
+    },
     /// The token had already been rotated out: the whole login is revoked
     /// now (a stolen token was probably used).
     Reused,

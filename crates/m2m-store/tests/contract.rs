@@ -521,6 +521,15 @@ async fn roles_read_back_and_default_to_patient(store: Arc<dyn Store>) {
         .unwrap();
     let found = lookup("dr.grace").await;
     assert_eq!((found.user_id, found.role), (therapist, Role::Therapist));
+    // A refresh says the role too, for the new access token.
+    login(&*store, therapist, digest(1), t0() + secs(3600)).await;
+    assert!(matches!(
+        store
+            .rotate_refresh_token(digest(1), digest(2), t0() + secs(60), t0() + secs(3600))
+            .await
+            .unwrap(),
+        RefreshOutcome::Rotated { user_id, role: Role::Therapist, .. } if user_id == therapist
+    ));
     // The other account is unchanged.
     assert_eq!(lookup("ada").await.role, Role::Patient);
 }
@@ -544,7 +553,11 @@ async fn refresh_tokens_rotate(store: Arc<dyn Store>) {
     let user_id = create_user(&*store, "ada").await;
     let exp = t0() + secs(3600);
     let login_id = login(&*store, user_id, digest(1), exp).await;
-    let rotated = RefreshOutcome::Rotated { user_id, login_id };
+    let rotated = RefreshOutcome::Rotated {
+        user_id,
+        login_id,
+        role: Role::Patient,
+    };
 
     let now = t0() + secs(60);
     assert_eq!(
@@ -579,7 +592,8 @@ async fn refresh_tokens_rotate(store: Arc<dyn Store>) {
             .unwrap(),
         RefreshOutcome::Rotated {
             user_id,
-            login_id: other
+            login_id: other,
+            role: Role::Patient,
         }
     );
     assert_eq!(
@@ -643,7 +657,8 @@ async fn a_reused_refresh_token_revokes_its_login(store: Arc<dyn Store>) {
             .unwrap(),
         RefreshOutcome::Rotated {
             user_id,
-            login_id: other
+            login_id: other,
+            role: Role::Patient,
         }
     );
 }

@@ -542,6 +542,20 @@ pub fn occurrences(feed: &[Value]) -> HashMap<String, usize> {
 }
 
 /// Asserts a problem+json answer with `status`, naming `field` if given.
+/// The claims of an access token: its payload (the middle, base64url part)
+/// as JSON, read without checking the signature (the client's view).
+pub fn token_claims(access_token: &str) -> Value {
+    use base64::Engine;
+    let payload = access_token
+        .split('.')
+        .nth(1)
+        .unwrap_or_else(|| panic!("not a JWT: {access_token}"));
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .expect("a base64url payload");
+    serde_json::from_slice(&bytes).expect("a JSON payload")
+}
+
 pub async fn assert_problem(r: reqwest::Response, status: u16, field: Option<&str>) -> Value {
     assert_eq!(r.status(), status);
     let ct = r.headers()["content-type"].to_str().unwrap().to_owned();

@@ -183,12 +183,17 @@ pub(crate) async fn login(
             expires_at: now + state.auth().refresh_ttl,
         })
         .await?;
-    tokens(&state, user.user_id, refresh_token)
+    tokens(&state, user.user_id, user.role, refresh_token)
 }
 
-fn tokens(state: &AppState, user_id: Uuid, refresh_token: String) -> ApiResult<Json<Tokens>> {
+fn tokens(
+    state: &AppState,
+    user_id: Uuid,
+    role: Role,
+    refresh_token: String,
+) -> ApiResult<Json<Tokens>> {
     Ok(Json(Tokens {
-        access_token: state.auth().access_token(user_id, Utc::now())?,
+        access_token: state.auth().access_token(user_id, role, Utc::now())?,
         token_type: "Bearer",
         expires_in: state.auth().access_ttl.as_secs(),
         refresh_token,
@@ -217,7 +222,7 @@ pub(crate) async fn refresh(
         )
         .await?;
     match outcome {
-        RefreshOutcome::Rotated { user_id, .. } => tokens(&state, user_id, next),
+        RefreshOutcome::Rotated { user_id, role, .. } => tokens(&state, user_id, role, next),
         RefreshOutcome::Reused => {
             tracing::warn!("a rotated-out refresh token was presented; its login is revoked");
             Err(ApiError::Unauthorized(

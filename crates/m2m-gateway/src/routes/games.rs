@@ -1,7 +1,7 @@
 //! Games: upload, read, list, and progress.
 
 use crate::error::{ApiError, ApiResult, Problem};
-use crate::extract::{AuthUser, JsonBytes, QueryParams};
+use crate::extract::{AuthUser, JsonBytes, PatientUser, QueryParams};
 use crate::state::AppState;
 use crate::telemetry::TraceId;
 use axum::extract::{Path, State};
@@ -119,13 +119,14 @@ fn accepted_response(status: u16, body: Vec<u8>) -> Response {
         (status = 202, body = Accepted, headers(("Location" = String))),
         (status = 400, description = "malformed JSON or Idempotency-Key", body = Problem, content_type = "application/problem+json"),
         (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "the account is a therapist's: only patients upload games", body = Problem, content_type = "application/problem+json"),
         (status = 413, body = Problem, content_type = "application/problem+json"),
         (status = 415, body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "invalid submission, or the key reused with another body", body = Problem, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn submit(
     State(state): State<AppState>,
-    user: AuthUser,
+    PatientUser(user): PatientUser,
     Extension(TraceId(trace_id)): Extension<TraceId>,
     headers: HeaderMap,
     JsonBytes(body): JsonBytes,

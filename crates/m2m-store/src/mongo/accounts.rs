@@ -7,7 +7,7 @@ use crate::format::{id, parse_time, stored_role, ts};
 use crate::{Accounts, Digest, NewLogin, NewUser, RefreshOutcome, Result, StoreError, UserRecord};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use m2m_domain::Username;
+use m2m_domain::{Role, Username};
 use mongodb::bson::{doc, Bson};
 
 #[async_trait]
@@ -143,9 +143,16 @@ impl Accounts for MongoStore {
             tracing::warn!(login_id = %login.login_id, "refresh token rotated twice at once: login revoked");
             return Ok(RefreshOutcome::Reused);
         }
+        let user_id = parse_id(&login.user_id)?;
+        let user = self
+            .users
+            .find_one(doc! { "_id": &login.user_id })
+            .await
+            .map_err(db)?;
         Ok(RefreshOutcome::Rotated {
-            user_id: parse_id(&login.user_id)?,
+            user_id,
             login_id: parse_id(&login.login_id)?,
+            role: user.map_or(Role::Patient, |u| stored_role(&user_id, u.role_field())),
         })
     }
 

@@ -108,8 +108,9 @@ impl Accounts for SqliteStore {
                 let found = tx
                     .query_row(
                         "SELECT t.login_id, t.expires_at, t.spent_at IS NOT NULL,
-                                l.revoked_at IS NOT NULL, l.user_id
+                                l.revoked_at IS NOT NULL, l.user_id, u.role
                          FROM refresh_tokens t JOIN logins l ON l.login_id = t.login_id
+                              LEFT JOIN users u ON u.user_id = l.user_id
                          WHERE t.token_hash = ?1",
                         [presented],
                         |row| {
@@ -119,12 +120,13 @@ impl Accounts for SqliteStore {
                                 row.get::<_, bool>(2)?,
                                 row.get::<_, bool>(3)?,
                                 row.get::<_, String>(4)?,
+                                text(row, 5),
                             ))
                         },
                     )
                     .optional()
                     .map_err(db)?;
-                let Some((login_id, token_expires, spent, revoked, user_id)) = found else {
+                let Some((login_id, token_expires, spent, revoked, user_id, role)) = found else {
                     return Ok(RefreshOutcome::Invalid);
                 };
                 if revoked || parse_time(&token_expires)? <= now {
@@ -150,9 +152,11 @@ impl Accounts for SqliteStore {
                     params![next, login_id, ts(now), ts(expires_at)],
                 )
                 .map_err(|e| db_insert(e, "refresh token exists"))?;
+                let user_id = Uuid::parse_str(&user_id).map_err(|e| corrupt("stored id", e))?;
                 Ok(RefreshOutcome::Rotated {
-                    user_id: Uuid::parse_str(&user_id).map_err(|e| corrupt("stored id", e))?,
+                    user_id,
                     login_id: Uuid::parse_str(&login_id).map_err(|e| corrupt("stored id", e))?,
+                    role: stored_role(&user_id, role?),
                 })
             })
         })

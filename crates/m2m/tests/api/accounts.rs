@@ -29,6 +29,24 @@ async fn register_then_login() {
     );
 }
 
+/// Registration creates patients, and the access token says so, from login
+/// and from a refresh alike.
+#[tokio::test]
+async fn a_registered_users_token_says_patient() {
+    let app = spawn_app().await;
+    let user_id = app.register("ada").await;
+    let t = app.login("ada").await;
+    let claims = token_claims(t["access_token"].as_str().unwrap());
+    assert_eq!(claims["role"], "patient", "{claims}");
+    assert_eq!(claims["sub"], user_id.to_string());
+
+    let r = app.refresh(t["refresh_token"].as_str().unwrap()).await;
+    assert_eq!(r.status(), 200);
+    let t: Value = r.json().await.unwrap();
+    let claims = token_claims(t["access_token"].as_str().unwrap());
+    assert_eq!(claims["role"], "patient", "{claims}");
+}
+
 #[tokio::test]
 async fn registration_errors() {
     let app = spawn_app().await;
