@@ -418,8 +418,9 @@ impl Drop for Application {
     }
 }
 
-/// Opens the store `source` names.
-async fn open_store(source: StoreSource) -> Result<Arc<dyn Store>, AppError> {
+/// Opens the store `source` names (as [`Application::build`] does, for
+/// tools that use the store without running a service: `m2m users add`).
+pub async fn open_store(source: StoreSource) -> Result<Arc<dyn Store>, AppError> {
     match source {
         StoreSource::Ready(store) => Ok(store),
         StoreSource::Sqlite(path) => {

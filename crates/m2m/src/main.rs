@@ -5,6 +5,7 @@ mod analyze;
 mod scaled;
 mod serve;
 mod telemetry;
+mod users;
 
 use clap::{Parser, Subcommand};
 use std::io::Write;
@@ -54,6 +55,10 @@ enum Command {
     /// submit generated games (at a rate or a concurrency), wait for their
     /// notifications and report counts, latencies and throughput.
     Simulate(m2m_simulate::SimulateArgs),
+    /// Manage accounts in the store of `m2m serve` (--data-dir) or of a
+    /// scaled-out deployment (--database-url): `m2m users add --role
+    /// therapist --username NAME` creates a therapist's account.
+    Users(users::UsersArgs),
 }
 
 fn main() -> ExitCode {
@@ -64,6 +69,7 @@ fn main() -> ExitCode {
         Command::Gateway(args) => service("gateway", || scaled::run_gateway(args)),
         Command::Processor(args) => service("processor", || scaled::run_processor(args)),
         Command::Simulate(args) => m2m_simulate::main_with(args),
+        Command::Users(args) => users::run(args),
     }
 }
 

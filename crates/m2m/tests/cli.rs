@@ -1,5 +1,6 @@
 //! The command line as a user runs it: `m2m analyze` on real files and stdin,
-//! and what every long-lived role checks of its environment before it starts.
+//! `m2m users add` (accounts an operator creates), and what every
+//! long-lived role checks of its environment before it starts.
 
 use m2m_synth::GameSpec;
 use std::io::Write;
@@ -218,5 +219,141 @@ fn a_log_filter_that_cannot_be_parsed_is_refused() {
     assert!(
         !data_dir.exists(),
         "the refused server created its data directory"
+    );
+}
+
+/// `m2m users add` with `args`, the password (if any) in M2M_PASSWORD and
+/// stdin not a terminal.
+fn users_add(args: &[&str], password: Option<&str>) -> Output {
+    let mut cmd = m2m_testkit::m2m_command(env!("CARGO_BIN_EXE_m2m"));
+    cmd.args(["users", "add"]).args(args).stdin(Stdio::null());
+    if let Some(password) = password {
+        cmd.env("M2M_PASSWORD", password);
+    }
+    cmd.output().expect("m2m runs")
+}
+
+/// An operator creates a therapist's account in the data directory of
+/// `m2m serve`; the therapist logs in like a patient, the access token says
+/// `therapist`, and uploading a game is refused with 403.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_creates_a_therapist_who_cannot_upload() {
+    use m2m_testkit::{assert_problem, small_game, token_claims, Api, Proc, PASSWORD};
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let data_dir = data_dir.to_str().unwrap();
+
+    let out = users_add(
+        &[
+            "--role",
+            "therapist",
+            "--username",
+            "Ther",
+            "--data-dir",
+            data_dir,
+        ],
+        Some(PASSWORD),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let user_id: uuid::Uuid = String::from_utf8(out.stdout)
+        .unwrap()
+        .trim()
+        .parse()
+        .expect("the new user id on stdout");
+
+    // The same name again, in any case: exit status 2 and a message.
+    let again = users_add(
+        &[
+            "--role",
+            "patient",
+            "--username",
+            "ther",
+            "--data-dir",
+            data_dir,
+        ],
+        Some(PASSWORD),
+    );
+    assert_eq!(again.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(stderr.contains("\"ther\" is taken"), "{stderr}");
+    assert!(again.stdout.is_empty());
+
+    let mut cmd = m2m_testkit::m2m_command(env!("CARGO_BIN_EXE_m2m"));
+    cmd.args(serve_args(data_dir));
+    let mut server = Proc::spawn("m2m serve", &mut cmd);
+    let line = server
+        .wait_line("m2m serving on http://", m2m_testkit::START_TIMEOUT)
+        .await;
+    let addr = line["m2m serving on ".len()..]
+        .split_once(' ')
+        .expect("an address")
+        .0;
+    let api = Api::new(addr);
+
+    let token = api.access_token("ther").await;
+    let claims = token_claims(&token);
+    assert_eq!(claims["role"], "therapist", "{claims}");
+    assert_eq!(claims["sub"], user_id.to_string(), "{claims}");
+    let problem = assert_problem(api.post_game(&token, small_game(1)).await, 403, None).await;
+    assert_eq!(problem["type"], "urn:m2m:problem:forbidden", "{problem}");
+
+    // A patient registered through the API still uploads.
+    let patient = api.user("ada").await;
+    assert_eq!(token_claims(&patient)["role"], "patient");
+    assert_eq!(api.post_game(&patient, small_game(2)).await.status(), 202);
+
+    server.terminate();
+    assert!(server
+        .wait_exit(std::time::Duration::from_secs(20))
+        .await
+        .is_some_and(|s| s.success()));
+}
+
+#[test]
+fn users_add_refuses_what_registration_refuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().to_str().unwrap();
+    let add = |username: &str, role: &str, password: Option<&str>| {
+        users_add(
+            &[
+                "--role",
+                role,
+                "--username",
+                username,
+                "--data-dir",
+                data_dir,
+            ],
+            password,
+        )
+    };
+
+    // No M2M_PASSWORD and stdin is not a terminal: nothing to prompt on.
+    let out = add("grace", "therapist", None);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("no password: set M2M_PASSWORD, or run on a terminal"),
+        "{stderr}"
+    );
+
+    let out = add("grace", "therapist", Some("short"));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("password"));
+
+    let out = add("no spaces", "therapist", Some("a long enough password"));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("username"));
+
+    // An unknown role is a usage error (clap's status 2).
+    let out = add("grace", "admin", Some("a long enough password"));
+    assert_eq!(out.status.code(), Some(2));
+
+    // None of these created the account.
+    let out = add("grace", "patient", Some("a long enough password"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }
