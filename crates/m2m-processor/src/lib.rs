@@ -61,7 +61,10 @@ pub enum Outcome {
     Dropped(ProcessError),
 }
 
-/// Why processing one delivery did not finish.
+/// Why processing one delivery did not finish. Its text ends with its
+/// cause's, as the store's and the bus's errors do, so one line tells the
+/// whole chain (the failed game's `error`, the logs); the cause is also
+/// kept as its `source`.
 #[derive(Debug, thiserror::Error)]
 pub enum ProcessError {
     /// The message does not parse as a ProcessingEvent.
@@ -72,16 +75,16 @@ pub enum ProcessError {
     #[error("the event names no stored game")]
     UnknownGame,
     /// The game's stored samples cannot be read back.
-    #[error("the stored game cannot be read")]
+    #[error("the stored game cannot be read: {0}")]
     Corrupt(#[source] StoreError),
     /// The analysis panicked.
-    #[error("the analysis crashed")]
+    #[error("the analysis crashed: {0}")]
     AnalysisCrashed(#[source] tokio::task::JoinError),
     /// The store failed; retrying later may help.
-    #[error("the store is unavailable")]
+    #[error("the store is unavailable: {0}")]
     Store(#[source] StoreError),
     /// The bus did not take the ReconciliationEvent.
-    #[error("cannot publish the ReconciliationEvent")]
+    #[error("cannot publish the ReconciliationEvent: {0}")]
     Bus(#[source] BusError),
 }
 
@@ -94,19 +97,6 @@ impl ProcessError {
                 | ProcessError::Corrupt(_)
                 | ProcessError::AnalysisCrashed(_)
         )
-    }
-
-    /// The error and its causes on one line, as the failed game's
-    /// `error` and the logs show it.
-    pub fn reason(&self) -> String {
-        let mut text = self.to_string();
-        let mut cause = std::error::Error::source(self);
-        while let Some(c) = cause {
-            text.push_str(": ");
-            text.push_str(&c.to_string());
-            cause = c.source();
-        }
-        text
     }
 }
 
@@ -285,7 +275,7 @@ impl Processor {
             }
             Err(e) => e,
         };
-        let reason = error.reason();
+        let reason = error.to_string();
         if matches!(error, ProcessError::UnknownGame) {
             warn!(%reason, "dropping an event for an unknown game");
             self.metrics.dead_lettered.inc();
@@ -316,7 +306,7 @@ impl Processor {
             }
             Err(e) => {
                 // Cannot even record the failure: keep the message.
-                warn!(error = %e.reason(), "cannot mark the game failed; will retry");
+                warn!(error = %e, "cannot mark the game failed; will retry");
                 tokio::time::sleep(backoff(delivery.attempt)).await;
                 settle(delivery.retry().await);
                 Outcome::Deferred(e)
@@ -441,4 +431,24 @@ fn ids_of_undecodable(u: &Undecodable) -> Option<(Uuid, Uuid, Uuid)> {
     let v: serde_json::Value = serde_json::from_slice(&u.raw).ok()?;
     let id = |k: &str| v.get(k)?.as_str()?.parse::<Uuid>().ok();
     Some((id("event_id")?, id("game_id")?, id("user_id")?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_reason_tells_each_cause_once() {
+        let column = m2m_domain::decode_column(&[9]).unwrap_err();
+        let store = StoreError::Corrupt {
+            what: "column flex_index".into(),
+            source: Some(Box::new(column.clone())),
+        };
+        let text = ProcessError::from(store).to_string();
+        assert_eq!(text.matches(&column.to_string()).count(), 1, "{text}");
+        assert!(
+            text.starts_with("the stored game cannot be read: "),
+            "{text}"
+        );
+    }
 }
