@@ -17,9 +17,10 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{broadcast, Notify};
 
 /// How many ProcessingEvents the queue holds by default, waiting or in
-/// flight. Each holds a whole game (about 0.6 MB for a standard one), so the
-/// bound is what keeps a backlog in the store rather than in memory; it only
-/// needs to be large enough that the processor never waits for the publisher.
+/// flight. The bound keeps a backlog in the store, where it survives a
+/// restart, rather than in memory (an event names its game and is at most
+/// 2,048 bytes); it only needs to be large enough that the processor never
+/// waits for the publisher.
 pub const DEFAULT_CAPACITY: usize = 32;
 
 /// How many ReconciliationEvents a slow subscriber may fall behind before it

@@ -6,7 +6,8 @@
 use crate::StoreError;
 use chrono::{DateTime, TimeDelta, Utc};
 use m2m_analysis::Metrics;
-use m2m_domain::{Change, Device, Game, GameStatus, Role};
+use m2m_domain::{decode_column, Change, Channels, Device, Game, GameSamples, GameStatus, Role};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 use uuid::Uuid;
@@ -50,6 +51,25 @@ pub(crate) fn corrupt(what: &str, e: impl std::error::Error + Send + Sync + 'sta
         what: what.to_owned(),
         source: Some(Box::new(e)),
     }
+}
+
+/// A stored game's samples from its encoded columns (name, bytes), each
+/// decoded exactly as stored: what the processor analyses.
+pub(crate) fn stored_samples<'a>(
+    sample_rate_hz: f64,
+    score: f64,
+    columns: impl IntoIterator<Item = (String, &'a [u8])>,
+) -> Result<GameSamples, StoreError> {
+    let mut decoded = BTreeMap::new();
+    for (name, data) in columns {
+        let column = decode_column(data).map_err(|e| corrupt(&format!("column {name}"), e))?;
+        decoded.insert(name, column);
+    }
+    Ok(GameSamples {
+        sample_rate_hz,
+        score,
+        channels: Channels::from_stored(decoded).map_err(|e| corrupt("columns", e))?,
+    })
 }
 
 /// Data that cannot be read back, with no decoding error to keep: `detail`

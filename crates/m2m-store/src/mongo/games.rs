@@ -7,15 +7,16 @@ use super::documents::{
 };
 use super::error::{db, db_insert, is_duplicate_key};
 use super::{collect, MongoStore, MAX_DOCUMENT_BYTES};
-use crate::format::{corrupt, corrupt_detail, id, parse_time, required, started_at, ts};
+use crate::format::{
+    corrupt, corrupt_detail, id, parse_time, required, started_at, stored_samples, ts,
+};
 use crate::{Games, IdempotencyRecord, NewGame, ProcessedGame, Result, StoreError, SubmitOutcome};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
 use m2m_analysis::Metrics;
-use m2m_domain::{decode_column, encode_column, Channels, Game, GameSamples, GameStatus};
+use m2m_domain::{encode_column, Channels, Game, GameSamples, GameStatus};
 use mongodb::bson::{self, doc, spec::BinarySubtype, Binary, Document, RawDocumentBuf};
-use std::collections::BTreeMap;
 use uuid::Uuid;
 
 impl MongoStore {
@@ -320,19 +321,14 @@ impl Games for MongoStore {
         let columns = columns
             .get_document("columns")
             .map_err(|e| corrupt("stored columns", e))?;
-        let mut channels = BTreeMap::new();
+        let mut encoded = Vec::with_capacity(names.len());
         for name in names {
             let data = columns
                 .get_binary_generic(&name)
                 .map_err(|e| corrupt(&format!("column {name}"), e))?;
-            let col = decode_column(data).map_err(|e| corrupt(&format!("column {name}"), e))?;
-            channels.insert(name, col);
+            encoded.push((name, data.as_slice()));
         }
-        Ok(Some(GameSamples {
-            sample_rate_hz: number("sample_rate_hz")?,
-            score: number("score")?,
-            channels: Channels::from_stored(channels).map_err(|e| corrupt("columns", e))?,
-        }))
+        stored_samples(number("sample_rate_hz")?, number("score")?, encoded).map(Some)
     }
 
     async fn processed_games(&self, user_id: Uuid) -> Result<Vec<ProcessedGame>> {

@@ -3,14 +3,13 @@
 use super::error::{db, db_insert};
 use super::rows::{game_from_row, json, row_id, text, to_i64, to_json, GAME_FIELDS};
 use super::SqliteStore;
-use crate::format::{corrupt, id, required, started_at, ts};
+use crate::format::{corrupt, id, required, started_at, stored_samples, ts};
 use crate::{Games, IdempotencyRecord, NewGame, ProcessedGame, Result, SubmitOutcome};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use m2m_analysis::Metrics;
-use m2m_domain::{decode_column, encode_column, Channels, Game, GameSamples};
+use m2m_domain::{encode_column, Game, GameSamples};
 use rusqlite::{params, OptionalExtension};
-use std::collections::BTreeMap;
 use uuid::Uuid;
 
 #[async_trait]
@@ -197,20 +196,14 @@ impl Games for SqliteStore {
                     .prepare_cached("SELECT name, data FROM game_columns WHERE game_id = ?1")
                     .map_err(db)?;
                 let mut rows = stmt.query([id(game_id)]).map_err(db)?;
-                let mut columns = BTreeMap::new();
+                let mut columns = Vec::new();
                 while let Some(row) = rows.next().map_err(db)? {
                     let name: String = row.get(0).map_err(|e| corrupt("column name", e))?;
                     let data: Vec<u8> = row.get(1).map_err(|e| corrupt("column data", e))?;
-                    let column =
-                        decode_column(&data).map_err(|e| corrupt(&format!("column {name}"), e))?;
-                    columns.insert(name, column);
+                    columns.push((name, data));
                 }
-                let channels = Channels::from_stored(columns).map_err(|e| corrupt("columns", e))?;
-                Ok(Some(GameSamples {
-                    sample_rate_hz: rate,
-                    score,
-                    channels,
-                }))
+                let columns = columns.iter().map(|(n, d)| (n.clone(), d.as_slice()));
+                stored_samples(rate, score, columns).map(Some)
             })
         })
         .await

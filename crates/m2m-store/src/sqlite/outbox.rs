@@ -14,39 +14,11 @@ use std::fmt;
 use std::time::Duration;
 use uuid::Uuid;
 
-/// A claimed outbox row: what its event is rebuilt from.
-struct ClaimedRow {
-    event_id: Uuid,
-    game_id: Uuid,
-    user_id: Uuid,
-    trace_id: String,
-    created_at: DateTime<Utc>,
-    game: EventGame,
-    sample_rate_hz: f64,
-}
-
-impl ClaimedRow {
-    fn into_entry(self) -> OutboxEntry {
-        OutboxEntry {
-            event: ProcessingEvent {
-                version: PROCESSING_EVENT_VERSION,
-                event_id: self.event_id,
-                game_id: self.game_id,
-                user_id: self.user_id,
-                created_at: self.created_at,
-                game: self.game,
-                sample_rate_hz: self.sample_rate_hz,
-            },
-            trace_id: self.trace_id,
-        }
-    }
-}
-
 /// The outbox row `event_id, game_id, user_id, trace_id, created_at, game,
 /// score, started_at, device, sample_rate_hz` read for its event, with
 /// fallbacks for what the event can do without; `Err` if it cannot be
 /// made into an event at all.
-fn claimed_row(row: &Row<'_>) -> std::result::Result<ClaimedRow, String> {
+fn claimed_row(row: &Row<'_>) -> std::result::Result<OutboxEntry, String> {
     let uuid = |i: usize| -> std::result::Result<Uuid, String> {
         let s: String = get(row, i).map_err(|e| e.to_string())?;
         Uuid::parse_str(&s).map_err(|e| format!("stored id {s:?}: {e}"))
@@ -59,11 +31,12 @@ fn claimed_row(row: &Row<'_>) -> std::result::Result<ClaimedRow, String> {
         Ok(None) => Err(format!("{what} is missing")),
         Err(why) => Err(format!("{what}: {why}")),
     };
-    Ok(ClaimedRow {
+    let trace_id = required("trace_id", must(text(row, 3))?)?;
+    let event = ProcessingEvent {
+        version: PROCESSING_EVENT_VERSION,
         event_id: uuid(0)?,
         game_id,
         user_id: uuid(2)?,
-        trace_id: required("trace_id", must(text(row, 3))?)?,
         created_at: submitted_at(game_id, created_at.clone()),
         game: EventGame {
             game: required("game", must(text(row, 5))?)?,
@@ -83,7 +56,8 @@ fn claimed_row(row: &Row<'_>) -> std::result::Result<ClaimedRow, String> {
             Ok(Some(x)) => x,
             _ => return Err("sample_rate_hz cannot be read".into()),
         },
-    })
+    };
+    Ok(OutboxEntry { event, trace_id })
 }
 
 /// Logs an outbox entry that cannot be made into its event. It stays in the
@@ -143,7 +117,7 @@ impl Outbox for SqliteStore {
                     // entries behind it are not held up by it.
                     let key: rusqlite::types::Value = get(row, 0)?;
                     match claimed_row(row) {
-                        Ok(entry) => claimed.push(entry.into_entry()),
+                        Ok(entry) => claimed.push(entry),
                         Err(why) => unpublishable(&format!("{key:?}"), &why),
                     }
                     leased.push(key);
