@@ -1,8 +1,8 @@
 //! Storage of m2m behind the [`Store`] trait.
 //!
 //! # Traits by responsibility
-//! [`Store`] is the sum of five small traits, each owning one part of the
-//! data; every type that implements all five is a `Store` (a blanket impl),
+//! [`Store`] is the sum of six small traits, each owning one part of the
+//! data; every type that implements all six is a `Store` (a blanket impl),
 //! so the gateway and the processor keep holding one `Arc<dyn Store>`:
 //! - [`Accounts`]: users, logins and their refresh tokens.
 //! - [`Games`]: storing an upload (`submit_game`, with its outbox entry and
@@ -13,6 +13,8 @@
 //!   marking events published; `republish_unfinished`, `unpublished_count`).
 //! - [`ChangeFeed`]: a game's result and its change (`complete_game`), and
 //!   reading the per-user feed by cursor.
+//! - [`Care`]: therapists' invite codes and their links to patients
+//!   (docs/therapists.md).
 //! - [`Health`]: `ping`, for readiness.
 //!
 //! Each backend is one folder split the same way (`sqlite/` and `mongo/`:
@@ -275,13 +277,19 @@ pub struct Completed {
 /// The storage of m2m: every responsibility in one object, as the gateway
 /// and the processor hold it (`Arc<dyn Store>`).
 ///
-/// Implemented for every type that implements the five traits it is made
+/// Implemented for every type that implements the six traits it is made
 /// of, so a store implements those and never `Store` itself. Calling a
 /// method through `dyn Store` needs its trait in scope (`use
 /// m2m_store::{Accounts, Games, …}`).
-pub trait Store: Accounts + Games + Outbox + ChangeFeed + Health + Send + Sync + 'static {}
+pub trait Store:
+    Accounts + Games + Outbox + ChangeFeed + Care + Health + Send + Sync + 'static
+{
+}
 
-impl<T> Store for T where T: Accounts + Games + Outbox + ChangeFeed + Health + Send + Sync + 'static {}
+impl<T> Store for T where
+    T: Accounts + Games + Outbox + ChangeFeed + Care + Health + Send + Sync + 'static
+{
+}
 
 /// Accounts: users, the logins they open with a password, and the chains of
 /// refresh tokens of those logins.
@@ -311,6 +319,23 @@ pub trait Accounts: Send + Sync {
     /// Revokes the login that the refresh token hashed `presented` belongs
     /// to (current or spent). Returns whether such a login existed.
     async fn revoke_login(&self, presented: Digest, now: DateTime<Utc>) -> Result<bool>;
+
+    /// An account's profile: who it is and its settings. `None` if there
+    /// is no such account. A stored `tz` that is not a time zone name is
+    /// kept as it is (the gateway falls back to UTC).
+    async fn profile(&self, user_id: Uuid) -> Result<Option<Profile>> {
+        let _ = user_id;
+        Err(StoreError::unavailable_because("profile: not implemented"))
+    }
+
+    /// Sets an account's time zone (an IANA name the caller has checked);
+    /// `false` if there is no such account.
+    async fn set_time_zone(&self, user_id: Uuid, tz: &str) -> Result<bool> {
+        let _ = (user_id, tz);
+        Err(StoreError::unavailable_because(
+            "set_time_zone: not implemented",
+        ))
+    }
 }
 
 /// Games: storing an upload (with its event and idempotency key) and reading
@@ -358,6 +383,162 @@ pub trait Games: Send + Sync {
     /// repeat within a day gets the first answer and the table stays
     /// bounded by a day of uploads.
     async fn purge_idempotency_keys(&self, before: DateTime<Utc>) -> Result<u64>;
+
+    /// The games of a user started in `[from, to)`, any status, oldest
+    /// first (for adherence). A game whose `started_at` cannot be read
+    /// counts at its `submitted_at`.
+    async fn activity(
+        &self,
+        user_id: Uuid,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<Activity>> {
+        let _ = (user_id, from, to);
+        Err(StoreError::unavailable_because("activity: not implemented"))
+    }
+
+    /// When the user's most recently started game started; `None` without
+    /// games.
+    async fn last_started_at(&self, user_id: Uuid) -> Result<Option<DateTime<Utc>>> {
+        let _ = user_id;
+        Err(StoreError::unavailable_because(
+            "last_started_at: not implemented",
+        ))
+    }
+}
+
+/// Therapists and their patients: invite codes and the links they make
+/// (docs/therapists.md).
+#[async_trait]
+pub trait Care: Send + Sync {
+    /// Stores a therapist's invite if they have fewer than `max_open` open
+    /// ones (unused, expiring after `invite.created_at`); otherwise stores
+    /// nothing and says so. [`StoreError::Conflict`] if the code exists
+    /// (the caller draws another).
+    async fn create_invite(&self, invite: NewInvite, max_open: u32) -> Result<InviteOutcome> {
+        let _ = (invite, max_open);
+        Err(StoreError::unavailable_because(
+            "create_invite: not implemented",
+        ))
+    }
+
+    /// Redeems `code` (canonical: 8 upper-case Crockford symbols) for
+    /// `patient_id` at `now`, in one step:
+    /// - an open code is marked used by the patient, and links them to its
+    ///   therapist unless they are linked already (the existing link is
+    ///   kept, with its first `linked_at`);
+    /// - a code this patient redeemed before, while unexpired, links them
+    ///   again if the link is gone, else returns it (idempotent);
+    /// - otherwise [`RedeemOutcome::Used`], `Expired` or `Unknown`.
+    async fn redeem_invite(
+        &self,
+        code: &str,
+        patient_id: Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<RedeemOutcome> {
+        let _ = (code, patient_id, now);
+        Err(StoreError::unavailable_because(
+            "redeem_invite: not implemented",
+        ))
+    }
+
+    /// A patient's therapists, oldest link first.
+    async fn therapists_of(&self, patient_id: Uuid) -> Result<Vec<TherapistLink>> {
+        let _ = patient_id;
+        Err(StoreError::unavailable_because(
+            "therapists_of: not implemented",
+        ))
+    }
+
+    /// A therapist's patients, oldest link first.
+    async fn patients_of(&self, therapist_id: Uuid) -> Result<Vec<PatientLink>> {
+        let _ = therapist_id;
+        Err(StoreError::unavailable_because(
+            "patients_of: not implemented",
+        ))
+    }
+
+    /// When the therapist and the patient were linked; `None` if they are
+    /// not.
+    async fn linked_at(
+        &self,
+        therapist_id: Uuid,
+        patient_id: Uuid,
+    ) -> Result<Option<DateTime<Utc>>> {
+        let _ = (therapist_id, patient_id);
+        Err(StoreError::unavailable_because(
+            "linked_at: not implemented",
+        ))
+    }
+
+    /// Removes a link; `false` if there was none.
+    async fn unlink(&self, patient_id: Uuid, therapist_id: Uuid) -> Result<bool> {
+        let _ = (patient_id, therapist_id);
+        Err(StoreError::unavailable_because("unlink: not implemented"))
+    }
+}
+
+/// An account as `/v1/me` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Profile {
+    pub user_id: Uuid,
+    pub username: String,
+    pub role: Role,
+    /// The IANA time zone the user set, if any (UTC otherwise).
+    pub tz: Option<String>,
+}
+
+/// One game as adherence counts it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Activity {
+    pub game_id: Uuid,
+    pub started_at: DateTime<Utc>,
+    /// The game's duration: samples ÷ sample rate (0 if unreadable).
+    pub active_seconds: f64,
+}
+
+/// A new invite code of a therapist.
+#[derive(Debug, Clone)]
+pub struct NewInvite {
+    /// 8 upper-case Crockford base32 symbols.
+    pub code: String,
+    pub therapist_id: Uuid,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// What [`Care::create_invite`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InviteOutcome {
+    Created,
+    /// The therapist has `max_open` open codes already; nothing stored.
+    TooManyOpen,
+}
+
+/// What [`Care::redeem_invite`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedeemOutcome {
+    /// The patient is linked (now or before) to the code's therapist.
+    Linked(TherapistLink),
+    Unknown,
+    Used,
+    Expired,
+}
+
+/// A patient's link to a therapist, as the patient sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TherapistLink {
+    pub therapist_id: Uuid,
+    pub username: String,
+    pub linked_at: DateTime<Utc>,
+}
+
+/// A therapist's link to a patient, as the therapist sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PatientLink {
+    pub patient_id: Uuid,
+    pub username: String,
+    pub linked_at: DateTime<Utc>,
 }
 
 /// The processing outbox: the events of stored games, until the bus has

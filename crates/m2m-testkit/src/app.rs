@@ -145,6 +145,31 @@ impl TestApp {
             .start_processor(processor_config(max_attempts));
     }
 
+    /// Creates a therapist account as `m2m users add --role therapist`
+    /// does (through the store, with the test password) and logs it in;
+    /// returns its user id and access token.
+    pub async fn therapist(&self, username: &str) -> (uuid::Uuid, String) {
+        let user_id = uuid::Uuid::now_v7();
+        let password = m2m_domain::Password::parse(crate::PASSWORD.to_owned())
+            .expect("the test password is valid");
+        let password_hash =
+            tokio::task::spawn_blocking(move || m2m_gateway::hash_password(&password))
+                .await
+                .expect("the hashing task ends")
+                .expect("the password hashes");
+        self.store
+            .create_user(m2m_store::NewUser {
+                user_id,
+                username: m2m_domain::Username::parse(username).expect("a valid username"),
+                password_hash,
+                role: m2m_domain::Role::Therapist,
+                created_at: chrono::Utc::now(),
+            })
+            .await
+            .expect("the therapist is stored");
+        (user_id, self.api.access_token(username).await)
+    }
+
     /// Stops the app as a shutdown does, and waits until it has stopped.
     pub async fn stop(self) {
         let app = self.app.lock().unwrap_or_else(|p| p.into_inner()).take();

@@ -277,6 +277,9 @@ impl Health for MongoStore {
     }
 }
 
+#[async_trait::async_trait]
+impl crate::Care for MongoStore {}
+
 #[cfg(test)]
 mod tests {
     use super::*;

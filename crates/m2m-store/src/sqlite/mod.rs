@@ -247,6 +247,9 @@ impl Health for SqliteStore {
     }
 }
 
+#[async_trait::async_trait]
+impl crate::Care for SqliteStore {}
+
 #[cfg(test)]
 mod tests {
     use super::*;
