@@ -7,6 +7,7 @@
 //! never returns NaN or infinity: a value that cannot be computed is absent.
 
 mod fft;
+mod lttb;
 mod metrics;
 mod movement;
 mod peaks;
@@ -14,6 +15,7 @@ mod progress;
 mod stats;
 mod tremor;
 
+pub use lttb::lttb_indices;
 pub use metrics::{Fingers, Metrics, Smoothness, Tremor};
 pub use progress::{
     progress, Direction, Headline, MetricProgress, Progress, ProgressGame, SeriesPoint,
