@@ -6,6 +6,7 @@
 //! that outlives a call (FFT plans are cached per thread, see [`fft`]), and
 //! never returns NaN or infinity: a value that cannot be computed is absent.
 
+mod adherence;
 mod fft;
 mod lttb;
 mod metrics;
@@ -15,6 +16,7 @@ mod progress;
 mod stats;
 mod tremor;
 
+pub use adherence::{adherence, day_start, AdherenceDay};
 pub use lttb::lttb_indices;
 pub use metrics::{Fingers, Metrics, Smoothness, Tremor};
 pub use progress::{
