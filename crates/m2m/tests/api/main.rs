@@ -5,9 +5,11 @@
 //! module per resource.
 
 mod accounts;
+mod care;
 mod feed;
 mod games;
 mod hostile;
 mod ops;
+mod patients;
 mod processing;
 mod robust_reads;
