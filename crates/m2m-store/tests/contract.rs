@@ -1987,7 +1987,11 @@ mod sqlite_only {
         // Back to version 1, with an account stored in its shape.
         let conn = rusqlite::Connection::open(&path).unwrap();
         conn.execute_batch(
-            "ALTER TABLE users DROP COLUMN role;
+            "DROP TABLE invites;
+             DROP TABLE links;
+             DROP INDEX games_by_start;
+             ALTER TABLE users DROP COLUMN tz;
+             ALTER TABLE users DROP COLUMN role;
              PRAGMA user_version = 1;
              INSERT INTO users (user_id, username, username_key, password_hash, created_at)
              VALUES ('0190c6a4-0000-7000-8000-000000000001', 'Ada', 'ada', 'hash',
