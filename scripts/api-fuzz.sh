@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Fuzzes the HTTP API against its own OpenAPI document with Schemathesis:
 # starts a fresh `m2m serve` on a free port and an empty data directory,
-# registers a user for the bearer token, then runs every check, positive
-# and negative, with the stateful phase, for a time budget.
+# registers a patient and creates a therapist for their bearer tokens, then
+# runs every check, positive and negative, with the stateful phase, for a
+# time budget shared by the two.
 #
 #   scripts/api-fuzz.sh [M2M_BINARY] [SECONDS]
 #
@@ -40,21 +41,42 @@ for _ in $(seq 1 100); do
 done
 [ -n "$base" ] || { echo "m2m serve did not start:" >&2; cat "$log" >&2; exit 1; }
 
+password="correct horse battery"
+login() {
+  curl -sf -X POST "$base/v1/login" -H 'Content-Type: application/json' \
+    -d "{\"username\": \"$1\", \"password\": \"$password\"}" |
+    sed -E 's/.*"access_token":"([^"]+)".*/\1/'
+}
+# A patient (self-registered) and a therapist (made by the operator's
+# command, on the same data directory): each role's routes are fuzzed
+# with its own token, the patient's for two thirds of the budget.
 user="fuzz-$(date +%s)"
 curl -sf -X POST "$base/v1/users" -H 'Content-Type: application/json' \
-  -d "{\"username\": \"$user\", \"password\": \"correct horse battery\"}" >/dev/null
-token=$(curl -sf -X POST "$base/v1/login" -H 'Content-Type: application/json' \
-  -d "{\"username\": \"$user\", \"password\": \"correct horse battery\"}" |
-  sed -E 's/.*"access_token":"([^"]+)".*/\1/')
+  -d "{\"username\": \"$user\", \"password\": \"$password\"}" >/dev/null
+M2M_LOG=warn M2M_PASSWORD="$password" "$bin" users add --role therapist \
+  --username "dr-$user" --data-dir "$work/data" >/dev/null
+
+# Both log in now: after a while of fuzzing, the failed-login limiter
+# refuses this address (access tokens last 15 minutes).
+patient_token=$(login "$user")
+therapist_token=$(login "dr-$user")
 
 status=0
-"${st[@]}" --config-file scripts/schemathesis.toml run "$base/openapi.json" \
-  --checks all \
-  --phases examples,coverage,fuzzing,stateful \
-  --max-time "$budget" \
-  --header "Authorization: Bearer $token" \
-  --request-timeout 20 \
-  --seed "${M2M_FUZZ_SEED:-$RANDOM}" || status=$?
+for who in patient therapist; do
+  if [ "$who" = patient ]; then
+    share=$((budget * 2 / 3)); token=$patient_token
+  else
+    share=$((budget - budget * 2 / 3)); token=$therapist_token
+  fi
+  echo "== fuzzing as the $who for ${share} s"
+  "${st[@]}" --config-file scripts/schemathesis.toml run "$base/openapi.json" \
+    --checks all \
+    --phases examples,coverage,fuzzing,stateful \
+    --max-time "$share" \
+    --header "Authorization: Bearer $token" \
+    --request-timeout 20 \
+    --seed "${M2M_FUZZ_SEED:-$RANDOM}" || status=$?
+done
 if ! kill -0 "$pid" 2>/dev/null; then
   echo "m2m serve died during the run:" >&2; cat "$log" >&2; exit 1
 fi

@@ -28,8 +28,29 @@ pub(crate) struct Me {
 #[serde(deny_unknown_fields)]
 pub(crate) struct MeUpdate {
     /// An IANA time zone name, e.g. `Europe/Zurich`.
-    #[schema(min_length = 1, max_length = 64, example = "Europe/Zurich")]
+    #[schema(schema_with = tz_schema)]
+    #[serde(default, deserialize_with = "present")]
     tz: Option<String>,
+}
+
+/// A field that may be absent but, when present, is a string (`null` is
+/// refused, not read as absent).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    String::deserialize(d).map(Some)
+}
+
+/// A name of the IANA time zone database, as this build knows them (an
+/// enumeration, so that the document states exactly which are accepted).
+fn tz_schema() -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .enum_values(Some(chrono_tz::TZ_VARIANTS.iter().map(|tz| tz.name())))
+        .description(Some(
+            "A name of the IANA time zone database, e.g. `Europe/Zurich`",
+        ))
+        .examples(["Europe/Zurich"])
+        .build()
 }
 
 /// The time zone a profile's days are counted in: its setting when that is
