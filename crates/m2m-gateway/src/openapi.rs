@@ -5,6 +5,7 @@
 //! say which answer feeds which request.
 
 use crate::routes::{accounts, feed, games, ops};
+use crate::web;
 use utoipa::openapi::content::Content;
 use utoipa::openapi::path::Operation;
 use utoipa::openapi::response::{Response, ResponseBuilder};
@@ -28,6 +29,7 @@ use utoipa::{Modify, OpenApi};
         games::submit, games::get_game, games::list_games, games::progress,
         feed::sync, feed::events,
         ops::healthz, ops::readyz, ops::metrics, ops::openapi,
+        web::create_session, web::refresh_session, web::delete_session,
     ),
     modifiers(&BearerAuth, &CommonResponses),
 )]

@@ -11,3 +11,4 @@ mod hostile;
 mod ops;
 mod processing;
 mod robust_reads;
+mod web;
