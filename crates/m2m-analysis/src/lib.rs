@@ -1,12 +1,17 @@
 //! The game analysis of m2m: turns one game's glove data into the metrics
 //! defined in docs/metrics.md, and a user's processed games into
-//! their progress.
+//! their progress; for the therapist side (docs/therapists.md), a patient's
+//! adherence days and flags, and the downsampling of a game's samples for
+//! plots.
 //!
 //! This crate is pure computation. It performs no I/O, holds no global state
 //! that outlives a call (FFT plans are cached per thread, see [`fft`]), and
 //! never returns NaN or infinity: a value that cannot be computed is absent.
 
+mod adherence;
 mod fft;
+mod flags;
+mod lttb;
 mod metrics;
 mod movement;
 mod peaks;
@@ -14,6 +19,9 @@ mod progress;
 mod stats;
 mod tremor;
 
+pub use adherence::{adherence, day_start, AdherenceDay};
+pub use flags::{flags, DECLINE_FRACTION, DECLINE_MIN_GAMES, DECLINE_WINDOW, INACTIVE_AFTER};
+pub use lttb::lttb_indices;
 pub use metrics::{Fingers, Metrics, Smoothness, Tremor};
 pub use progress::{
     progress, Direction, Headline, MetricProgress, Progress, ProgressGame, SeriesPoint,

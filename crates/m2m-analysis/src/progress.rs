@@ -190,24 +190,18 @@ fn positive_zero(v: f64) -> f64 {
     v + 0.0
 }
 
-/// Median of the pairwise slopes (value per week) over pairs at different
-/// times, as scipy.stats.theilslopes computes it.
+/// Theil–Sen slope of the series in value per week (see
+/// [`stats::theil_sen_slope`]).
 fn theil_sen_per_week(points: &[SeriesPoint]) -> Option<f64> {
     let t0 = points[0].at;
-    let weeks: Vec<f64> = points
+    let xy: Vec<(f64, f64)> = points
         .iter()
-        .map(|p| (p.at - t0).num_milliseconds() as f64 / 1000.0 / SECONDS_PER_WEEK)
+        .map(|p| {
+            let weeks = (p.at - t0).num_milliseconds() as f64 / 1000.0 / SECONDS_PER_WEEK;
+            (weeks, p.value)
+        })
         .collect();
-    let mut slopes = Vec::new();
-    for i in 0..points.len() {
-        for j in i + 1..points.len() {
-            let dx = weeks[j] - weeks[i];
-            if dx > 0.0 {
-                slopes.push((points[j].value - points[i].value) / dx);
-            }
-        }
-    }
-    stats::median(&slopes).filter(|s| s.is_finite())
+    stats::theil_sen_slope(&xy)
 }
 
 #[cfg(test)]

@@ -1,4 +1,5 @@
-//! Order statistics as numpy computes them.
+//! Order statistics as numpy computes them, and the Theil–Sen slope built
+//! on them.
 
 /// Mean of finite values, `None` for an empty slice. Divides before adding so
 /// values near the f64 limits do not overflow.
@@ -17,6 +18,27 @@ pub(crate) fn median(values: &[f64]) -> Option<f64> {
     }
     let mut scratch = Vec::new();
     Some(percentile(values, 50.0, &mut scratch))
+}
+
+/// Theil–Sen slope of the points `(x, y)`: the median of the slopes
+/// `(y_j − y_i) / (x_j − x_i)` over every pair with `x_i ≠ x_j`, as
+/// scipy.stats.theilslopes computes it. One unusual point barely moves it,
+/// which is why progress and flags use it rather than least squares.
+///
+/// `None` when no pair has distinct `x`, or when the median is not finite.
+/// The points may come in any order: a pair's slope is the same either way
+/// round (negating both differences is exact).
+pub(crate) fn theil_sen_slope(points: &[(f64, f64)]) -> Option<f64> {
+    let mut slopes = Vec::with_capacity(points.len() * points.len().saturating_sub(1) / 2);
+    for (i, &(xi, yi)) in points.iter().enumerate() {
+        for &(xj, yj) in &points[i + 1..] {
+            let dx = xj - xi;
+            if dx != 0.0 {
+                slopes.push((yj - yi) / dx);
+            }
+        }
+    }
+    median(&slopes).filter(|s| s.is_finite())
 }
 
 /// The `p`-th percentile with linear interpolation between closest ranks
@@ -91,6 +113,32 @@ mod tests {
         assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), Some(2.5));
         assert_eq!(median(&[7.0]), Some(7.0));
         assert_eq!(median(&[]), None);
+    }
+
+    #[test]
+    fn theil_sen_slope_is_the_median_of_pairwise_slopes() {
+        // Pairs: (0,0)-(1,1): 1, (0,0)-(2,10): 5, (1,1)-(2,10): 9 → median 5.
+        assert_eq!(
+            theil_sen_slope(&[(0.0, 0.0), (1.0, 1.0), (2.0, 10.0)]),
+            Some(5.0)
+        );
+        // The same points in another order give the same slope.
+        assert_eq!(
+            theil_sen_slope(&[(2.0, 10.0), (0.0, 0.0), (1.0, 1.0)]),
+            Some(5.0)
+        );
+        // The pair at the same x is skipped: (0,0)-(1,3) is 3, (0,4)-(1,3) is -1.
+        assert_eq!(
+            theil_sen_slope(&[(0.0, 0.0), (0.0, 4.0), (1.0, 3.0)]),
+            Some(1.0)
+        );
+    }
+
+    #[test]
+    fn theil_sen_slope_needs_two_distinct_x() {
+        assert_eq!(theil_sen_slope(&[]), None);
+        assert_eq!(theil_sen_slope(&[(1.0, 2.0)]), None);
+        assert_eq!(theil_sen_slope(&[(1.0, 2.0), (1.0, 5.0)]), None);
     }
 
     #[test]

@@ -64,6 +64,7 @@ impl Password {
 /// What an account may do. `Patient` is the default and the only role
 /// self-registration creates; an operator creates `Therapist` accounts
 /// (`m2m users add`). A therapist does not upload games.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(
     Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
 )]

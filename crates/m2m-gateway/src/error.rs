@@ -34,6 +34,12 @@ pub enum ApiError {
     /// 409: a uniqueness rule (e.g. a taken username).
     #[error("{0}")]
     Conflict(String),
+    /// 409: the therapist has as many open invite codes as allowed.
+    #[error("{max} invite codes are open already; wait until one is used or expires")]
+    TooManyInvites { max: u32 },
+    /// 422: an invite code that cannot link (each case its own type).
+    #[error("{}", .0.detail())]
+    Invite(InviteProblem),
     /// 413: the body is over the limit.
     #[error("the request body is larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
@@ -88,7 +94,8 @@ impl ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Conflict(_) | ApiError::TooManyInvites { .. } => StatusCode::CONFLICT,
+            ApiError::Invite(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType | ApiError::UnsupportedEncoding => {
                 StatusCode::UNSUPPORTED_MEDIA_TYPE
@@ -110,6 +117,10 @@ impl ApiError {
             ApiError::NotFound => ("not-found", "Not found"),
             ApiError::MethodNotAllowed => ("method-not-allowed", "Method not allowed"),
             ApiError::Conflict(_) => ("conflict", "Conflict"),
+            ApiError::TooManyInvites { .. } => ("too-many-invites", "Too many open invite codes"),
+            ApiError::Invite(InviteProblem::Unknown) => ("invite-unknown", "Unknown invite code"),
+            ApiError::Invite(InviteProblem::Used) => ("invite-used", "Invite code already used"),
+            ApiError::Invite(InviteProblem::Expired) => ("invite-expired", "Invite code expired"),
             ApiError::PayloadTooLarge { .. } => ("payload-too-large", "Request body too large"),
             ApiError::UnsupportedMediaType => ("unsupported-media-type", "Unsupported media type"),
             ApiError::UnsupportedEncoding => {
@@ -124,6 +135,31 @@ impl ApiError {
             }
             ApiError::Status { .. } => ("server-error", "Server error"),
             ApiError::Unexpected(_) => ("internal", "Internal server error"),
+        }
+    }
+}
+
+/// Why an invite code cannot link a patient (docs/therapists.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InviteProblem {
+    /// No such code.
+    Unknown,
+    /// Redeemed by another patient (or by this one, who removed the link).
+    Used,
+    /// Not redeemed within its validity.
+    Expired,
+}
+
+impl InviteProblem {
+    fn detail(self) -> &'static str {
+        match self {
+            InviteProblem::Unknown => "no invite has this code; check it with your therapist",
+            InviteProblem::Used => {
+                "this invite code has been used; ask your therapist for a new one"
+            }
+            InviteProblem::Expired => {
+                "this invite code has expired; ask your therapist for a new one"
+            }
         }
     }
 }
@@ -190,6 +226,10 @@ impl IntoResponse for ApiError {
                     message: e.message.clone(),
                 })
                 .collect(),
+            ApiError::Invite(why) => vec![ProblemField {
+                field: "code".to_owned(),
+                message: why.detail().to_owned(),
+            }],
             _ => Vec::new(),
         };
         let body = Problem {

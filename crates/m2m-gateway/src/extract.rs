@@ -115,19 +115,17 @@ pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiErro
         if let Some(key) = quoted_after(&message, "duplicate field `") {
             return ApiError::invalid_field(&key, "appears more than once");
         }
-        let field = quoted_after(&message, "missing field `").unwrap_or(if path == "." {
-            "body".to_owned()
-        } else {
-            path
-        });
+        let field = quoted_after(&message, "missing field `")
+            .or_else(|| quoted_after(&message, "unknown field `"))
+            .unwrap_or(if path == "." { "body".to_owned() } else { path });
         ApiError::invalid_field(&field, message)
     })?;
     de.end().map_err(|e| malformed(&e))?;
     Ok(value)
 }
 
-/// serde names a missing or repeated field only in its message ("missing
-/// field `x`", "duplicate field `x`").
+/// serde names a missing, unknown or repeated field only in its message
+/// ("missing field `x`", "unknown field `x`", "duplicate field `x`").
 fn quoted_after(message: &str, prefix: &str) -> Option<String> {
     let rest = message.strip_prefix(prefix)?;
     Some(rest.split('`').next()?.to_owned())
@@ -231,7 +229,25 @@ impl FromRequestParts<AppState> for PatientUser {
         match user.role {
             Role::Patient => Ok(PatientUser(user)),
             Role::Therapist => Err(ApiError::Forbidden(
-                "only patient accounts upload games; this is a therapist account",
+                "only patient accounts may do this; this is a therapist account",
+            )),
+        }
+    }
+}
+
+/// The authenticated caller, who must be a therapist: a patient gets 403.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TherapistUser(pub(crate) AuthUser);
+
+impl FromRequestParts<AppState> for TherapistUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let user = AuthUser::from_request_parts(parts, state).await?;
+        match user.role {
+            Role::Therapist => Ok(TherapistUser(user)),
+            Role::Patient => Err(ApiError::Forbidden(
+                "only therapist accounts may do this; this is a patient account",
             )),
         }
     }

@@ -75,6 +75,21 @@ impl Hub {
         }
     }
 
+    /// A wake-up signal of `user_id`'s feed for someone else's stream (a
+    /// therapist's, following a linked patient): it does not count as one
+    /// of the user's open streams.
+    pub(crate) fn watch(&self, user_id: Uuid) -> watch::Receiver<u64> {
+        let mut users = self.users.lock().unwrap_or_else(|p| p.into_inner());
+        users
+            .entry(user_id)
+            .or_insert_with(|| UserStreams {
+                wake: watch::channel(0).0,
+                open: VecDeque::new(),
+            })
+            .wake
+            .subscribe()
+    }
+
     /// Wakes the streams of one user.
     pub(crate) fn notify(&self, user_id: Uuid) {
         let mut users = self.users.lock().unwrap_or_else(|p| p.into_inner());
@@ -113,6 +128,26 @@ mod tests {
         assert!(subs[0].evicted.is_cancelled());
         assert!(subs[1..].iter().all(|s| !s.evicted.is_cancelled()));
         assert!(!newest.evicted.is_cancelled());
+    }
+
+    #[test]
+    fn a_watch_is_woken_but_is_not_an_open_stream() {
+        let hub = Hub::default();
+        let user = Uuid::now_v7();
+        let mut watch = hub.watch(user);
+        let subs: Vec<Subscription> = (0..MAX_STREAMS_PER_USER)
+            .map(|_| hub.subscribe(user))
+            .collect();
+        assert!(subs.iter().all(|s| !s.evicted.is_cancelled()));
+        hub.notify(user);
+        assert!(watch.has_changed().unwrap());
+        watch.borrow_and_update();
+        drop(subs);
+        hub.notify(user);
+        assert!(
+            watch.has_changed().unwrap(),
+            "the watch keeps the user's signal alive"
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The HTTP gateway of m2m: accounts and tokens, game uploads, games,
-//! progress, the sync feed and the event stream, health, metrics and the
-//! OpenAPI document. It also runs the three background tasks a gateway
+//! progress, the sync feed and the event stream, therapists' invites,
+//! links and reads of their patients (docs/therapists.md), health, metrics
+//! and the OpenAPI document. It also runs the three background tasks a gateway
 //! owns: the publisher, the reconciliation listener and the idempotency
 //! sweeper. It serves the web dashboard too (`web`).
 //!
@@ -22,14 +23,14 @@ mod telemetry;
 mod web;
 
 pub use auth::{JwtSecret, LoginLimits};
-pub use error::{ApiError, Problem};
+pub use error::{ApiError, InviteProblem, Problem};
 pub use password::hash_password;
 pub use state::{AppState, GatewayConfig};
 
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::Router;
-use routes::{accounts, feed, games, ops};
+use routes::{accounts, care, feed, games, me, ops, patients};
 use std::net::SocketAddr;
 use tokio::net::TcpListener;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -49,7 +50,30 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/logout", post(accounts::logout))
         .route("/v1/games", post(games::submit).get(games::list_games))
         .route("/v1/games/{game_id}", get(games::get_game))
+        .route("/v1/games/{game_id}/samples", get(patients::own_samples))
         .route("/v1/progress", get(games::progress))
+        .route("/v1/me", get(me::get_me).patch(me::patch_me))
+        .route("/v1/invites", post(care::create_invite))
+        .route("/v1/therapists", post(care::link).get(care::list))
+        .route("/v1/therapists/{therapist_id}", delete(care::unlink))
+        .route("/v1/patients", get(patients::list))
+        .route("/v1/patients/{patient_id}/games", get(patients::games))
+        .route(
+            "/v1/patients/{patient_id}/games/{game_id}",
+            get(patients::game),
+        )
+        .route(
+            "/v1/patients/{patient_id}/games/{game_id}/samples",
+            get(patients::patient_samples),
+        )
+        .route(
+            "/v1/patients/{patient_id}/progress",
+            get(patients::progress),
+        )
+        .route(
+            "/v1/patients/{patient_id}/adherence",
+            get(patients::adherence),
+        )
         .route("/v1/sync", get(feed::sync))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))

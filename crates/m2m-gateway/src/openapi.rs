@@ -4,7 +4,7 @@
 //! takes a body; 400, 500 and 503 always), and [`document`] the links that
 //! say which answer feeds which request.
 
-use crate::routes::{accounts, feed, games, ops};
+use crate::routes::{accounts, care, feed, games, me, ops, patients};
 use crate::web;
 use utoipa::openapi::content::Content;
 use utoipa::openapi::path::Operation;
@@ -27,7 +27,12 @@ use utoipa::{Modify, OpenApi};
     paths(
         accounts::register, accounts::login, accounts::refresh, accounts::logout,
         games::submit, games::get_game, games::list_games, games::progress,
+        patients::own_samples,
         feed::sync, feed::events,
+        me::get_me, me::patch_me,
+        care::create_invite, care::link, care::list, care::unlink,
+        patients::list, patients::games, patients::game, patients::progress,
+        patients::adherence, patients::patient_samples,
         ops::healthz, ops::readyz, ops::metrics, ops::openapi,
         web::create_session, web::refresh_session, web::delete_session,
     ),

@@ -64,6 +64,27 @@ impl Api {
             .unwrap_or_else(|e| panic!("GET {path}: {e}"))
     }
 
+    /// A request with a token and, if given, a JSON body (for the routes
+    /// without their own helper: POST, PATCH, DELETE with a token).
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        token: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> reqwest::Response {
+        let mut req = self
+            .client
+            .request(method.clone(), self.url(path))
+            .bearer_auth(token);
+        if let Some(body) = body {
+            req = req.json(body);
+        }
+        req.send()
+            .await
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+    }
+
     /// POST a JSON body without a token.
     pub async fn post_json(&self, path: &str, body: &Value) -> reqwest::Response {
         self.client
@@ -173,6 +194,45 @@ impl Api {
     pub async fn user(&self, username: &str) -> String {
         self.register(username).await;
         self.access_token(username).await
+    }
+
+    // -- therapists ----------------------------------------------------
+
+    /// A therapist makes an invite code (asserting the 201).
+    pub async fn invite(&self, therapist_token: &str) -> String {
+        let r = self
+            .send(reqwest::Method::POST, therapist_token, "/v1/invites", None)
+            .await;
+        let status = r.status();
+        let body = r.text().await.unwrap_or_default();
+        assert_eq!(status, 201, "POST /v1/invites: {body}");
+        let v: Value = serde_json::from_str(&body).expect("a JSON invite");
+        v["code"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no code in {v}"))
+            .to_owned()
+    }
+
+    /// A patient redeems a code (asserting the 201); the link.
+    pub async fn redeem(&self, patient_token: &str, code: &str) -> Value {
+        let r = self
+            .send(
+                reqwest::Method::POST,
+                patient_token,
+                "/v1/therapists",
+                Some(&json!({ "code": code })),
+            )
+            .await;
+        let status = r.status();
+        let body = r.text().await.unwrap_or_default();
+        assert_eq!(status, 201, "POST /v1/therapists: {body}");
+        serde_json::from_str(&body).expect("a JSON link")
+    }
+
+    /// Links a patient to a therapist through an invite; the link.
+    pub async fn link(&self, therapist_token: &str, patient_token: &str) -> Value {
+        let code = self.invite(therapist_token).await;
+        self.redeem(patient_token, &code).await
     }
 
     // -- games ---------------------------------------------------------

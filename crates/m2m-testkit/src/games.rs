@@ -22,3 +22,11 @@ fn game(duration_s: f64, seed: u64) -> String {
     }
     .submission_json("pinch-garden", 100.0 + seed as f64)
 }
+
+/// [`small_game`]`(seed)` played at `started_at` (RFC 3339).
+pub fn small_game_at(seed: u64, started_at: &str) -> String {
+    let mut game: serde_json::Value =
+        serde_json::from_str(&small_game(seed)).expect("a generated game is JSON");
+    game["started_at"] = started_at.into();
+    game.to_string()
+}

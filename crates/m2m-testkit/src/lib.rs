@@ -20,6 +20,6 @@ pub use app::{spawn_app, spawn_app_with, Options, TestApp};
 pub use client::{
     assert_problem, occurrences, token_claims, Accepted, Api, PASSWORD, POLL, PROCESS_TIMEOUT,
 };
-pub use games::{small_game, ten_second_game};
+pub use games::{small_game, small_game_at, ten_second_game};
 pub use process::{logs, m2m_command, Proc, START_TIMEOUT};
 pub use sse::{Sse, SseReader};

@@ -3,13 +3,14 @@
 use crate::error::{ApiError, ApiResult, Problem};
 use crate::extract::{AuthUser, QueryParams};
 use crate::hub::Subscription;
+use crate::routes::care_feed;
 use crate::state::AppState;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::Json;
-use futures::stream::{self, Stream};
-use m2m_domain::{Change, GameStatus};
+use futures::stream::{self, BoxStream, Stream};
+use m2m_domain::{Change, GameStatus, Role};
 use m2m_store::StoreError;
 use serde::Serialize;
 use std::collections::VecDeque;
@@ -74,11 +75,13 @@ struct StreamState {
     sub: Subscription,
 }
 
-/// Server-sent events of the caller's changes, resumable with `Last-Event-ID`.
+/// Server-sent events of the caller's changes, resumable with
+/// `Last-Event-ID`; a therapist's stream carries their linked patients'
+/// changes instead.
 #[utoipa::path(get, path = "/v1/events", tag = "feed", security(("bearer" = [])),
-    params(("Last-Event-ID" = Option<String>, Header, description = "the id of the last event received: the missed ones come first")),
+    params(("Last-Event-ID" = Option<String>, Header, description = "the id of the last event received: the missed ones come first (ignored on a therapist's stream)")),
     responses(
-        (status = 200, description = "`event: game.processed` or `game.failed`, `id:` the change's cursor, `data:` the Change", content_type = "text/event-stream"),
+        (status = 200, description = "A patient's stream: `event: game.processed` or `game.failed`, `id:` the change's cursor, `data:` the Change. A therapist's stream: `event: patient.game.processed` or `patient.game.failed`, no `id:`, `data:` the Change with `patient_id` added, for each patient linked when the stream opens from that moment, and for each patient linked later from their link", content_type = "text/event-stream"),
         (status = 400, description = "unknown Last-Event-ID", body = Problem, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn events(
@@ -86,14 +89,39 @@ pub(crate) async fn events(
     user: AuthUser,
     headers: HeaderMap,
 ) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
+    let keep_alive = state.config().keep_alive;
+    let shutdown = state.0.shutdown.clone();
+    // Subscribe before reading the store, so a change committed while we
+    // read is not missed.
+    let sub = state.0.hub.subscribe(user.user_id);
+    let evicted = sub.evicted.clone();
+    let changes = match user.role {
+        Role::Therapist => care_feed::changes(state, user, sub),
+        Role::Patient => own_changes(state, user, &headers, sub).await?,
+    };
+    // The stream ends at shutdown, or when the user opens one too many.
+    let end = async move {
+        tokio::select! {
+            () = shutdown.cancelled() => {}
+            () = evicted.cancelled() => {}
+        }
+    };
+    let until_end = futures::StreamExt::take_until(changes, end);
+    Ok(Sse::new(until_end).keep_alive(KeepAlive::new().interval(keep_alive).text("keep-alive")))
+}
+
+/// The caller's own changes, from `Last-Event-ID` or from now.
+async fn own_changes(
+    state: AppState,
+    user: AuthUser,
+    headers: &HeaderMap,
+    sub: Subscription,
+) -> ApiResult<BoxStream<'static, Result<Event, Infallible>>> {
     let resume = headers
         .get("last-event-id")
         .map(|v| v.to_str().map(str::to_owned))
         .transpose()
         .map_err(|_| ApiError::bad_field("Last-Event-ID", "unknown or malformed event id"))?;
-    // Subscribe before reading the store, so a change committed while we
-    // read is not missed.
-    let sub = state.0.hub.subscribe(user.user_id);
     let (last, pending) = match resume {
         Some(cursor) => {
             let missed = state
@@ -113,9 +141,6 @@ pub(crate) async fn events(
             VecDeque::new(),
         ),
     };
-    let keep_alive = state.config().keep_alive;
-    let shutdown = state.0.shutdown.clone();
-    let evicted = sub.evicted.clone();
     let st = StreamState {
         state,
         user_id: user.user_id,
@@ -123,16 +148,7 @@ pub(crate) async fn events(
         pending,
         sub,
     };
-    let changes = stream::unfold(st, next_event);
-    // The stream ends at shutdown, or when the user opens one too many.
-    let end = async move {
-        tokio::select! {
-            () = shutdown.cancelled() => {}
-            () = evicted.cancelled() => {}
-        }
-    };
-    let until_end = futures::StreamExt::take_until(changes, end);
-    Ok(Sse::new(until_end).keep_alive(KeepAlive::new().interval(keep_alive).text("keep-alive")))
+    Ok(futures::StreamExt::boxed(stream::unfold(st, next_event)))
 }
 
 async fn next_event(mut st: StreamState) -> Option<(Result<Event, Infallible>, StreamState)> {

@@ -203,13 +203,17 @@ pub(crate) async fn get_game(
     user: AuthUser,
     Path(game_id): Path<String>,
 ) -> ApiResult<Json<Game>> {
+    game_of(&state, user.user_id, &game_id).await.map(Json)
+}
+
+/// A user's game by the id in a path; 404 when malformed or not theirs.
+pub(crate) async fn game_of(state: &AppState, user_id: Uuid, game_id: &str) -> ApiResult<Game> {
     let game_id: Uuid = game_id.parse().map_err(|_| ApiError::NotFound)?;
-    let game = state
+    state
         .store()
-        .game(user.user_id, game_id)
+        .game(user_id, game_id)
         .await?
-        .ok_or(ApiError::NotFound)?;
-    Ok(Json(game))
+        .ok_or(ApiError::NotFound)
 }
 
 /// Paging of `GET /v1/games` (read by [`QueryParams`]; this type only
@@ -244,6 +248,15 @@ pub(crate) async fn list_games(
     user: AuthUser,
     q: QueryParams,
 ) -> ApiResult<Json<GamePage>> {
+    games_page(&state, user.user_id, &q).await.map(Json)
+}
+
+/// A page of a user's games, as the paging parameters of `q` ask.
+pub(crate) async fn games_page(
+    state: &AppState,
+    user_id: Uuid,
+    q: &QueryParams,
+) -> ApiResult<GamePage> {
     let limit = q.bounded("limit", 20, 100)?;
     let before = q
         .get("before")
@@ -252,10 +265,7 @@ pub(crate) async fn list_games(
                 .map_err(|_| ApiError::bad_field("before", "must be a game id"))
         })
         .transpose()?;
-    let mut games = state
-        .store()
-        .list_games(user.user_id, before, limit + 1)
-        .await?;
+    let mut games = state.store().list_games(user_id, before, limit + 1).await?;
     let next = if games.len() > limit as usize {
         games.truncate(limit as usize);
         games.last().map(|g| g.game_id)
@@ -265,7 +275,7 @@ pub(crate) async fn list_games(
     for g in &mut games {
         g.metrics = None;
     }
-    Ok(Json(GamePage { games, next }))
+    Ok(GamePage { games, next })
 }
 
 /// The caller's progress over their processed games.
@@ -275,7 +285,12 @@ pub(crate) async fn progress(
     State(state): State<AppState>,
     user: AuthUser,
 ) -> ApiResult<Json<Progress>> {
-    let games = state.store().processed_games(user.user_id).await?;
+    progress_of(&state, user.user_id).await.map(Json)
+}
+
+/// A user's progress over their processed games.
+pub(crate) async fn progress_of(state: &AppState, user_id: Uuid) -> ApiResult<Progress> {
+    let games = state.store().processed_games(user_id).await?;
     let input: Vec<ProgressGame<'_>> = games
         .iter()
         .map(|g| ProgressGame {
@@ -284,5 +299,5 @@ pub(crate) async fn progress(
             metrics: &g.metrics,
         })
         .collect();
-    Ok(Json(m2m_analysis::progress(&input)))
+    Ok(m2m_analysis::progress(&input))
 }

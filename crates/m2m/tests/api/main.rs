@@ -5,10 +5,12 @@
 //! module per resource.
 
 mod accounts;
+mod care;
 mod feed;
 mod games;
 mod hostile;
 mod ops;
+mod patients;
 mod processing;
 mod robust_reads;
 mod web;
