@@ -3,8 +3,8 @@
 //! sorts by time), times are fixed-width UTC text (text order is time order)
 //! at microsecond precision.
 
-use crate::StoreError;
-use chrono::{DateTime, TimeDelta, Utc};
+use crate::{Activity, RedeemOutcome, StoreError};
+use chrono::{DateTime, Datelike, DurationRound, TimeDelta, Utc};
 use m2m_analysis::Metrics;
 use m2m_domain::{decode_column, Change, Channels, Device, Game, GameSamples, GameStatus, Role};
 use std::collections::BTreeMap;
@@ -303,6 +303,167 @@ impl StoredChange {
             status,
             processed_at: optional(&row, "processed_at", time(self.processed_at)),
             metrics: optional(&row, "metrics", self.metrics),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Ranges of stored times
+//
+// Stored times are text, and text order is time order only for what `ts`
+// writes (four-digit years, six fractional digits, `Z`). A range query
+// therefore takes the rows whose text is a well-formed time in the text
+// range (by index), plus every row whose text is not well-formed, whatever
+// it holds; each store's query says which texts it trusts. The rows are
+// then read with their fallbacks and kept by the time they read as.
+
+/// The text bounds `[from, to)` of a range query over stored times,
+/// widened (never narrowed) to what stored text can hold: `from` is
+/// truncated to the microsecond and `to` rounded up to it, and a bound past
+/// years 0000–9999 becomes one below or above every stored time. `None`
+/// when the range is empty.
+pub(crate) fn text_range(from: DateTime<Utc>, to: DateTime<Utc>) -> Option<(String, String)> {
+    if from >= to {
+        return None;
+    }
+    let lower = if from.year() < 0 {
+        String::new()
+    } else {
+        ts(from)
+    };
+    let upper = to
+        .duration_round_up(TimeDelta::microseconds(1))
+        .ok()
+        .filter(|t| *t <= latest_time())
+        // `~` sorts after every digit: above any time `ts` writes.
+        .map_or_else(|| "~".to_owned(), ts);
+    Some((lower, upper))
+}
+
+// ---------------------------------------------------------------------------
+// Accounts' settings, activity, invites and links
+
+/// An account's stored time zone: kept as it is when it is text (the
+/// gateway falls back to UTC for a name it does not know); absent, with a
+/// warning, when it is not text.
+pub(crate) fn stored_tz(user_id: &Uuid, raw: Field<String>) -> Option<String> {
+    optional(&format!("user {user_id}"), "tz", raw)
+}
+
+/// A game as adherence counts it: at its `started_at` (by the rule of
+/// [`started_at`]), for samples ÷ sample rate seconds (0, with a warning,
+/// when either cannot be read or the rate is not positive).
+pub(crate) fn activity(
+    game_id: Uuid,
+    started: Field<String>,
+    submitted: Field<String>,
+    samples: Field<i64>,
+    sample_rate_hz: Field<f64>,
+) -> Activity {
+    let samples = required(&game_id, "samples", samples, "0 active seconds");
+    let rate = match sample_rate_hz {
+        Ok(Some(r)) if !(r.is_finite() && r > 0.0) => Err(format!("not a positive rate: {r}")),
+        other => other,
+    };
+    let rate = required(&game_id, "sample_rate_hz", rate, "0 active seconds");
+    let active_seconds = match (samples, rate) {
+        (Some(n), Some(rate)) if n >= 0 => n as f64 / rate,
+        (Some(n), Some(_)) => {
+            unreadable(
+                &game_id,
+                "samples",
+                &format!("negative count {n}"),
+                "0 active seconds",
+            );
+            0.0
+        }
+        _ => 0.0,
+    };
+    Activity {
+        game_id,
+        started_at: started_at(game_id, started, submitted),
+        active_seconds,
+    }
+}
+
+/// When a link was made: its stored `linked_at`, else (with a warning) the
+/// Unix epoch, so that the link still shows (as the oldest) and can be
+/// removed.
+pub(crate) fn linked_at(row: &dyn fmt::Display, stored: Field<String>) -> DateTime<Utc> {
+    required(row, "linked_at", time(stored), "1970-01-01T00:00:00Z").unwrap_or(DateTime::UNIX_EPOCH)
+}
+
+/// A link's other party's username: as stored, else (with a warning) `""`.
+pub(crate) fn link_username(row: &dyn fmt::Display, stored: Field<String>) -> String {
+    required(row, "username", stored, "\"\"").unwrap_or_default()
+}
+
+/// The row name of a link, for warnings.
+pub(crate) fn link_row(therapist_id: &dyn fmt::Display, patient_id: &dyn fmt::Display) -> String {
+    format!("link of therapist {therapist_id} and patient {patient_id}")
+}
+
+/// A stored invite, field by field, before [`StoredInvite::redeem`] reads
+/// it.
+pub(crate) struct StoredInvite<'a> {
+    pub(crate) code: &'a str,
+    pub(crate) therapist_id: Field<String>,
+    pub(crate) expires_at: Field<String>,
+    pub(crate) used_by: Field<String>,
+}
+
+/// What redeeming an invite must do, decided from the stored invite alone
+/// (the rules of [`Care::redeem_invite`](crate::Care::redeem_invite)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Redeem {
+    /// Unused and unexpired: mark it used by the patient, and link them to
+    /// this therapist unless they are linked already.
+    Open { therapist_id: Uuid },
+    /// Redeemed by this patient before: their link to this therapist if it
+    /// exists; else, if `relink`, a new one; else [`RedeemOutcome::Used`].
+    Mine { therapist_id: Uuid, relink: bool },
+    /// Nothing to write: this is the answer.
+    Refused(RedeemOutcome),
+}
+
+impl StoredInvite<'_> {
+    /// What redeeming this invite for `patient_id` at `now` must do. A
+    /// value that cannot be read is logged and read the way that grants
+    /// least: no therapist → unknown code; no expiry → expired; no reader
+    /// of `used_by` → used by another patient.
+    pub(crate) fn redeem(self, patient_id: Uuid, now: DateTime<Utc>) -> Redeem {
+        let row = format!("invite {}", self.code);
+        let therapist_id = match self.therapist_id {
+            Ok(Some(s)) => Uuid::parse_str(&s).map_err(|_| format!("not a UUID: {s:?}")),
+            Ok(None) => Err("missing".to_owned()),
+            Err(why) => Err(why),
+        };
+        let therapist_id = match therapist_id {
+            Ok(id) => id,
+            Err(why) => {
+                unreadable(&row, "therapist_id", &why, "unknown code");
+                return Redeem::Refused(RedeemOutcome::Unknown);
+            }
+        };
+        let expired = required(&row, "expires_at", time(self.expires_at), "expired")
+            .is_none_or(|expires_at| expires_at <= now);
+        match self.used_by {
+            Ok(None) if expired => Redeem::Refused(RedeemOutcome::Expired),
+            Ok(None) => Redeem::Open { therapist_id },
+            Ok(Some(s)) if Uuid::parse_str(&s).ok() == Some(patient_id) => Redeem::Mine {
+                therapist_id,
+                relink: !expired,
+            },
+            Ok(Some(s)) => {
+                if Uuid::parse_str(&s).is_err() {
+                    unreadable(&row, "used_by", &format!("not a UUID: {s:?}"), "used");
+                }
+                Redeem::Refused(RedeemOutcome::Used)
+            }
+            Err(why) => {
+                unreadable(&row, "used_by", &why, "used");
+                Redeem::Refused(RedeemOutcome::Used)
+            }
         }
     }
 }

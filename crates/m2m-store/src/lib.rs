@@ -18,8 +18,8 @@
 //! - [`Health`]: `ping`, for readiness.
 //!
 //! Each backend is one folder split the same way (`sqlite/` and `mongo/`:
-//! `accounts.rs`, `games.rs`, `outbox.rs`, `feed.rs`, plus its schema,
-//! mapping of rows or documents, and errors).
+//! `accounts.rs`, `games.rs`, `outbox.rs`, `feed.rs`, `care.rs`, plus its
+//! schema, mapping of rows or documents, and errors).
 //!
 //! Every method is one atomic step: where the contract needs several writes
 //! to happen together (a game, its columns, its outbox entry and its
@@ -49,7 +49,20 @@
 //! pages are filled from the rows after it. An account's `role` that cannot
 //! be read (or, in MongoDB, is absent: accounts stored before roles) is
 //! `patient`, the role with the fewest rights, with a warning when it is
-//! present but unreadable. See docs/design.md.
+//! present but unreadable.
+//!
+//! The therapist side reads the same way. [`Games::activity`] and
+//! [`Games::last_started_at`] take a game whose `started_at` cannot be read
+//! at its `submitted_at`, and one whose `samples` or `sample_rate_hz`
+//! cannot be read (or whose rate is not positive) as 0 active seconds. An
+//! account's `tz` is kept as stored when it is text, absent when not. A
+//! link whose `linked_at` cannot be read is shown linked at the Unix epoch
+//! (so it still shows, and can be removed), one whose other party's id
+//! cannot be read is left out, and a missing username is `""`. An invite
+//! is read the way that grants least: an unreadable `expires_at` is
+//! expired (and not open), an unreadable `used_by` is another patient's,
+//! an unreadable `therapist_id` makes the code unknown. See
+//! docs/design.md.
 
 mod format;
 #[cfg(feature = "mongodb")]
@@ -323,19 +336,11 @@ pub trait Accounts: Send + Sync {
     /// An account's profile: who it is and its settings. `None` if there
     /// is no such account. A stored `tz` that is not a time zone name is
     /// kept as it is (the gateway falls back to UTC).
-    async fn profile(&self, user_id: Uuid) -> Result<Option<Profile>> {
-        let _ = user_id;
-        Err(StoreError::unavailable_because("profile: not implemented"))
-    }
+    async fn profile(&self, user_id: Uuid) -> Result<Option<Profile>>;
 
     /// Sets an account's time zone (an IANA name the caller has checked);
     /// `false` if there is no such account.
-    async fn set_time_zone(&self, user_id: Uuid, tz: &str) -> Result<bool> {
-        let _ = (user_id, tz);
-        Err(StoreError::unavailable_because(
-            "set_time_zone: not implemented",
-        ))
-    }
+    async fn set_time_zone(&self, user_id: Uuid, tz: &str) -> Result<bool>;
 }
 
 /// Games: storing an upload (with its event and idempotency key) and reading
@@ -392,19 +397,11 @@ pub trait Games: Send + Sync {
         user_id: Uuid,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
-    ) -> Result<Vec<Activity>> {
-        let _ = (user_id, from, to);
-        Err(StoreError::unavailable_because("activity: not implemented"))
-    }
+    ) -> Result<Vec<Activity>>;
 
     /// When the user's most recently started game started; `None` without
     /// games.
-    async fn last_started_at(&self, user_id: Uuid) -> Result<Option<DateTime<Utc>>> {
-        let _ = user_id;
-        Err(StoreError::unavailable_because(
-            "last_started_at: not implemented",
-        ))
-    }
+    async fn last_started_at(&self, user_id: Uuid) -> Result<Option<DateTime<Utc>>>;
 }
 
 /// Therapists and their patients: invite codes and the links they make
@@ -415,12 +412,7 @@ pub trait Care: Send + Sync {
     /// ones (unused, expiring after `invite.created_at`); otherwise stores
     /// nothing and says so. [`StoreError::Conflict`] if the code exists
     /// (the caller draws another).
-    async fn create_invite(&self, invite: NewInvite, max_open: u32) -> Result<InviteOutcome> {
-        let _ = (invite, max_open);
-        Err(StoreError::unavailable_because(
-            "create_invite: not implemented",
-        ))
-    }
+    async fn create_invite(&self, invite: NewInvite, max_open: u32) -> Result<InviteOutcome>;
 
     /// Redeems `code` (canonical: 8 upper-case Crockford symbols) for
     /// `patient_id` at `now`, in one step:
@@ -435,28 +427,13 @@ pub trait Care: Send + Sync {
         code: &str,
         patient_id: Uuid,
         now: DateTime<Utc>,
-    ) -> Result<RedeemOutcome> {
-        let _ = (code, patient_id, now);
-        Err(StoreError::unavailable_because(
-            "redeem_invite: not implemented",
-        ))
-    }
+    ) -> Result<RedeemOutcome>;
 
     /// A patient's therapists, oldest link first.
-    async fn therapists_of(&self, patient_id: Uuid) -> Result<Vec<TherapistLink>> {
-        let _ = patient_id;
-        Err(StoreError::unavailable_because(
-            "therapists_of: not implemented",
-        ))
-    }
+    async fn therapists_of(&self, patient_id: Uuid) -> Result<Vec<TherapistLink>>;
 
     /// A therapist's patients, oldest link first.
-    async fn patients_of(&self, therapist_id: Uuid) -> Result<Vec<PatientLink>> {
-        let _ = therapist_id;
-        Err(StoreError::unavailable_because(
-            "patients_of: not implemented",
-        ))
-    }
+    async fn patients_of(&self, therapist_id: Uuid) -> Result<Vec<PatientLink>>;
 
     /// When the therapist and the patient were linked; `None` if they are
     /// not.
@@ -464,18 +441,10 @@ pub trait Care: Send + Sync {
         &self,
         therapist_id: Uuid,
         patient_id: Uuid,
-    ) -> Result<Option<DateTime<Utc>>> {
-        let _ = (therapist_id, patient_id);
-        Err(StoreError::unavailable_because(
-            "linked_at: not implemented",
-        ))
-    }
+    ) -> Result<Option<DateTime<Utc>>>;
 
     /// Removes a link; `false` if there was none.
-    async fn unlink(&self, patient_id: Uuid, therapist_id: Uuid) -> Result<bool> {
-        let _ = (patient_id, therapist_id);
-        Err(StoreError::unavailable_because("unlink: not implemented"))
-    }
+    async fn unlink(&self, patient_id: Uuid, therapist_id: Uuid) -> Result<bool>;
 }
 
 /// An account as `/v1/me` shows it.

@@ -26,8 +26,9 @@ use m2m_domain::{
 #[cfg(feature = "mongodb")]
 use m2m_store::{Accounts, MongoStore};
 use m2m_store::{
-    Completion, Digest, Games, IdempotencyRecord, NewGame, NewLogin, NewUser, Outbox,
-    RefreshOutcome, SqliteStore, Store, StoreError, SubmitOutcome,
+    Activity, Completion, Digest, Games, IdempotencyRecord, InviteOutcome, NewGame, NewInvite,
+    NewLogin, NewUser, Outbox, PatientLink, Profile, RedeemOutcome, RefreshOutcome, SqliteStore,
+    Store, StoreError, SubmitOutcome, TherapistLink,
 };
 use m2m_synth::GameSpec;
 use std::any::Any;
@@ -93,6 +94,7 @@ impl Raw {
                     ("users", "user_id") => ("users", "_id"),
                     ("game_columns", "game_id") => ("game_columns", "_id"),
                     ("game_columns", _) => panic!("by game_id"),
+                    ("invites", "code") => ("invites", "_id"),
                     (other, key) => (other, key),
                 };
                 let n = db
@@ -326,12 +328,22 @@ macro_rules! contract_everywhere {
                 the_change_feed_pages_by_cursor,
                 unknown_cursors_are_refused,
                 concurrent_completions_store_one_change,
-                ping_answers;
+                ping_answers,
+                profiles_show_the_account_and_its_time_zone,
+                open_invites_are_limited_per_therapist,
+                redeeming_an_invite_links_once,
+                a_removed_link_comes_back_only_with_its_unexpired_code,
+                links_list_oldest_first_with_usernames,
+                activity_counts_every_game_started_in_the_range,
+                last_started_at_is_the_latest_start;
                 two:
                 two_processes_complete_the_same_event_once,
-                two_processes_share_accounts_games_and_keys;
+                two_processes_share_accounts_games_and_keys,
+                invites_created_at_once_never_exceed_the_limit,
+                a_code_redeemed_at_once_links_one_patient;
                 raw:
                 unreadable_values_read_as_their_fallbacks,
+                unreadable_care_values_read_as_their_fallbacks,
                 rows_without_a_readable_id_are_skipped_not_fatal,
                 an_event_that_cannot_be_rebuilt_holds_up_no_other,
                 unreadable_samples_are_corrupt_not_absent,
@@ -1924,6 +1936,810 @@ async fn ping_answers(store: Arc<dyn Store>) {
 }
 
 // ---------------------------------------------------------------------------
+// Therapists: profiles, invites, links and activity
+
+/// As the gateway uses them (docs/therapists.md).
+const MAX_OPEN_INVITES: u32 = 20;
+const INVITE_HOURS: i64 = 72;
+
+fn hours(h: i64) -> TimeDelta {
+    TimeDelta::hours(h)
+}
+
+async fn create_therapist(store: &dyn Store, name: &str) -> Uuid {
+    let user_id = Uuid::now_v7();
+    store
+        .create_user(NewUser {
+            user_id,
+            username: Username::parse(name).unwrap(),
+            password_hash: format!("$argon2id$hash-of-{name}"),
+            role: Role::Therapist,
+            created_at: t0(),
+        })
+        .await
+        .unwrap();
+    user_id
+}
+
+/// The `n`th invite code of a test: 8 symbols of Crockford's alphabet.
+fn code(n: u32) -> String {
+    format!("C{n:07}")
+}
+
+fn new_invite(therapist_id: Uuid, code: &str, created_at: DateTime<Utc>) -> NewInvite {
+    NewInvite {
+        code: code.to_owned(),
+        therapist_id,
+        created_at,
+        expires_at: created_at + hours(INVITE_HOURS),
+    }
+}
+
+/// Stores an invite of `therapist_id`, which must be created.
+async fn invite(
+    store: &dyn Store,
+    therapist_id: Uuid,
+    n: u32,
+    created_at: DateTime<Utc>,
+) -> String {
+    let code = code(n);
+    let outcome = store
+        .create_invite(
+            new_invite(therapist_id, &code, created_at),
+            MAX_OPEN_INVITES,
+        )
+        .await
+        .unwrap();
+    assert_eq!(outcome, InviteOutcome::Created, "{code}");
+    code
+}
+
+/// Redeems a code that must link, and returns the link.
+async fn redeem(
+    store: &dyn Store,
+    code: &str,
+    patient_id: Uuid,
+    now: DateTime<Utc>,
+) -> TherapistLink {
+    match store.redeem_invite(code, patient_id, now).await.unwrap() {
+        RedeemOutcome::Linked(link) => link,
+        other => panic!("{code}: {other:?}"),
+    }
+}
+
+/// A game of `duration_s` seconds, optionally with the phone's `started_at`.
+fn game_lasting(seed: u64, started_at: Option<&str>, duration_s: f64) -> GameSubmission {
+    let spec = GameSpec {
+        duration_s,
+        seed,
+        ..GameSpec::standard()
+    };
+    let mut json: serde_json::Value =
+        serde_json::from_str(&spec.submission_json("pinch-garden", 10.0)).unwrap();
+    if let Some(t) = started_at {
+        json["started_at"] = serde_json::Value::String(t.to_owned());
+    }
+    GameSubmission::from_json(json.to_string().as_bytes()).expect("a valid game")
+}
+
+/// Stores a game started at `started_at` (if given) and submitted at
+/// `submitted_at`.
+async fn play(
+    store: &dyn Store,
+    user_id: Uuid,
+    started_at: Option<&str>,
+    duration_s: f64,
+    submitted_at: DateTime<Utc>,
+) -> NewGame {
+    let game = new_game(
+        user_id,
+        game_lasting(duration_s as u64, started_at, duration_s),
+        submitted_at,
+    );
+    let outcome = store.submit_game(game.clone(), None).await.unwrap();
+    assert_eq!(outcome, SubmitOutcome::Created);
+    game
+}
+
+/// What `activity` must say of a game started at `started_at`.
+fn activity_of(game: &NewGame, started_at: DateTime<Utc>) -> Activity {
+    let s = &game.submission;
+    Activity {
+        game_id: game.game_id,
+        started_at,
+        active_seconds: s.channels().samples() as f64 / s.sample_rate_hz(),
+    }
+}
+
+async fn profiles_show_the_account_and_its_time_zone(store: Arc<dyn Store>) {
+    assert_eq!(store.profile(Uuid::now_v7()).await.unwrap(), None);
+    let ada = create_user(&*store, "Ada.Lovelace").await;
+    let grace = create_therapist(&*store, "Dr.Grace").await;
+    let profile = |user_id: Uuid| {
+        let store = Arc::clone(&store);
+        async move { store.profile(user_id).await.unwrap().expect("a profile") }
+    };
+    assert_eq!(
+        profile(ada).await,
+        Profile {
+            user_id: ada,
+            username: "Ada.Lovelace".into(),
+            role: Role::Patient,
+            tz: None,
+        }
+    );
+    assert!(store.set_time_zone(ada, "Europe/Zurich").await.unwrap());
+    assert_eq!(profile(ada).await.tz.as_deref(), Some("Europe/Zurich"));
+    assert!(store.set_time_zone(ada, "America/New_York").await.unwrap());
+    assert_eq!(profile(ada).await.tz.as_deref(), Some("America/New_York"));
+    // Only that account, and nothing else of it, changed.
+    assert_eq!(
+        profile(grace).await,
+        Profile {
+            user_id: grace,
+            username: "Dr.Grace".into(),
+            role: Role::Therapist,
+            tz: None,
+        }
+    );
+    let login = store
+        .user_by_username(&Username::parse("ada.lovelace").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(login.password_hash, "$argon2id$hash-of-Ada.Lovelace");
+    // No such account: nothing stored.
+    let nobody = Uuid::now_v7();
+    assert!(!store.set_time_zone(nobody, "UTC").await.unwrap());
+    assert_eq!(store.profile(nobody).await.unwrap(), None);
+}
+
+async fn open_invites_are_limited_per_therapist(store: Arc<dyn Store>) {
+    let grace = create_therapist(&*store, "Dr.Grace").await;
+    let alan = create_therapist(&*store, "Dr.Alan").await;
+    let ada = create_user(&*store, "ada").await;
+    for n in 0..MAX_OPEN_INVITES {
+        invite(&*store, grace, n, t0() + secs(n.into())).await;
+    }
+    let create = |code: String, therapist_id: Uuid, created_at: DateTime<Utc>| {
+        let store = Arc::clone(&store);
+        async move {
+            store
+                .create_invite(
+                    new_invite(therapist_id, &code, created_at),
+                    MAX_OPEN_INVITES,
+                )
+                .await
+        }
+    };
+    // The 21st is refused, and not stored.
+    let refused = create(code(20), grace, t0() + secs(30)).await.unwrap();
+    assert_eq!(refused, InviteOutcome::TooManyOpen);
+    assert_eq!(
+        store
+            .redeem_invite(&code(20), ada, t0() + secs(60))
+            .await
+            .unwrap(),
+        RedeemOutcome::Unknown
+    );
+    // Each therapist has a limit of their own.
+    invite(&*store, alan, 100, t0() + secs(30)).await;
+    // A used code is not open: room for one more, and one only.
+    redeem(&*store, &code(0), ada, t0() + secs(60)).await;
+    invite(&*store, grace, 21, t0() + secs(70)).await;
+    let refused = create(code(22), grace, t0() + secs(71)).await.unwrap();
+    assert_eq!(refused, InviteOutcome::TooManyOpen);
+    // Nor is an expired one: code 1 expires when code 23 is made.
+    let later = t0() + secs(1) + hours(INVITE_HOURS);
+    invite(&*store, grace, 23, later).await;
+    let refused = create(code(24), grace, later).await.unwrap();
+    assert_eq!(refused, InviteOutcome::TooManyOpen);
+    // A code that exists (any therapist's) is a conflict; the caller draws
+    // another.
+    let taken = create(code(2), alan, t0() + secs(80)).await;
+    assert!(matches!(taken, Err(StoreError::Conflict(_))), "{taken:?}");
+    let link = redeem(&*store, &code(2), ada, t0() + secs(90)).await;
+    assert_eq!(link.therapist_id, grace, "the first one stays");
+}
+
+async fn redeeming_an_invite_links_once(store: Arc<dyn Store>) {
+    let grace = create_therapist(&*store, "Dr.Grace").await;
+    let ada = create_user(&*store, "ada").await;
+    let bob = create_user(&*store, "Bob").await;
+    let first = invite(&*store, grace, 1, t0()).await;
+    let second = invite(&*store, grace, 2, t0() + secs(10)).await;
+    let unused = invite(&*store, grace, 3, t0()).await;
+    let last_minute = invite(&*store, grace, 4, t0()).await;
+    let expiry = t0() + hours(INVITE_HOURS);
+
+    assert_eq!(
+        store.redeem_invite("ZZZZZZZZ", ada, t0()).await.unwrap(),
+        RedeemOutcome::Unknown
+    );
+    let linked = redeem(&*store, &first, ada, t0() + secs(60)).await;
+    assert_eq!(
+        linked,
+        TherapistLink {
+            therapist_id: grace,
+            username: "Dr.Grace".into(),
+            linked_at: t0() + secs(60),
+        }
+    );
+    // The same code again: the same link, even once the code has expired.
+    assert_eq!(
+        redeem(&*store, &first, ada, t0() + secs(3600)).await,
+        linked
+    );
+    assert_eq!(
+        redeem(&*store, &first, ada, expiry + hours(1)).await,
+        linked
+    );
+    // Another code of the same therapist: the first link, and the code is
+    // spent.
+    assert_eq!(
+        redeem(&*store, &second, ada, t0() + secs(7200)).await,
+        linked
+    );
+    for code in [&first, &second] {
+        assert_eq!(
+            store
+                .redeem_invite(code, bob, t0() + secs(7300))
+                .await
+                .unwrap(),
+            RedeemOutcome::Used,
+            "{code}"
+        );
+    }
+    // A code not redeemed within its 72 hours has expired, from its expiry
+    // on; until then it links.
+    for now in [expiry, expiry + hours(1)] {
+        assert_eq!(
+            store.redeem_invite(&unused, bob, now).await.unwrap(),
+            RedeemOutcome::Expired
+        );
+    }
+    let bobs = redeem(&*store, &last_minute, bob, expiry - secs(1)).await;
+    assert_eq!(bobs.linked_at, expiry - secs(1));
+
+    assert_eq!(
+        store.therapists_of(ada).await.unwrap(),
+        std::slice::from_ref(&linked)
+    );
+    assert_eq!(
+        store.therapists_of(bob).await.unwrap(),
+        std::slice::from_ref(&bobs)
+    );
+    assert_eq!(
+        store.patients_of(grace).await.unwrap(),
+        [
+            PatientLink {
+                patient_id: ada,
+                username: "ada".into(),
+                linked_at: linked.linked_at,
+            },
+            PatientLink {
+                patient_id: bob,
+                username: "Bob".into(),
+                linked_at: bobs.linked_at,
+            },
+        ]
+    );
+}
+
+async fn a_removed_link_comes_back_only_with_its_unexpired_code(store: Arc<dyn Store>) {
+    let grace = create_therapist(&*store, "Dr.Grace").await;
+    let ada = create_user(&*store, "ada").await;
+    let bob = create_user(&*store, "bob").await;
+    let code = invite(&*store, grace, 1, t0()).await;
+    let expiry = t0() + hours(INVITE_HOURS);
+
+    redeem(&*store, &code, ada, t0() + secs(60)).await;
+    assert_eq!(
+        store.linked_at(grace, ada).await.unwrap(),
+        Some(t0() + secs(60))
+    );
+    assert!(store.unlink(ada, grace).await.unwrap());
+    assert!(!store.unlink(ada, grace).await.unwrap(), "gone already");
+    assert_eq!(store.linked_at(grace, ada).await.unwrap(), None);
+    assert!(store.therapists_of(ada).await.unwrap().is_empty());
+    assert!(store.patients_of(grace).await.unwrap().is_empty());
+
+    // Within the code's 72 hours, the patient who redeemed it links again:
+    // a new link. Nobody else can.
+    let again = redeem(&*store, &code, ada, t0() + secs(3600)).await;
+    assert_eq!(again.linked_at, t0() + secs(3600));
+    assert_eq!(store.therapists_of(ada).await.unwrap(), [again]);
+    assert_eq!(
+        store
+            .redeem_invite(&code, bob, t0() + secs(3601))
+            .await
+            .unwrap(),
+        RedeemOutcome::Used
+    );
+    // After them, the code is used.
+    assert!(store.unlink(ada, grace).await.unwrap());
+    assert_eq!(
+        store.redeem_invite(&code, ada, expiry).await.unwrap(),
+        RedeemOutcome::Used
+    );
+    assert_eq!(store.linked_at(grace, ada).await.unwrap(), None);
+}
+
+async fn links_list_oldest_first_with_usernames(store: Arc<dyn Store>) {
+    // Made in this order, so ids sort the other way from the links.
+    let grace = create_therapist(&*store, "Dr.Grace").await;
+    let alan = create_therapist(&*store, "Dr.Alan").await;
+    let ada = create_user(&*store, "Ada").await;
+    let bob = create_user(&*store, "bob").await;
+    let cy = create_user(&*store, "Cyd").await;
+    let mut n = 0;
+    let mut link = |therapist_id: Uuid, patient_id: Uuid, at: i64| {
+        n += 1;
+        let store = Arc::clone(&store);
+        async move {
+            let code = invite(&*store, therapist_id, n, t0()).await;
+            redeem(&*store, &code, patient_id, t0() + secs(at)).await
+        }
+    };
+    link(grace, bob, 30).await;
+    link(grace, ada, 20).await;
+    link(alan, ada, 10).await;
+    link(grace, cy, 5).await;
+
+    let patient = |patient_id: Uuid, username: &str, at: i64| PatientLink {
+        patient_id,
+        username: username.into(),
+        linked_at: t0() + secs(at),
+    };
+    let therapist = |therapist_id: Uuid, username: &str, at: i64| TherapistLink {
+        therapist_id,
+        username: username.into(),
+        linked_at: t0() + secs(at),
+    };
+    assert_eq!(
+        store.therapists_of(ada).await.unwrap(),
+        [
+            therapist(alan, "Dr.Alan", 10),
+            therapist(grace, "Dr.Grace", 20)
+        ]
+    );
+    assert_eq!(
+        store.patients_of(grace).await.unwrap(),
+        [
+            patient(cy, "Cyd", 5),
+            patient(ada, "Ada", 20),
+            patient(bob, "bob", 30)
+        ]
+    );
+    assert_eq!(
+        store.patients_of(alan).await.unwrap(),
+        [patient(ada, "Ada", 10)]
+    );
+    assert!(
+        store.patients_of(ada).await.unwrap().is_empty(),
+        "not a therapist"
+    );
+    assert_eq!(
+        store.linked_at(grace, ada).await.unwrap(),
+        Some(t0() + secs(20))
+    );
+    assert_eq!(
+        store.linked_at(ada, grace).await.unwrap(),
+        None,
+        "the other way"
+    );
+    assert_eq!(store.linked_at(alan, bob).await.unwrap(), None);
+
+    // Removing one link leaves the others.
+    assert!(store.unlink(ada, grace).await.unwrap());
+    assert!(!store.unlink(bob, alan).await.unwrap(), "never linked");
+    assert_eq!(
+        store.therapists_of(ada).await.unwrap(),
+        [therapist(alan, "Dr.Alan", 10)]
+    );
+    assert_eq!(
+        store.patients_of(grace).await.unwrap(),
+        [patient(cy, "Cyd", 5), patient(bob, "bob", 30)]
+    );
+    assert_eq!(
+        store.patients_of(alan).await.unwrap(),
+        [patient(ada, "Ada", 10)]
+    );
+}
+
+async fn activity_counts_every_game_started_in_the_range(store: Arc<dyn Store>) {
+    let ada = create_user(&*store, "ada").await;
+    let grace = create_user(&*store, "grace").await;
+    let from = at("2026-11-27T00:00:00Z");
+    let to = at("2026-11-28T00:00:00Z");
+    let later = at("2026-11-29T00:00:00Z");
+    // Submitted in another order than they were played.
+    let failed = play(&*store, ada, Some("2026-11-27T18:30:00Z"), 4.0, later).await;
+    let before = play(
+        &*store,
+        ada,
+        Some("2026-11-26T23:59:59.999999Z"),
+        3.0,
+        later,
+    )
+    .await;
+    let at_from = play(&*store, ada, Some("2026-11-27T00:00:00Z"), 2.0, later).await;
+    let at_to = play(&*store, ada, Some("2026-11-28T00:00:00Z"), 3.0, later).await;
+    let processed_game = play(&*store, ada, Some("2026-11-27T12:00:00+01:00"), 5.0, later).await;
+    // No start from the phone: played when submitted.
+    let unstarted = play(&*store, ada, None, 6.0, at("2026-11-27T20:00:00Z")).await;
+    play(&*store, grace, Some("2026-11-27T12:00:00Z"), 3.0, later).await;
+    store
+        .complete_game(processed(&processed_game, later))
+        .await
+        .unwrap();
+    store
+        .complete_game(Completion {
+            status: GameStatus::Failed,
+            metrics: None,
+            error: Some("the flexion channels are constant".into()),
+            ..processed(&failed, later)
+        })
+        .await
+        .unwrap();
+
+    // Any status (queued, processed, failed), oldest first, [from, to).
+    let expected = [
+        activity_of(&at_from, from),
+        activity_of(&processed_game, at("2026-11-27T11:00:00Z")),
+        activity_of(&failed, at("2026-11-27T18:30:00Z")),
+        activity_of(&unstarted, at("2026-11-27T20:00:00Z")),
+    ];
+    assert_eq!(store.activity(ada, from, to).await.unwrap(), expected);
+    // Durations are samples ÷ rate: what was played.
+    for (a, seconds) in expected.iter().zip([2.0, 5.0, 4.0, 6.0]) {
+        assert!((a.active_seconds - seconds).abs() < 0.02, "{a:?}");
+    }
+    // The bounds, to the nanosecond.
+    let before_start = at("2026-11-26T23:59:59.999999Z");
+    assert_eq!(
+        store.activity(ada, before_start, from).await.unwrap(),
+        [activity_of(&before, before_start)]
+    );
+    assert_eq!(
+        store.activity(ada, to, to + secs(1)).await.unwrap(),
+        [activity_of(&at_to, to)]
+    );
+    let ns = TimeDelta::nanoseconds(1);
+    assert_eq!(
+        store.activity(ada, from, from + ns).await.unwrap(),
+        [activity_of(&at_from, from)]
+    );
+    assert!(store
+        .activity(ada, from + ns, from + secs(1))
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(store.activity(ada, from, from).await.unwrap().is_empty());
+    assert!(store.activity(ada, to, from).await.unwrap().is_empty());
+    // Every time there is.
+    let all = store
+        .activity(ada, DateTime::<Utc>::MIN_UTC, DateTime::<Utc>::MAX_UTC)
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 6);
+    assert!(all.windows(2).all(|w| w[0].started_at <= w[1].started_at));
+    assert!(store
+        .activity(Uuid::now_v7(), from, to)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+async fn last_started_at_is_the_latest_start(store: Arc<dyn Store>) {
+    let ada = create_user(&*store, "ada").await;
+    let grace = create_user(&*store, "grace").await;
+    assert_eq!(store.last_started_at(ada).await.unwrap(), None);
+    play(
+        &*store,
+        ada,
+        Some("2026-11-20T10:00:00Z"),
+        3.0,
+        t0() + secs(3),
+    )
+    .await;
+    // Submitted first, played last.
+    let latest = play(
+        &*store,
+        ada,
+        Some("2026-11-25T10:00:00.5Z"),
+        3.0,
+        t0() + secs(1),
+    )
+    .await;
+    play(
+        &*store,
+        ada,
+        Some("2026-11-22T10:00:00Z"),
+        3.0,
+        t0() + secs(2),
+    )
+    .await;
+    assert_eq!(
+        store.last_started_at(ada).await.unwrap(),
+        Some(at("2026-11-25T10:00:00.5Z"))
+    );
+    // Whatever became of it.
+    store
+        .complete_game(Completion {
+            status: GameStatus::Failed,
+            metrics: None,
+            error: Some("too short".into()),
+            ..processed(&latest, t0() + secs(10))
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        store.last_started_at(ada).await.unwrap(),
+        Some(at("2026-11-25T10:00:00.5Z"))
+    );
+    assert_eq!(store.last_started_at(grace).await.unwrap(), None);
+    play(&*store, grace, None, 3.0, t0() + secs(5)).await;
+    assert_eq!(
+        store.last_started_at(grace).await.unwrap(),
+        Some(t0() + secs(5))
+    );
+}
+
+/// Two gateways (two stores on the same data) making invites of one
+/// therapist at once, near the limit: never more than the limit open, and
+/// a refused code is not stored.
+async fn invites_created_at_once_never_exceed_the_limit(a: Arc<dyn Store>, b: Arc<dyn Store>) {
+    let grace = create_therapist(&*a, "Dr.Grace").await;
+    let ada = create_user(&*a, "ada").await;
+    for n in 0..MAX_OPEN_INVITES - 2 {
+        invite(&*a, grace, n, t0()).await;
+    }
+    let now = t0() + secs(10);
+    let mut tasks = Vec::new();
+    for n in 100..106 {
+        let store = Arc::clone(if n % 2 == 0 { &a } else { &b });
+        tasks.push(tokio::spawn(async move {
+            let outcome = store
+                .create_invite(new_invite(grace, &code(n), now), MAX_OPEN_INVITES)
+                .await
+                .unwrap();
+            (n, outcome)
+        }));
+    }
+    let mut created = 0;
+    for task in tasks {
+        let (n, outcome) = task.await.unwrap();
+        if outcome == InviteOutcome::Created {
+            created += 1;
+        } else {
+            assert_eq!(
+                b.redeem_invite(&code(n), ada, now).await.unwrap(),
+                RedeemOutcome::Unknown,
+                "a refused code is not stored"
+            );
+        }
+    }
+    assert!(created <= 2, "{created} created");
+    // What room is left, is left whole.
+    for n in 0..2 - created {
+        invite(&*b, grace, 200 + n, now).await;
+    }
+    let refused = a
+        .create_invite(new_invite(grace, &code(300), now), MAX_OPEN_INVITES)
+        .await
+        .unwrap();
+    assert_eq!(refused, InviteOutcome::TooManyOpen);
+}
+
+/// Two gateways redeeming one code at once: one patient is linked; the
+/// same patient twice at once gets one link.
+async fn a_code_redeemed_at_once_links_one_patient(a: Arc<dyn Store>, b: Arc<dyn Store>) {
+    let grace = create_therapist(&*a, "Dr.Grace").await;
+    let ada = create_user(&*a, "ada").await;
+    let bob = create_user(&*a, "bob").await;
+    let cy = create_user(&*a, "cyd").await;
+    let now = t0() + secs(60);
+    let contested = invite(&*a, grace, 1, t0()).await;
+    let (ra, rb) = tokio::join!(
+        a.redeem_invite(&contested, ada, now),
+        b.redeem_invite(&contested, bob, now),
+    );
+    let (ra, rb) = (ra.unwrap(), rb.unwrap());
+    let (winner, loser) = match (&ra, &rb) {
+        (RedeemOutcome::Linked(_), RedeemOutcome::Used) => (ada, bob),
+        (RedeemOutcome::Used, RedeemOutcome::Linked(_)) => (bob, ada),
+        other => panic!("expected one link and one used: {other:?}"),
+    };
+    assert_eq!(a.therapists_of(winner).await.unwrap().len(), 1);
+    assert!(b.therapists_of(loser).await.unwrap().is_empty());
+
+    let twice = invite(&*a, grace, 2, t0()).await;
+    let (ra, rb) = tokio::join!(
+        a.redeem_invite(&twice, cy, now),
+        b.redeem_invite(&twice, cy, now + secs(1)),
+    );
+    let (ra, rb) = (ra.unwrap(), rb.unwrap());
+    assert!(matches!(&ra, RedeemOutcome::Linked(_)), "{ra:?}");
+    assert_eq!(ra, rb, "one link");
+    let patients = b.patients_of(grace).await.unwrap();
+    assert_eq!(
+        patients.iter().map(|p| p.patient_id).collect::<Vec<_>>(),
+        [winner, cy]
+    );
+}
+
+async fn unreadable_care_values_read_as_their_fallbacks(store: Arc<dyn Store>, raw: Raw) {
+    let ada = create_user(&*store, "ada").await;
+    let bob = create_user(&*store, "bob").await;
+    let grace = create_therapist(&*store, "Dr.Grace").await;
+    let alan = create_therapist(&*store, "Dr.Alan").await;
+    let id = |u: Uuid| u.hyphenated().to_string();
+
+    // A time zone is kept as stored, known or not; a role that cannot be
+    // read is a patient's.
+    store.set_time_zone(ada, "Europe/Zurich").await.unwrap();
+    raw.set("users", "user_id", &id(ada), "tz", "Mars/Olympus_Mons")
+        .await;
+    raw.set("users", "user_id", &id(alan), "role", "Admin")
+        .await;
+    assert_eq!(
+        store.profile(ada).await.unwrap().unwrap().tz.as_deref(),
+        Some("Mars/Olympus_Mons")
+    );
+    let profile = store.profile(alan).await.unwrap().unwrap();
+    assert_eq!(
+        (profile.role, profile.username.as_str()),
+        (Role::Patient, "Dr.Alan")
+    );
+
+    // A link whose time cannot be read shows, as the oldest, at the epoch,
+    // and can be removed.
+    let graces_code = invite(&*store, grace, 1, t0()).await;
+    let graces = redeem(&*store, &graces_code, ada, t0() + secs(60)).await;
+    let alans_code = invite(&*store, alan, 2, t0()).await;
+    redeem(&*store, &alans_code, ada, t0() + secs(120)).await;
+    raw.set("links", "therapist_id", &id(alan), "linked_at", "yesterday")
+        .await;
+    let epoch = DateTime::<Utc>::UNIX_EPOCH;
+    assert_eq!(
+        store.therapists_of(ada).await.unwrap(),
+        [
+            TherapistLink {
+                therapist_id: alan,
+                username: "Dr.Alan".into(),
+                linked_at: epoch,
+            },
+            graces,
+        ]
+    );
+    assert_eq!(store.patients_of(alan).await.unwrap()[0].linked_at, epoch);
+    assert_eq!(store.linked_at(alan, ada).await.unwrap(), Some(epoch));
+    assert!(store.unlink(ada, alan).await.unwrap());
+
+    // An invite whose expiry cannot be read has expired: it does not count
+    // as open, and it links nobody.
+    let damaged = invite(&*store, grace, 3, t0()).await;
+    raw.set("invites", "code", &damaged, "expires_at", "soon")
+        .await;
+    assert_eq!(
+        store
+            .redeem_invite(&damaged, bob, t0() + secs(60))
+            .await
+            .unwrap(),
+        RedeemOutcome::Expired
+    );
+    let one_open = |n: u32| {
+        let store = Arc::clone(&store);
+        async move {
+            store
+                .create_invite(new_invite(grace, &code(n), t0() + secs(1)), 1)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(one_open(4).await, InviteOutcome::Created);
+    assert_eq!(one_open(5).await, InviteOutcome::TooManyOpen);
+
+    // Activity: a start that cannot be read counts at the submission; one
+    // that reads but is not in the stored format counts where it reads; a
+    // duration that cannot be read is 0.
+    let day = at("2026-11-27T00:00:00Z");
+    let unreadable = play(
+        &*store,
+        bob,
+        Some("2026-11-27T08:00:00Z"),
+        3.0,
+        day + hours(20),
+    )
+    .await;
+    let offset = play(
+        &*store,
+        bob,
+        Some("2026-11-27T09:00:00Z"),
+        3.0,
+        day + hours(72),
+    )
+    .await;
+    let not_a_day = play(
+        &*store,
+        bob,
+        Some("2026-11-27T07:00:00Z"),
+        3.0,
+        day + hours(24 * 8),
+    )
+    .await;
+    let no_rate = play(
+        &*store,
+        bob,
+        Some("2026-11-27T12:00:00Z"),
+        3.0,
+        day + hours(72),
+    )
+    .await;
+    let far = play(
+        &*store,
+        bob,
+        Some("2026-11-27T06:00:00Z"),
+        3.0,
+        day + hours(24 * 9),
+    )
+    .await;
+    let gid = |g: &NewGame| g.game_id.hyphenated().to_string();
+    raw.set(
+        "games",
+        "game_id",
+        &gid(&unreadable),
+        "started_at",
+        YEAR_10000,
+    )
+    .await;
+    raw.set(
+        "games",
+        "game_id",
+        &gid(&offset),
+        "started_at",
+        "2026-11-27T10:00:00+01:00",
+    )
+    .await;
+    raw.set(
+        "games",
+        "game_id",
+        &gid(&not_a_day),
+        "started_at",
+        "2026-02-30T07:00:00.000000Z",
+    )
+    .await;
+    raw.set("games", "game_id", &gid(&far), "started_at", YEAR_MINUS_1)
+        .await;
+    raw.set("games", "game_id", &gid(&no_rate), "sample_rate_hz", "0")
+        .await;
+    assert_eq!(
+        store.activity(bob, day, day + hours(24)).await.unwrap(),
+        [
+            activity_of(&offset, day + hours(9)),
+            Activity {
+                active_seconds: 0.0,
+                ..activity_of(&no_rate, day + hours(12))
+            },
+            activity_of(&unreadable, day + hours(20)),
+        ]
+    );
+    assert_eq!(
+        store
+            .activity(bob, day + hours(24 * 8), day + hours(24 * 9))
+            .await
+            .unwrap(),
+        [activity_of(&not_a_day, day + hours(24 * 8))]
+    );
+    assert_eq!(
+        store.last_started_at(bob).await.unwrap(),
+        Some(day + hours(24 * 9)),
+        "the submission of the game whose start cannot be read"
+    );
+}
+
+// ---------------------------------------------------------------------------
 // SQLite only
 
 mod sqlite_only {
@@ -1987,7 +2803,11 @@ mod sqlite_only {
         // Back to version 1, with an account stored in its shape.
         let conn = rusqlite::Connection::open(&path).unwrap();
         conn.execute_batch(
-            "ALTER TABLE users DROP COLUMN role;
+            "DROP TABLE invites;
+             DROP TABLE links;
+             DROP INDEX games_by_start;
+             ALTER TABLE users DROP COLUMN tz;
+             ALTER TABLE users DROP COLUMN role;
              PRAGMA user_version = 1;
              INSERT INTO users (user_id, username, username_key, password_hash, created_at)
              VALUES ('0190c6a4-0000-7000-8000-000000000001', 'Ada', 'ada', 'hash',

@@ -1,14 +1,17 @@
 //! [`Accounts`] on MongoDB: users, logins and refresh tokens.
 
-use super::documents::{binary, parse_id, LoginDoc, TokenDoc, UserDoc};
+use super::documents::{binary, doc_text, parse_id, LoginDoc, TokenDoc, UserDoc};
 use super::error::{db, db_insert, duplicate_key_message, is_duplicate_key};
 use super::MongoStore;
-use crate::format::{id, parse_time, stored_role, ts};
-use crate::{Accounts, Digest, NewLogin, NewUser, RefreshOutcome, Result, StoreError, UserRecord};
+use crate::format::{id, parse_time, required, stored_role, stored_tz, ts};
+use crate::{
+    Accounts, Digest, NewLogin, NewUser, Profile, RefreshOutcome, Result, StoreError, UserRecord,
+};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use m2m_domain::{Role, Username};
-use mongodb::bson::{doc, Bson};
+use mongodb::bson::{doc, Bson, Document};
+use uuid::Uuid;
 
 #[async_trait]
 impl Accounts for MongoStore {
@@ -20,6 +23,7 @@ impl Accounts for MongoStore {
             password_hash: user.password_hash,
             role: Some(Bson::String(user.role.as_str().to_owned())),
             created_at: ts(user.created_at),
+            tz: None,
         };
         match self.users.insert_one(&doc).await {
             Ok(_) => Ok(()),
@@ -154,6 +158,38 @@ impl Accounts for MongoStore {
             login_id: parse_id(&login.login_id)?,
             role: user.map_or(Role::Patient, |u| stored_role(&user_id, u.role_field())),
         })
+    }
+
+    async fn profile(&self, user_id: Uuid) -> Result<Option<Profile>> {
+        // Read as a plain document, field by field: one value that cannot
+        // be read shows its fallback and spoils nothing else.
+        let Some(d) = self
+            .users
+            .clone_with_type::<Document>()
+            .find_one(doc! { "_id": id(user_id) })
+            .projection(doc! { "username": 1, "role": 1, "tz": 1 })
+            .await
+            .map_err(db)?
+        else {
+            return Ok(None);
+        };
+        let row = format!("user {user_id}");
+        Ok(Some(Profile {
+            user_id,
+            username: required(&row, "username", doc_text(&d, "username"), "\"\"")
+                .unwrap_or_default(),
+            role: stored_role(&user_id, doc_text(&d, "role")),
+            tz: stored_tz(&user_id, doc_text(&d, "tz")),
+        }))
+    }
+
+    async fn set_time_zone(&self, user_id: Uuid, tz: &str) -> Result<bool> {
+        let updated = self
+            .users
+            .update_one(doc! { "_id": id(user_id) }, doc! { "$set": { "tz": tz } })
+            .await
+            .map_err(db)?;
+        Ok(updated.matched_count > 0)
     }
 
     async fn revoke_login(&self, presented: Digest, now: DateTime<Utc>) -> Result<bool> {

@@ -4,7 +4,7 @@
 //! be read").
 
 use super::feed::encode_cursor;
-use crate::format::{corrupt, corrupt_detail, unreadable, Field, StoredChange, StoredGame};
+use crate::format::{corrupt, corrupt_detail, id, unreadable, Field, StoredChange, StoredGame};
 use crate::Result;
 use m2m_analysis::Metrics;
 use m2m_domain::{Change, Device, Game, GameStatus};
@@ -27,6 +27,10 @@ pub(super) struct UserDoc {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) role: Option<Bson>,
     pub(super) created_at: String,
+    /// The IANA time zone the user set; absent until set (UTC). Raw, as
+    /// `role`, for the same reason (read by `stored_tz`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) tz: Option<Bson>,
 }
 
 impl UserDoc {
@@ -38,6 +42,59 @@ impl UserDoc {
             Some(other) => Err(format!("not a string: {:?}", other.element_type())),
         }
     }
+}
+
+/// A therapist's invite code.
+#[derive(Debug, Serialize, Deserialize)]
+pub(super) struct InviteDoc {
+    /// The code itself: one invite per code, by the `_id` index.
+    #[serde(rename = "_id")]
+    pub(super) code: String,
+    pub(super) therapist_id: String,
+    pub(super) created_at: String,
+    pub(super) expires_at: String,
+    /// The patient who redeemed it; absent until then (open codes are
+    /// those without it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) used_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) used_at: Option<String>,
+}
+
+/// A link of a therapist and a patient.
+#[derive(Debug, Serialize, Deserialize)]
+pub(super) struct LinkDoc {
+    /// [`link_id`]: one link per pair, by the `_id` index.
+    #[serde(rename = "_id")]
+    pub(super) link_id: String,
+    pub(super) therapist_id: String,
+    pub(super) patient_id: String,
+    pub(super) linked_at: String,
+}
+
+/// The `_id` of the link of a therapist and a patient: both ids, therapist
+/// first, so that a pair has one link whoever writes it.
+pub(super) fn link_id(therapist_id: Uuid, patient_id: Uuid) -> String {
+    format!("{}:{}", id(therapist_id), id(patient_id))
+}
+
+/// A regular expression matching a time exactly as
+/// [`ts`](crate::format::ts) writes it, for a real date and time, whose
+/// string order is therefore its time order. A range query takes such
+/// strings by their order and every other value whatever it holds, and
+/// reads them all with their fallbacks (`format::text_range`). It leaves
+/// 29 February to be read (a leap year's or not), so it never calls a
+/// value well-formed that is not.
+pub(super) const WELL_FORMED_TIME: &str = "^[0-9]{4}-\
+    (?:(?:0[1-9]|1[0-2])-(?:0[1-9]|1[0-9]|2[0-8])|(?:0[13-9]|1[0-2])-(?:29|30)|(?:0[13578]|1[02])-31)\
+    T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]\\.[0-9]{6}Z$";
+
+/// [`WELL_FORMED_TIME`] as a BSON value, for `$regex` and `$not`.
+pub(super) fn well_formed_time() -> Bson {
+    Bson::RegularExpression(bson::Regex {
+        pattern: WELL_FORMED_TIME.to_owned(),
+        options: String::new(),
+    })
 }
 
 #[derive(Debug, Serialize, Deserialize)]

@@ -2,15 +2,18 @@
 //! document holding its outbox entry), reading games.
 
 use super::documents::{
-    binary, doc_f64, doc_id, doc_text, doc_value, game_from_doc, to_i64, ColumnsDoc, GameDoc,
-    IdempotencyDoc, OutboxDoc,
+    binary, doc_f64, doc_i64, doc_id, doc_text, doc_value, game_from_doc, to_i64, well_formed_time,
+    ColumnsDoc, GameDoc, IdempotencyDoc, OutboxDoc, WELL_FORMED_TIME,
 };
 use super::error::{db, db_insert, is_duplicate_key};
 use super::{collect, MongoStore, MAX_DOCUMENT_BYTES};
 use crate::format::{
-    corrupt, corrupt_detail, id, parse_time, required, started_at, stored_samples, ts,
+    activity, corrupt, corrupt_detail, id, parse_time, required, started_at, stored_samples,
+    text_range, ts,
 };
-use crate::{Games, IdempotencyRecord, NewGame, ProcessedGame, Result, StoreError, SubmitOutcome};
+use crate::{
+    Activity, Games, IdempotencyRecord, NewGame, ProcessedGame, Result, StoreError, SubmitOutcome,
+};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
@@ -363,6 +366,97 @@ impl Games for MongoStore {
             });
         }
         Ok(games)
+    }
+
+    async fn activity(
+        &self,
+        user_id: Uuid,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<Activity>> {
+        let Some((lower, upper)) = text_range(from, to) else {
+            return Ok(Vec::new());
+        };
+        let user = id(user_id);
+        let games = self.games.clone_with_type::<Document>();
+        let projection =
+            doc! { "started_at": 1, "submitted_at": 1, "samples": 1, "sample_rate_hz": 1 };
+        // The games whose start is in the range by its string (through
+        // `user_started`), then those whose start is not a time in the
+        // stored format: they count where they read.
+        let in_range = games
+            .find(doc! {
+                "user_id": &user,
+                // Apart, as in `create_invite`.
+                "$and": [
+                    { "started_at": { "$gte": lower, "$lt": upper } },
+                    { "started_at": { "$regex": WELL_FORMED_TIME } },
+                ],
+            })
+            .projection(projection.clone())
+            .await
+            .map_err(db)?;
+        let irregular = games
+            .find(doc! { "user_id": &user, "started_at": { "$not": well_formed_time() } })
+            .projection(projection)
+            .await
+            .map_err(db)?;
+        let mut found = collect(in_range).await?;
+        found.extend(collect(irregular).await?);
+        let mut games: Vec<Activity> = found
+            .iter()
+            .filter_map(|d| {
+                let game_id = doc_id(d, "_id", "game")?;
+                Some(activity(
+                    game_id,
+                    doc_text(d, "started_at"),
+                    doc_text(d, "submitted_at"),
+                    doc_i64(d, "samples"),
+                    doc_f64(d, "sample_rate_hz"),
+                ))
+            })
+            .filter(|g| (from..to).contains(&g.started_at))
+            .collect();
+        games.sort_by_key(|g| (g.started_at, g.game_id));
+        Ok(games)
+    }
+
+    async fn last_started_at(&self, user_id: Uuid) -> Result<Option<DateTime<Utc>>> {
+        let user = id(user_id);
+        let games = self.games.clone_with_type::<Document>();
+        // The latest well-formed start, by `user_started` (the first game
+        // whose id reads)…
+        let mut cursor = games
+            .find(doc! { "user_id": &user, "started_at": { "$regex": WELL_FORMED_TIME } })
+            .sort(doc! { "started_at": -1 })
+            .projection(doc! { "started_at": 1 })
+            .batch_size(8)
+            .await
+            .map_err(db)?;
+        let mut latest = None;
+        while let Some(d) = cursor.try_next().await.map_err(db)? {
+            if let Some(game_id) = doc_id(&d, "_id", "game") {
+                latest = Some(started_at(game_id, doc_text(&d, "started_at"), Ok(None)));
+                break;
+            }
+        }
+        // …or a later one among the starts that are not.
+        let irregular = games
+            .find(doc! { "user_id": &user, "started_at": { "$not": well_formed_time() } })
+            .projection(doc! { "started_at": 1, "submitted_at": 1 })
+            .await
+            .map_err(db)?;
+        for d in collect(irregular).await? {
+            if let Some(game_id) = doc_id(&d, "_id", "game") {
+                let t = started_at(
+                    game_id,
+                    doc_text(&d, "started_at"),
+                    doc_text(&d, "submitted_at"),
+                );
+                latest = latest.max(Some(t));
+            }
+        }
+        Ok(latest)
     }
 
     async fn purge_idempotency_keys(&self, before: DateTime<Utc>) -> Result<u64> {

@@ -49,6 +49,12 @@ impl MongoStore {
                     false,
                     Some(doc! { "status": "queued" }),
                 ),
+                index(
+                    doc! { "user_id": 1, "started_at": 1 },
+                    "user_started",
+                    false,
+                    None,
+                ),
             ])
             .await
             .map_err(failed)?;
@@ -68,6 +74,22 @@ impl MongoStore {
                 true,
                 None,
             ))
+            .await
+            .map_err(failed)?;
+        self.invites
+            .create_index(index(
+                doc! { "therapist_id": 1, "expires_at": 1 },
+                "therapist_invites",
+                false,
+                None,
+            ))
+            .await
+            .map_err(failed)?;
+        self.links
+            .create_indexes([
+                index(doc! { "patient_id": 1 }, "patient_links", false, None),
+                index(doc! { "therapist_id": 1 }, "therapist_links", false, None),
+            ])
             .await
             .map_err(failed)?;
         Ok(())

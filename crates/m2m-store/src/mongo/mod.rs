@@ -7,8 +7,8 @@
 //! - [`indexes`]: the indexes below, created at connect;
 //! - [`documents`]: the stored documents and reading them field by field;
 //! - [`error`]: driver errors as [`StoreError`]s;
-//! - [`accounts`], [`games`], [`outbox`], [`feed`]: one trait of the
-//!   crate each (`Accounts`, `Games`, `Outbox`, `ChangeFeed`).
+//! - [`accounts`], [`games`], [`outbox`], [`feed`], [`care`]: one trait of
+//!   the crate each (`Accounts`, `Games`, `Outbox`, `ChangeFeed`, `Care`).
 //!
 //! # No multi-document transactions
 //! It runs on a standalone server (4.4 or newer) as well as on a replica
@@ -26,6 +26,24 @@
 //!   redelivery of the event re-applies.
 //! - Refresh tokens: the next token is stored before the presented one is
 //!   spent, by a conditional update that only one rotation can win.
+//! - `redeem_invite`: an update that only finds the code while it is unused
+//!   marks it used by the patient (one redemption wins), then an upsert of
+//!   the link on its `_id` with `$setOnInsert` makes the link or keeps the
+//!   one there (with its first `linked_at`). A crash between the two leaves
+//!   the code used by this patient and no link; the patient presenting it
+//!   again within its 72 hours makes the link, which the contract allows
+//!   (a code this patient redeemed, while unexpired, relinks them). Two
+//!   redemptions at once by one patient make one link: the upsert that
+//!   loses the race on `_id` reads the link the other stored.
+//! - `create_invite`: the invite is stored, then the therapist's open
+//!   invites are counted, itself included; above the limit it is removed
+//!   again, unseen, and the answer is "too many". Requests at once never
+//!   keep more than the limit between them (the last to count sees every
+//!   invite that stays), but near the limit they may all be refused, each
+//!   counting the others' invites before those are removed; the therapist
+//!   asks again. A crash between the insert and the removal leaves a code
+//!   nobody was given, open (and counted) until it expires.
+//! - `unlink`, `set_time_zone`: one document each.
 //!
 //! # Formats
 //! Ids are UUIDs as lower-case hyphenated strings (UUIDv7 strings sort by
@@ -36,21 +54,28 @@
 //! Metrics and devices are BSON sub-documents (doubles keep every bit, so a
 //! result reads back exactly as it was returned).
 //!
-//! Games and changes are read as plain documents and decoded field by
-//! field, so a field of the wrong type or a time that does not parse is
-//! shown as its fallback, by the rule of the crate documentation ("Stored
-//! data that cannot be read"), instead of failing the whole query.
+//! Games, changes, profiles, invites and links are read as plain documents
+//! and decoded field by field, so a field of the wrong type or a time that
+//! does not parse is shown as its fallback, by the rule of the crate
+//! documentation ("Stored data that cannot be read"), instead of failing
+//! the whole query. A range of times is compared as strings only where the
+//! string is a time as this store writes it (`documents::WELL_FORMED_TIME`);
+//! a game whose `started_at` is anything else is taken whatever it holds
+//! and placed where it reads, and an invite whose `expires_at` is not
+//! well-formed counts as expired.
 //!
 //! # Collections
 //! | collection | `_id` | other fields |
 //! |---|---|---|
-//! | `users` | user id | `username` (as spelled), `username_key` (lower-cased), `password_hash`, `created_at` |
+//! | `users` | user id | `username` (as spelled), `username_key` (lower-cased), `password_hash`, `role`?, `created_at`, `tz`? (the IANA time zone the user set; absent: UTC) |
 //! | `logins` | login id | `user_id`, `created_at`, `revoked_at` (absent until revoked) |
 //! | `refresh_tokens` | SHA-256 of the token (binary) | `login_id`, `created_at`, `expires_at`, `spent_at` (absent until spent) |
 //! | `games` | game id | `user_id`, `event_id`, `status`, `game`, `score`, `started_at`, `submitted_at`, `processed_at`?, `device`?, `sample_rate_hz`, `samples`, `channels` (names), `metrics`?, `error`?, `outbox: {created_at, trace_id, pending, lease_until?, published_at?}` |
 //! | `game_columns` | game id | `user_id`, `columns: {name: binary}` ([`m2m_domain::encode_column`]: f32 little-endian, ~4 bytes a sample) |
 //! | `idempotency_keys` | (generated) | `user_id`, `key`, `request_hash`, `status`, `body`, `game_id`, `event_id`, `submitted_at`, `created_at` |
 //! | `changes` | event id | `user_id`, `seq`, `game_id`, `reconciliation_event_id`, `status`, `processed_at`, `metrics`?, `error`? |
+//! | `invites` | the code | `therapist_id`, `created_at`, `expires_at`, `used_by`? (the patient who redeemed it; absent while unused), `used_at`? |
+//! | `links` | `<therapist id>:<patient id>` (one link per pair) | `therapist_id`, `patient_id`, `linked_at` |
 //!
 //! The sensor columns are one document per game in `game_columns`, not
 //! embedded in the game: every read of a game (a page of the list, the
@@ -73,12 +98,17 @@
 //! | `games` | `outbox_pending` | `outbox.pending`, `outbox.created_at`, `event_id` | partial: `outbox.pending: true` | `advance_outbox` (claims, oldest first), `unpublished_count`; only unpublished games are in it |
 //! | `games` | `queued_games` | `status` | partial: `status: "queued"` | `republish_unfinished` |
 //! | `idempotency_keys` | `user_key_unique` | `user_id`, `key` | unique | `submit_game`: one first answer per (user, key) |
+//! | `games` | `user_started` | `user_id`, `started_at` | | `activity` (a range of starts), `last_started_at` (the latest) |
 //! | `changes` | `user_seq_unique` | `user_id`, `seq` | unique | `changes_since`, `latest_cursor`, cursor checks; no two changes of a user share a position |
+//! | `invites` | `therapist_invites` | `therapist_id`, `expires_at` | | `create_invite`: counting a therapist's unexpired codes |
+//! | `links` | `patient_links` | `patient_id` | | `therapists_of` |
+//! | `links` | `therapist_links` | `therapist_id` | | `patients_of` |
 //!
 //! The `_id` indexes serve the lookups by id: a login, a refresh token (by
-//! its hash), a game (`game`, `complete_game`), its columns (`game_samples`, for the processor) and
+//! its hash), a game (`game`, `complete_game`), its columns (`game_samples`, for the processor),
 //! a change by its event id (`complete_game`'s idempotency: one change per
-//! event, enforced by the server).
+//! event, enforced by the server), an invite by its code (a code exists
+//! once) and the link of a pair (`linked_at`, `unlink`; one link per pair).
 //!
 //! # Cursors
 //! A change's position in its user's feed is `seq`, 1, 2, 3… allocated as
@@ -96,6 +126,7 @@
 //! one.
 
 mod accounts;
+mod care;
 mod documents;
 mod error;
 mod feed;
@@ -105,7 +136,9 @@ mod outbox;
 
 use crate::{Health, Result, StoreError};
 use async_trait::async_trait;
-use documents::{ChangeDoc, GameDoc, IdempotencyDoc, LoginDoc, TokenDoc, UserDoc};
+use documents::{
+    ChangeDoc, GameDoc, IdempotencyDoc, InviteDoc, LinkDoc, LoginDoc, TokenDoc, UserDoc,
+};
 use error::{db, unavailable};
 use futures::TryStreamExt;
 use mongodb::bson::{doc, RawDocumentBuf};
@@ -146,6 +179,8 @@ pub struct MongoStore {
     columns: Collection<RawDocumentBuf>,
     idempotency: Collection<IdempotencyDoc>,
     changes: Collection<ChangeDoc>,
+    invites: Collection<InviteDoc>,
+    links: Collection<LinkDoc>,
 }
 
 impl fmt::Debug for MongoStore {
@@ -229,6 +264,8 @@ impl MongoStore {
             columns: db.collection("game_columns"),
             idempotency: db.collection("idempotency_keys"),
             changes: db.collection("changes"),
+            invites: db.collection("invites"),
+            links: db.collection("links"),
             db,
         };
         store.create_indexes().await?;
@@ -276,9 +313,6 @@ impl Health for MongoStore {
             .map_err(|e| unavailable("MongoDB does not answer", e))
     }
 }
-
-#[async_trait::async_trait]
-impl crate::Care for MongoStore {}
 
 #[cfg(test)]
 mod tests {

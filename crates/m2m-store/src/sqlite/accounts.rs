@@ -3,8 +3,8 @@
 use super::error::{db, db_insert};
 use super::rows::{get, get_uuid, text};
 use super::SqliteStore;
-use crate::format::{corrupt, id, parse_time, stored_role, ts};
-use crate::{Accounts, Digest, NewLogin, NewUser, RefreshOutcome, Result, UserRecord};
+use crate::format::{corrupt, id, parse_time, required, stored_role, stored_tz, ts};
+use crate::{Accounts, Digest, NewLogin, NewUser, Profile, RefreshOutcome, Result, UserRecord};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use m2m_domain::Username;
@@ -158,6 +158,45 @@ impl Accounts for SqliteStore {
                     login_id: Uuid::parse_str(&login_id).map_err(|e| corrupt("stored id", e))?,
                     role: stored_role(&user_id, role?),
                 })
+            })
+        })
+        .await
+    }
+
+    async fn profile(&self, user_id: Uuid) -> Result<Option<Profile>> {
+        self.blocking(move |inner| {
+            inner.read(|tx| {
+                let mut stmt = tx
+                    .prepare_cached("SELECT username, role, tz FROM users WHERE user_id = ?1")
+                    .map_err(db)?;
+                let mut rows = stmt.query([id(user_id)]).map_err(db)?;
+                let Some(row) = rows.next().map_err(db)? else {
+                    return Ok(None);
+                };
+                let row_name = format!("user {user_id}");
+                Ok(Some(Profile {
+                    user_id,
+                    username: required(&row_name, "username", text(row, 0)?, "\"\"")
+                        .unwrap_or_default(),
+                    role: stored_role(&user_id, text(row, 1)?),
+                    tz: stored_tz(&user_id, text(row, 2)?),
+                }))
+            })
+        })
+        .await
+    }
+
+    async fn set_time_zone(&self, user_id: Uuid, tz: &str) -> Result<bool> {
+        let tz = tz.to_owned();
+        self.blocking(move |inner| {
+            inner.write(|tx| {
+                let changed = tx
+                    .execute(
+                        "UPDATE users SET tz = ?2 WHERE user_id = ?1",
+                        params![id(user_id), tz],
+                    )
+                    .map_err(db)?;
+                Ok(changed > 0)
             })
         })
         .await

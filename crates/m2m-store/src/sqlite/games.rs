@@ -1,10 +1,13 @@
 //! [`Games`] on SQLite: storing an upload in one transaction, reading games.
 
 use super::error::{db, db_insert};
-use super::rows::{game_from_row, json, row_id, text, to_i64, to_json, GAME_FIELDS};
+use super::rows::{
+    game_from_row, integer, json, real, row_id, text, to_i64, to_json, well_formed_time,
+    GAME_FIELDS,
+};
 use super::SqliteStore;
-use crate::format::{corrupt, id, required, started_at, stored_samples, ts};
-use crate::{Games, IdempotencyRecord, NewGame, ProcessedGame, Result, SubmitOutcome};
+use crate::format::{activity, corrupt, id, required, started_at, stored_samples, text_range, ts};
+use crate::{Activity, Games, IdempotencyRecord, NewGame, ProcessedGame, Result, SubmitOutcome};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use m2m_analysis::Metrics;
@@ -239,6 +242,103 @@ impl Games for SqliteStore {
                     });
                 }
                 Ok(games)
+            })
+        })
+        .await
+    }
+
+    async fn activity(
+        &self,
+        user_id: Uuid,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<Activity>> {
+        let Some((lower, upper)) = text_range(from, to) else {
+            return Ok(Vec::new());
+        };
+        self.blocking(move |inner| {
+            inner.read(|tx| {
+                // The games whose start is in the range by its text (through
+                // `games_by_start`), then those whose start is not a time in
+                // the stored format: they count where they read.
+                let fields = "game_id, started_at, submitted_at, samples, sample_rate_hz";
+                let well_formed = well_formed_time("started_at");
+                let in_range = format!(
+                    "SELECT {fields} FROM games
+                     WHERE user_id = ?1 AND started_at >= ?2 AND started_at < ?3 AND {well_formed}"
+                );
+                let irregular =
+                    format!("SELECT {fields} FROM games WHERE user_id = ?1 AND NOT {well_formed}");
+                let user = id(user_id);
+                let mut games = Vec::new();
+                for (sql, bounded) in [(in_range, true), (irregular, false)] {
+                    let mut stmt = tx.prepare_cached(&sql).map_err(db)?;
+                    let mut rows = if bounded {
+                        stmt.query(params![user, lower, upper])
+                    } else {
+                        stmt.query(params![user])
+                    }
+                    .map_err(db)?;
+                    while let Some(row) = rows.next().map_err(db)? {
+                        let Some(game_id) = row_id(row, 0, "game")? else {
+                            continue;
+                        };
+                        let game = activity(
+                            game_id,
+                            text(row, 1)?,
+                            text(row, 2)?,
+                            integer(row, 3)?,
+                            real(row, 4)?,
+                        );
+                        if (from..to).contains(&game.started_at) {
+                            games.push(game);
+                        }
+                    }
+                }
+                games.sort_by_key(|g| (g.started_at, g.game_id));
+                Ok(games)
+            })
+        })
+        .await
+    }
+
+    async fn last_started_at(&self, user_id: Uuid) -> Result<Option<DateTime<Utc>>> {
+        self.blocking(move |inner| {
+            inner.read(|tx| {
+                let user = id(user_id);
+                let well_formed = well_formed_time("started_at");
+                // The latest well-formed start, by `games_by_start` (read
+                // lazily: the first game whose id reads)…
+                let mut stmt = tx
+                    .prepare_cached(&format!(
+                        "SELECT game_id, started_at FROM games
+                         WHERE user_id = ?1 AND {well_formed}
+                         ORDER BY started_at DESC"
+                    ))
+                    .map_err(db)?;
+                let mut rows = stmt.query([&user]).map_err(db)?;
+                let mut latest = None;
+                while let Some(row) = rows.next().map_err(db)? {
+                    if let Some(game_id) = row_id(row, 0, "game")? {
+                        latest = Some(started_at(game_id, text(row, 1)?, Ok(None)));
+                        break;
+                    }
+                }
+                // …or a later one among the starts that are not.
+                let mut stmt = tx
+                    .prepare_cached(&format!(
+                        "SELECT game_id, started_at, submitted_at FROM games
+                         WHERE user_id = ?1 AND NOT {well_formed}"
+                    ))
+                    .map_err(db)?;
+                let mut rows = stmt.query([&user]).map_err(db)?;
+                while let Some(row) = rows.next().map_err(db)? {
+                    if let Some(game_id) = row_id(row, 0, "game")? {
+                        let t = started_at(game_id, text(row, 1)?, text(row, 2)?);
+                        latest = latest.max(Some(t));
+                    }
+                }
+                Ok(latest)
             })
         })
         .await

@@ -6,8 +6,8 @@
 //! - [`schema`]: the migrations that make the schema below;
 //! - [`rows`]: reading rows field by field (the fallbacks);
 //! - [`error`]: rusqlite errors as [`StoreError`]s;
-//! - [`accounts`], [`games`], [`outbox`], [`feed`]: one trait of the
-//!   crate each (`Accounts`, `Games`, `Outbox`, `ChangeFeed`).
+//! - [`accounts`], [`games`], [`outbox`], [`feed`], [`care`]: one trait of
+//!   the crate each (`Accounts`, `Games`, `Outbox`, `ChangeFeed`, `Care`).
 //!
 //! # Connection settings
 //! - `journal_mode=WAL`: readers never block the writer and the file can be
@@ -20,12 +20,19 @@
 //! - Every write is one `BEGIN IMMEDIATE` transaction: the write lock is
 //!   taken up front, so two processes never deadlock upgrading a read lock.
 //!
-//! # Schema (version 1; see [`schema::MIGRATIONS`])
+//! # Schema (version 3; see [`schema::MIGRATIONS`])
 //! Times are UTC text `YYYY-MM-DDTHH:MM:SS.ffffffZ` (always six fractional
 //! digits), so text order is time order and every time is kept to the
 //! microsecond: what is stored is truncated to the microsecond, and that is
 //! what reads (and [`Completed`]) return. Ids are UUIDs as lower-case
 //! hyphenated text, so UUIDv7 ids sort by time.
+//!
+//! Ranges of times are compared as text in SQL only where the text is a
+//! time as this store writes it ([`rows::well_formed_time`]); a row whose
+//! time is anything else (an older version's signed year, a hand edit) is
+//! taken whatever it holds and placed where it reads, with its fallback:
+//! `activity` and `last_started_at` do so for `started_at`, and an invite
+//! whose `expires_at` is not well-formed counts as expired.
 //!
 //! Reads decode each column on its own and show a value that cannot be
 //! decoded (a time with a five-digit or signed year, as an older version
@@ -36,16 +43,19 @@
 //!
 //! | table | columns | notes |
 //! |---|---|---|
-//! | `users` | `user_id` PK, `username`, `username_key` UNIQUE, `password_hash`, `role` (default `patient`), `created_at` | `username_key` is the lower-cased username; `role` is `patient` or `therapist` |
+//! | `users` | `user_id` PK, `username`, `username_key` UNIQUE, `password_hash`, `role` (default `patient`), `created_at`, `tz` NULL | `username_key` is the lower-cased username; `role` is `patient` or `therapist`; `tz` is the IANA time zone the user set (NULL: UTC) |
 //! | `logins` | `login_id` PK, `user_id` → users, `created_at`, `revoked_at` NULL | one chain of refresh tokens |
 //! | `refresh_tokens` | `token_hash` BLOB PK, `login_id` → logins, `created_at`, `expires_at`, `spent_at` NULL | SHA-256 only, never the token |
-//! | `games` | `game_id` PK, `user_id`, `status`, `game`, `score`, `started_at`, `submitted_at`, `processed_at`, `device` JSON, `sample_rate_hz`, `samples`, `channels` JSON array of names, `metrics` JSON, `error`, `event_id` UNIQUE | `user_id` is not a foreign key: a store without foreign keys (MongoDB) could not promise it either |
+//! | `games` | `game_id` PK, `user_id`, `status`, `game`, `score`, `started_at`, `submitted_at`, `processed_at`, `device` JSON, `sample_rate_hz`, `samples`, `channels` JSON array of names, `metrics` JSON, `error`, `event_id` UNIQUE | `user_id` is not a foreign key: a store without foreign keys (MongoDB) could not promise it either; indexed by (`user_id`, `game_id`) for listings and by (`user_id`, `started_at`) for `activity` and `last_started_at` |
 //! | `game_columns` | (`game_id` → games, `name`) PK, `data` BLOB | [`m2m_domain::encode_column`]: ~4 bytes a sample |
 //! | `outbox` | `event_id` PK, `game_id` → games, `user_id`, `trace_id`, `created_at`, `lease_until` NULL, `published_at` NULL | `created_at` = the game's `submitted_at` |
 //! | `idempotency` | (`user_id`, `key`) PK, `request_hash` BLOB, `status`, `body` BLOB, `created_at` | kept 24 h, then swept (`purge_idempotency_keys`) |
 //! | `changes` | `seq` INTEGER PK AUTOINCREMENT, `user_id`, `game_id` → games, `event_id` UNIQUE, `reconciliation_event_id`, `status`, `processed_at`, `metrics` JSON, `error` | the change feed; a cursor is `seq` as 16 lower-case hex digits |
+//! | `invites` | `code` PK, `therapist_id`, `created_at`, `expires_at`, `used_by` NULL, `used_at` NULL | a therapist's invite codes; open = unused and unexpired, counted through a partial index by (`therapist_id`, `expires_at`) of the unused; kept after use or expiry (a used code tells a repeat from another patient) |
+//! | `links` | (`therapist_id`, `patient_id`) PK, `linked_at` | one link per pair; indexed by `patient_id` too; deleted when the patient removes it. Like `games.user_id`, the ids are not foreign keys |
 
 mod accounts;
+mod care;
 mod error;
 mod feed;
 mod games;
@@ -246,9 +256,6 @@ impl Health for SqliteStore {
             .await
     }
 }
-
-#[async_trait::async_trait]
-impl crate::Care for SqliteStore {}
 
 #[cfg(test)]
 mod tests {

@@ -140,3 +140,67 @@ pub(super) fn change_from_row(row: &Row<'_>) -> Result<Option<Change>> {
         .render(),
     ))
 }
+
+/// An SQL condition that holds when `column` is a time exactly as
+/// [`ts`](crate::format::ts) writes it (fixed width, a real date and time),
+/// whose text order is therefore its time order. A range query takes such
+/// rows by their text and every other row whatever it holds, and reads
+/// them all with their fallbacks (`format::text_range`). It may call a few
+/// well-formed texts irregular (a second of 59.9995 or more, which SQLite
+/// rounds up), never the reverse. (SQLite's own check of a date and time
+/// finds days past the month's end, by their round trip, but lets hour 24
+/// through.)
+pub(super) fn well_formed_time(column: &str) -> String {
+    format!(
+        "({column} GLOB '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]T\
+         [0-9][0-9]:[0-9][0-9]:[0-9][0-9].[0-9][0-9][0-9][0-9][0-9][0-9]Z' \
+         AND substr({column}, 12, 2) < '24' \
+         AND strftime('%Y-%m-%dT%H:%M:%S', {column}) IS substr({column}, 1, 19))"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::{parse_time, ts};
+
+    fn well_formed(conn: &rusqlite::Connection, text: &str) -> bool {
+        conn.query_row(
+            &format!("SELECT {} FROM (SELECT ?1 AS t)", well_formed_time("t")),
+            [text],
+            |row| row.get(0),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn only_times_as_stored_are_well_formed() {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        for text in [
+            "2026-11-27T10:00:00.123456Z",
+            "0000-01-01T00:00:00.000000Z",
+            "9999-12-31T23:59:59.999000Z",
+            "2028-02-29T12:00:00.000000Z",
+        ] {
+            assert_eq!(ts(parse_time(text).unwrap()), text);
+            assert!(well_formed(&conn, text), "{text}");
+        }
+        for text in [
+            "-0001-12-31T23:00:00.000000Z",
+            "+10000-01-01T00:00:59.000000Z",
+            "2026-11-27T10:00:00Z",
+            "2026-11-27T10:00:00.123456+01:00",
+            "2026-11-27 10:00:00.123456Z",
+            "2026-13-01T00:00:00.000000Z",
+            "2026-02-30T00:00:00.000000Z",
+            "2026-11-31T00:00:00.000000Z",
+            "2026-11-27T24:00:00.000000Z",
+            "2026-11-27T10:60:00.000000Z",
+            "2026-11-27T10:00:60.000000Z",
+            "yesterday",
+            "",
+        ] {
+            assert!(!well_formed(&conn, text), "{text}");
+        }
+    }
+}
