@@ -56,7 +56,9 @@ function fmtNumber(v) {
   if (typeof v !== 'number' || !Number.isFinite(v)) return '–';
   const abs = Math.abs(v);
   const digits = abs >= 100 ? 0 : abs >= 10 ? 1 : abs >= 1 ? 2 : 3;
-  return v.toLocaleString(undefined, { maximumFractionDigits: digits });
+  const text = v.toLocaleString(undefined, { maximumFractionDigits: digits });
+  // A small negative value rounds to "-0": say 0.
+  return /^-0([.,]0*)?$/.test(text) ? '0' : text;
 }
 
 const dateTime = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'short' });
@@ -279,7 +281,7 @@ function lineChart(container, { xs, series, time, height = 200 }) {
     width: width(),
     height,
     scales: { x: { time } },
-    legend: { show: true },
+    legend: { show: true, live: false },
     cursor: { drag: { x: false, y: false } },
     axes: [{ grid: { stroke: '#eceff3' } }, { size: 56, grid: { stroke: '#eceff3' } }],
     series: [
@@ -382,7 +384,7 @@ function progressSection() {
         time: true,
         series: [
           { label, values: ys, points: true, width: 2 },
-          { label: 'Trend', values: trend, color: '#7a8594', dash: [6, 4] },
+          { label: 'Trend (Theil–Sen)', values: trend, color: '#7a8594', dash: [6, 4] },
         ],
       });
     }
@@ -600,7 +602,7 @@ function gamePage(base, gameId, back) {
   const title = el('h1', { text: 'Game' });
   const facts = el('p', { class: 'muted' });
   const metrics = el('dl', { class: 'metrics', id: 'metrics' });
-  const plots = el('div', { class: 'cards', id: 'signals' });
+  const plots = el('div', { class: 'cards signals', id: 'signals' });
   const node = el('div', {}, el('a', { class: 'back', href: back.href, text: `← ${back.text}` }), title, facts,
     el('section', { 'aria-labelledby': 'metrics-h' }, el('h2', { id: 'metrics-h', text: 'Metrics' }), metrics),
     el('section', { 'aria-labelledby': 'signals-h' }, el('h2', { id: 'signals-h', text: 'Signals' }), plots));

@@ -166,7 +166,10 @@ impl Page {
             }
             if Instant::now() >= deadline {
                 let text = self.eval("return document.body.innerText").await;
-                panic!("never: {what}\nthe page shows:\n{}", text.as_str().unwrap_or(""));
+                panic!(
+                    "never: {what}\nthe page shows:\n{}",
+                    text.as_str().unwrap_or("")
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }

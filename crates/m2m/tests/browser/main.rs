@@ -23,7 +23,8 @@ pub(crate) fn game_at(duration_s: f64, seed: u64, score: f64, started_at: DateTi
         ..GameSpec::standard()
     }
     .submission_json("pinch-garden", score);
-    let mut game: serde_json::Value = serde_json::from_str(&body).expect("a generated game is JSON");
+    let mut game: serde_json::Value =
+        serde_json::from_str(&body).expect("a generated game is JSON");
     game["started_at"] = started_at.to_rfc3339().into();
     game.to_string()
 }

@@ -71,11 +71,17 @@ async fn opening_a_patient_shows_a_chart_with_the_right_number_of_points() {
         played(&app, &ada, 5.0, seed, days).await;
     }
     let patients = app.read(&therapist, "/v1/patients").await;
-    let ada_id = patients["patients"][0]["patient_id"].as_str().unwrap().to_owned();
+    let ada_id = patients["patients"][0]["patient_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let progress = app
         .read(&therapist, &format!("/v1/patients/{ada_id}/progress"))
         .await;
-    let series = progress["metrics"]["score"]["series"].as_array().unwrap().len();
+    let series = progress["metrics"]["score"]["series"]
+        .as_array()
+        .unwrap()
+        .len();
     assert_eq!(series, 4);
     with_browser(|page| async move {
         page.log_in(&app.base, "dr.grace").await;
@@ -156,7 +162,7 @@ async fn a_game_page_plots_its_signals() {
             .await;
         assert_eq!(
             legend,
-            serde_json::json!(["s", "index", "middle", "pinky", "ring", "thumb"])
+            serde_json::json!(["index", "middle", "pinky", "ring", "thumb"])
         );
         let duration = page
             .wait_for(
