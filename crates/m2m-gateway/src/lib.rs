@@ -3,7 +3,7 @@
 //! links and reads of their patients (docs/therapists.md), health, metrics
 //! and the OpenAPI document. It also runs the three background tasks a gateway
 //! owns: the publisher, the reconciliation listener and the idempotency
-//! sweeper.
+//! sweeper. It serves the web dashboard too (`web`).
 //!
 //! [`router`] builds the routes over an [`AppState`] (tests call it
 //! directly); [`serve`] runs them on a listener until shutdown.
@@ -20,6 +20,7 @@ mod routes;
 mod state;
 mod sweep;
 mod telemetry;
+mod web;
 
 pub use auth::{JwtSecret, LoginLimits};
 pub use error::{ApiError, InviteProblem, Problem};
@@ -78,6 +79,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .route("/openapi.json", get(ops::openapi))
+        .merge(web::router())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             time_limit,

@@ -5,6 +5,7 @@
 //! say which answer feeds which request.
 
 use crate::routes::{accounts, care, feed, games, me, ops, patients};
+use crate::web;
 use utoipa::openapi::content::Content;
 use utoipa::openapi::path::Operation;
 use utoipa::openapi::response::{Response, ResponseBuilder};
@@ -33,6 +34,7 @@ use utoipa::{Modify, OpenApi};
         patients::list, patients::games, patients::game, patients::progress,
         patients::adherence, patients::patient_samples,
         ops::healthz, ops::readyz, ops::metrics, ops::openapi,
+        web::create_session, web::refresh_session, web::delete_session,
     ),
     modifiers(&BearerAuth, &CommonResponses),
 )]

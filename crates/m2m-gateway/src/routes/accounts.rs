@@ -149,6 +149,39 @@ pub(crate) async fn login(
     ClientAddr(addr): ClientAddr,
     JsonBody(c): JsonBody<Credentials>,
 ) -> ApiResult<Json<Tokens>> {
+    log_in(&state, addr, c).await.map(Tokens::from).map(Json)
+}
+
+/// The tokens of a new login or of a rotation, before they take the shape
+/// of an answer: a JSON body for the phone (`/v1/login`), a body and a
+/// cookie for the browser (`/app/session`).
+#[derive(Debug)]
+pub(crate) struct Session {
+    pub(crate) role: Role,
+    pub(crate) access_token: String,
+    /// Seconds until the access token expires.
+    pub(crate) expires_in: u64,
+    pub(crate) refresh_token: String,
+}
+
+impl From<Session> for Tokens {
+    fn from(s: Session) -> Self {
+        Tokens {
+            access_token: s.access_token,
+            token_type: "Bearer",
+            expires_in: s.expires_in,
+            refresh_token: s.refresh_token,
+        }
+    }
+}
+
+/// Checks credentials under the failed-login limiter and opens a login:
+/// the one implementation of `/v1/login` and `POST /app/session`.
+pub(crate) async fn log_in(
+    state: &AppState,
+    addr: Option<std::net::IpAddr>,
+    c: Credentials,
+) -> ApiResult<Session> {
     // Lengths are checked first, as at registration (422): nothing longer
     // than a valid name is kept by the limiter or hashed. A username or
     // password of a valid length that breaks another rule cannot match any
@@ -183,21 +216,21 @@ pub(crate) async fn login(
             expires_at: now + state.auth().refresh_ttl,
         })
         .await?;
-    tokens(&state, user.user_id, user.role, refresh_token)
+    session(state, user.user_id, user.role, refresh_token)
 }
 
-fn tokens(
+fn session(
     state: &AppState,
     user_id: Uuid,
     role: Role,
     refresh_token: String,
-) -> ApiResult<Json<Tokens>> {
-    Ok(Json(Tokens {
+) -> ApiResult<Session> {
+    Ok(Session {
+        role,
         access_token: state.auth().access_token(user_id, role, Utc::now())?,
-        token_type: "Bearer",
         expires_in: state.auth().access_ttl.as_secs(),
         refresh_token,
-    }))
+    })
 }
 
 /// Exchange a refresh token for new tokens; the old one stops working.
@@ -210,19 +243,29 @@ pub(crate) async fn refresh(
     State(state): State<AppState>,
     JsonBody(r): JsonBody<RefreshRequest>,
 ) -> ApiResult<Json<Tokens>> {
+    rotate(&state, &r.refresh_token)
+        .await
+        .map(Tokens::from)
+        .map(Json)
+}
+
+/// Replaces a refresh token by a new one, with a new access token: the one
+/// implementation of `/v1/token/refresh` and `POST /app/session/refresh`.
+/// A token already rotated out revokes its whole login (it was copied).
+pub(crate) async fn rotate(state: &AppState, refresh_token: &str) -> ApiResult<Session> {
     let now = Utc::now();
     let (next, next_hash) = Auth::new_refresh_token();
     let outcome = state
         .store()
         .rotate_refresh_token(
-            Auth::hash_token(&r.refresh_token),
+            Auth::hash_token(refresh_token),
             next_hash,
             now,
             now + state.auth().refresh_ttl,
         )
         .await?;
     match outcome {
-        RefreshOutcome::Rotated { user_id, role, .. } => tokens(&state, user_id, role, next),
+        RefreshOutcome::Rotated { user_id, role, .. } => session(state, user_id, role, next),
         RefreshOutcome::Reused => {
             tracing::warn!("a rotated-out refresh token was presented; its login is revoked");
             Err(ApiError::Unauthorized(
@@ -242,9 +285,16 @@ pub(crate) async fn logout(
     State(state): State<AppState>,
     JsonBody(r): JsonBody<RefreshRequest>,
 ) -> ApiResult<StatusCode> {
+    log_out(&state, &r.refresh_token).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Revokes the login of a refresh token (nothing for an unknown one): the
+/// one implementation of `/v1/logout` and `DELETE /app/session`.
+pub(crate) async fn log_out(state: &AppState, refresh_token: &str) -> ApiResult<()> {
     state
         .store()
-        .revoke_login(Auth::hash_token(&r.refresh_token), Utc::now())
+        .revoke_login(Auth::hash_token(refresh_token), Utc::now())
         .await?;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(())
 }

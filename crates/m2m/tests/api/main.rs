@@ -13,3 +13,4 @@ mod ops;
 mod patients;
 mod processing;
 mod robust_reads;
+mod web;
