@@ -71,7 +71,7 @@ mod sqlite;
 
 #[cfg(feature = "mongodb")]
 pub use mongo::{MongoStore, MAX_DOCUMENT_BYTES};
-pub use sqlite::SqliteStore;
+pub use sqlite::{BatchLimits, SqliteSettings, SqliteStore};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};

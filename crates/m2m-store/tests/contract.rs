@@ -314,6 +314,8 @@ macro_rules! contract_everywhere {
                 games_list_newest_first_in_pages,
                 idempotency_keys_replay_refuse_and_are_per_user,
                 idempotency_keys_are_purged_by_age,
+                many_uploads_at_once_are_all_stored_with_their_events,
+                uploads_at_once_get_their_own_outcomes,
                 outbox_entries_are_leased_until_published,
                 a_stored_event_is_claimable_at_once,
                 one_step_marks_the_confirmed_and_claims_the_next,
@@ -993,6 +995,162 @@ async fn idempotency_keys_are_purged_by_age(store: Arc<dyn Store>) {
             .unwrap(),
         0
     );
+}
+
+/// Submits every game at once, each from its own task, as concurrent
+/// requests do; the outcomes in the order of `games`.
+async fn submit_at_once(
+    store: &Arc<dyn Store>,
+    games: &[(NewGame, Option<IdempotencyRecord>)],
+) -> Vec<Result<SubmitOutcome, StoreError>> {
+    let tasks: Vec<_> = games
+        .iter()
+        .cloned()
+        .map(|(game, key)| {
+            let store = Arc::clone(store);
+            tokio::spawn(async move { store.submit_game(game, key).await })
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for task in tasks {
+        outcomes.push(task.await.expect("the task ran"));
+    }
+    outcomes
+}
+
+async fn many_uploads_at_once_are_all_stored_with_their_events(store: Arc<dyn Store>) {
+    let ada = create_user(&*store, "ada").await;
+    let grace = create_user(&*store, "grace").await;
+    let games: Vec<(NewGame, Option<IdempotencyRecord>)> = (0..64)
+        .map(|i| {
+            let user = if i % 2 == 0 { ada } else { grace };
+            let game = new_game(user, submission(i, None), t0() + secs(i as i64));
+            (game, None)
+        })
+        .collect();
+    for outcome in submit_at_once(&store, &games).await {
+        assert_eq!(outcome.unwrap(), SubmitOutcome::Created);
+    }
+    for (game, _) in &games {
+        let stored = store.game(game.user_id, game.game_id).await.unwrap();
+        assert_eq!(stored.expect("stored").submitted_at, game.submitted_at);
+        let samples = store
+            .game_samples(game.user_id, game.game_id)
+            .await
+            .unwrap();
+        let samples = samples.expect("its columns");
+        assert_eq!(samples.score, game.submission.score());
+        let sent = game.submission.channels();
+        for (name, column) in sent.iter() {
+            let stored = decode_column(&encode_column(column)).unwrap();
+            assert_eq!(samples.channels.get(name).unwrap(), stored.as_slice());
+        }
+    }
+    assert_eq!(store.list_games(ada, None, 100).await.unwrap().len(), 32);
+    assert_eq!(store.list_games(grace, None, 100).await.unwrap().len(), 32);
+    assert_eq!(store.unpublished_count().await.unwrap(), 64);
+    let lease = Duration::from_secs(60);
+    let claimed = store
+        .advance_outbox(&[], t0() + secs(3600), lease, 100)
+        .await
+        .unwrap();
+    let mut events: Vec<(Uuid, Uuid)> = claimed
+        .iter()
+        .map(|c| (c.event.event_id, c.event.game_id))
+        .collect();
+    let mut expected: Vec<(Uuid, Uuid)> =
+        games.iter().map(|(g, _)| (g.event_id, g.game_id)).collect();
+    events.sort();
+    expected.sort();
+    assert_eq!(events, expected, "one event for each game");
+}
+
+async fn uploads_at_once_get_their_own_outcomes(store: Arc<dyn Store>) {
+    let ada = create_user(&*store, "ada").await;
+    let record = |key: &str, hash: u8, body: &str| {
+        Some(IdempotencyRecord {
+            key: key.into(),
+            request_hash: digest(hash),
+            status: 202,
+            body: body.as_bytes().to_vec(),
+        })
+    };
+    let stored = submit(&*store, ada, 1, t0()).await;
+    let earlier = new_game(ada, submission(2, None), t0());
+    store
+        .submit_game(earlier, record("earlier", 2, "earlier"))
+        .await
+        .unwrap();
+
+    let games = vec![
+        (new_game(ada, submission(3, None), t0() + secs(1)), None),
+        // An earlier key with another body.
+        (
+            new_game(ada, submission(4, None), t0() + secs(1)),
+            record("earlier", 4, "other"),
+        ),
+        // The same ids as a stored game: an error for this one only.
+        (stored.clone(), None),
+        // One key sent three times at once with one body: one game.
+        (
+            new_game(ada, submission(5, None), t0() + secs(1)),
+            record("retried", 5, "try 1"),
+        ),
+        (
+            new_game(ada, submission(5, None), t0() + secs(1)),
+            record("retried", 5, "try 2"),
+        ),
+        (
+            new_game(ada, submission(5, None), t0() + secs(1)),
+            record("retried", 5, "try 3"),
+        ),
+        (new_game(ada, submission(6, None), t0() + secs(1)), None),
+    ];
+    let outcomes = submit_at_once(&store, &games).await;
+    let mut outcomes = outcomes.into_iter();
+    let mut next = || outcomes.next().unwrap();
+    assert_eq!(next().unwrap(), SubmitOutcome::Created);
+    assert_eq!(next().unwrap(), SubmitOutcome::KeyReused);
+    let dup = next();
+    assert!(matches!(dup, Err(StoreError::Conflict(_))), "{dup:?}");
+    let retried: Vec<SubmitOutcome> = (0..3).map(|_| next().unwrap()).collect();
+    assert_eq!(next().unwrap(), SubmitOutcome::Created);
+
+    // The first of the three to commit is the game; the others replay its
+    // answer.
+    let created: Vec<usize> = (0..3)
+        .filter(|&i| retried[i] == SubmitOutcome::Created)
+        .collect();
+    assert_eq!(created.len(), 1, "{retried:?}");
+    let first = created[0];
+    let body = format!("try {}", first + 1).into_bytes();
+    for (i, outcome) in retried.iter().enumerate().filter(|&(i, _)| i != first) {
+        assert_eq!(
+            outcome,
+            &SubmitOutcome::Replayed {
+                status: 202,
+                body: body.clone()
+            },
+            "try {}",
+            i + 1
+        );
+    }
+    for (i, (game, _)) in games.iter().enumerate() {
+        let kept = match i {
+            0 | 6 => true,
+            1 => false,
+            2 => continue,
+            _ => i - 3 == first,
+        };
+        assert_eq!(
+            store.game(ada, game.game_id).await.unwrap().is_some(),
+            kept,
+            "game {i}"
+        );
+    }
+    // The two stored before, the two new ones and the retried one.
+    assert_eq!(store.list_games(ada, None, 100).await.unwrap().len(), 5);
+    assert_eq!(store.unpublished_count().await.unwrap(), 5);
 }
 
 // ---------------------------------------------------------------------------

@@ -12,118 +12,182 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use m2m_analysis::Metrics;
 use m2m_domain::{encode_column, Game, GameSamples};
-use rusqlite::{params, OptionalExtension};
+use rusqlite::{params, Connection, OptionalExtension};
 use uuid::Uuid;
+
+/// An upload ready to be written: its columns encoded and every value in
+/// the form its column takes. Built by the caller (off the write path: the
+/// encode is the costly part), then owned by the queue of
+/// [`group`](super::group) until its batch commits. It keeps no `f64`
+/// samples, so a queued upload holds about 4 bytes a sample.
+pub(super) struct EncodedGame {
+    game_id: String,
+    event_id: String,
+    user_id: String,
+    game: String,
+    score: f64,
+    started_at: String,
+    submitted_at: String,
+    device: Option<String>,
+    sample_rate_hz: f64,
+    samples: i64,
+    channels: String,
+    columns: Vec<(String, Vec<u8>)>,
+    trace_id: String,
+    idempotency: Option<IdempotencyRecord>,
+}
+
+impl EncodedGame {
+    pub(super) fn new(game: NewGame, idempotency: Option<IdempotencyRecord>) -> Result<Self> {
+        let NewGame {
+            game_id,
+            event_id,
+            user_id,
+            submission,
+            submitted_at,
+            trace_id,
+        } = game;
+        let columns = submission
+            .channels()
+            .iter()
+            .map(|(name, col)| (name.to_owned(), encode_column(col)))
+            .collect();
+        let names: Vec<&str> = submission.channels().names().collect();
+        Ok(EncodedGame {
+            game_id: id(game_id),
+            event_id: id(event_id),
+            user_id: id(user_id),
+            game: submission.game().to_owned(),
+            score: submission.score(),
+            started_at: ts(submission.started_at().unwrap_or(submitted_at)),
+            submitted_at: ts(submitted_at),
+            device: submission.device().map(to_json).transpose()?,
+            sample_rate_hz: submission.sample_rate_hz(),
+            samples: to_i64(submission.channels().samples()),
+            channels: to_json(&names)?,
+            columns,
+            trace_id,
+            idempotency,
+        })
+    }
+
+    /// The bytes of its columns: what bounds a batch's size.
+    pub(super) fn bytes(&self) -> usize {
+        self.columns.iter().map(|(_, data)| data.len()).sum()
+    }
+}
+
+/// Writes one upload (the game, its columns, its outbox entry and its
+/// idempotency key) on `conn`, inside the caller's transaction or
+/// savepoint, or finds the earlier answer its key calls for. On an error
+/// the caller must roll back what this wrote.
+pub(super) fn insert_game(conn: &Connection, game: &EncodedGame) -> Result<SubmitOutcome> {
+    let EncodedGame {
+        game_id,
+        event_id,
+        user_id,
+        submitted_at,
+        ..
+    } = game;
+    if let Some(record) = &game.idempotency {
+        let seen = conn
+            .prepare_cached(
+                "SELECT request_hash, status, body FROM idempotency
+                 WHERE user_id = ?1 AND key = ?2",
+            )
+            .map_err(db)?
+            .query_row(params![user_id, record.key], |row| {
+                Ok((
+                    row.get::<_, Vec<u8>>(0)?,
+                    row.get::<_, i64>(1)?,
+                    row.get::<_, Vec<u8>>(2)?,
+                ))
+            })
+            .optional()
+            .map_err(db)?;
+        if let Some((hash, status, body)) = seen {
+            if hash != record.request_hash {
+                return Ok(SubmitOutcome::KeyReused);
+            }
+            let status =
+                u16::try_from(status).map_err(|e| corrupt("stored idempotent status", e))?;
+            return Ok(SubmitOutcome::Replayed { status, body });
+        }
+    }
+    conn.prepare_cached(
+        "INSERT INTO games (game_id, user_id, status, game, score, started_at,
+             submitted_at, device, sample_rate_hz, samples, channels, event_id)
+         VALUES (?1, ?2, 'queued', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+    )
+    .map_err(db)?
+    .execute(params![
+        game_id,
+        user_id,
+        game.game,
+        game.score,
+        game.started_at,
+        submitted_at,
+        game.device,
+        game.sample_rate_hz,
+        game.samples,
+        game.channels,
+        event_id,
+    ])
+    .map_err(|e| db_insert(e, "game or event id exists"))?;
+    let mut insert_column = conn
+        .prepare_cached("INSERT INTO game_columns (game_id, name, data) VALUES (?1, ?2, ?3)")
+        .map_err(db)?;
+    for (name, data) in &game.columns {
+        insert_column
+            .execute(params![game_id, name, data])
+            .map_err(db)?;
+    }
+    conn.prepare_cached(
+        "INSERT INTO outbox (event_id, game_id, user_id, trace_id, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )
+    .map_err(db)?
+    .execute(params![
+        event_id,
+        game_id,
+        user_id,
+        game.trace_id,
+        submitted_at
+    ])
+    .map_err(|e| db_insert(e, "event id exists"))?;
+    if let Some(record) = &game.idempotency {
+        conn.prepare_cached(
+            "INSERT INTO idempotency (user_id, key, request_hash, status, body, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )
+        .map_err(db)?
+        .execute(params![
+            user_id,
+            record.key,
+            record.request_hash,
+            record.status,
+            record.body,
+            submitted_at,
+        ])
+        .map_err(|e| db_insert(e, "idempotency key exists"))?;
+    }
+    Ok(SubmitOutcome::Created)
+}
 
 #[async_trait]
 impl Games for SqliteStore {
+    /// Encodes the columns on the blocking pool, then hands the upload to
+    /// the group commit ([`group`](super::group)) and waits, without
+    /// holding a thread, for the commit of its batch.
     async fn submit_game(
         &self,
         game: NewGame,
         idempotency: Option<IdempotencyRecord>,
     ) -> Result<SubmitOutcome> {
-        self.blocking(move |inner| {
-            let NewGame {
-                game_id,
-                event_id,
-                user_id,
-                submission,
-                submitted_at,
-                trace_id,
-            } = game;
-            // Encode before taking the write lock: it is the costly part.
-            let columns: Vec<(&str, Vec<u8>)> = submission
-                .channels()
-                .iter()
-                .map(|(name, col)| (name, encode_column(col)))
-                .collect();
-            let names: Vec<&str> = submission.channels().names().collect();
-            let channels = to_json(&names)?;
-            let device = submission.device().map(to_json).transpose()?;
-            let started_at = submission.started_at().unwrap_or(submitted_at);
-            let (game_id, event_id, user_id) = (id(game_id), id(event_id), id(user_id));
-            let submitted = ts(submitted_at);
-
-            inner.write(|tx| {
-                if let Some(record) = &idempotency {
-                    let seen = tx
-                        .query_row(
-                            "SELECT request_hash, status, body FROM idempotency
-                             WHERE user_id = ?1 AND key = ?2",
-                            params![user_id, record.key],
-                            |row| {
-                                Ok((
-                                    row.get::<_, Vec<u8>>(0)?,
-                                    row.get::<_, i64>(1)?,
-                                    row.get::<_, Vec<u8>>(2)?,
-                                ))
-                            },
-                        )
-                        .optional()
-                        .map_err(db)?;
-                    if let Some((hash, status, body)) = seen {
-                        if hash != record.request_hash {
-                            return Ok(SubmitOutcome::KeyReused);
-                        }
-                        let status = u16::try_from(status)
-                            .map_err(|e| corrupt("stored idempotent status", e))?;
-                        return Ok(SubmitOutcome::Replayed { status, body });
-                    }
-                }
-                tx.execute(
-                    "INSERT INTO games (game_id, user_id, status, game, score, started_at,
-                         submitted_at, device, sample_rate_hz, samples, channels, event_id)
-                     VALUES (?1, ?2, 'queued', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-                    params![
-                        game_id,
-                        user_id,
-                        submission.game(),
-                        submission.score(),
-                        ts(started_at),
-                        submitted,
-                        device,
-                        submission.sample_rate_hz(),
-                        to_i64(submission.channels().samples()),
-                        channels,
-                        event_id,
-                    ],
-                )
-                .map_err(|e| db_insert(e, "game or event id exists"))?;
-                let mut insert_column = tx
-                    .prepare_cached(
-                        "INSERT INTO game_columns (game_id, name, data) VALUES (?1, ?2, ?3)",
-                    )
-                    .map_err(db)?;
-                for (name, data) in &columns {
-                    insert_column
-                        .execute(params![game_id, name, data])
-                        .map_err(db)?;
-                }
-                tx.execute(
-                    "INSERT INTO outbox (event_id, game_id, user_id, trace_id, created_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![event_id, game_id, user_id, trace_id, submitted],
-                )
-                .map_err(|e| db_insert(e, "event id exists"))?;
-                if let Some(record) = &idempotency {
-                    tx.execute(
-                        "INSERT INTO idempotency (user_id, key, request_hash, status, body, created_at)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                        params![
-                            user_id,
-                            record.key,
-                            record.request_hash,
-                            record.status,
-                            record.body,
-                            submitted,
-                        ],
-                    )
-                    .map_err(|e| db_insert(e, "idempotency key exists"))?;
-                }
-                Ok(SubmitOutcome::Created)
-            })
-        })
-        .await
+        let game = self
+            .blocking(move |_| EncodedGame::new(game, idempotency))
+            .await?;
+        self.group_commit(game).await
     }
 
     async fn game(&self, user_id: Uuid, game_id: Uuid) -> Result<Option<Game>> {

@@ -7,7 +7,8 @@
 //! - [`rows`]: reading rows field by field (the fallbacks);
 //! - [`error`]: rusqlite errors as [`StoreError`]s;
 //! - [`accounts`], [`games`], [`outbox`], [`feed`], [`care`]: one trait of
-//!   the crate each (`Accounts`, `Games`, `Outbox`, `ChangeFeed`, `Care`).
+//!   the crate each (`Accounts`, `Games`, `Outbox`, `ChangeFeed`, `Care`);
+//! - [`group`]: the group commit of uploads.
 //!
 //! # Connection settings
 //! - `journal_mode=WAL`: readers never block the writer and the file can be
@@ -19,6 +20,52 @@
 //!   write lock makes us wait, not fail.
 //! - Every write is one `BEGIN IMMEDIATE` transaction: the write lock is
 //!   taken up front, so two processes never deadlock upgrading a read lock.
+//!   Uploads share theirs (next section).
+//!
+//! # Group commit of uploads
+//! With `synchronous=FULL` every commit waits for an fsync of the WAL, and
+//! uploads are the writes that come in numbers. So the uploads that arrive
+//! together are committed together ([`group`]):
+//!
+//! 1. The caller encodes the columns on the blocking pool, outside any lock
+//!    (the costly part), into an `EncodedGame` that keeps no `f64` samples.
+//! 2. It pushes it onto the store's queue of uploads with a oneshot channel
+//!    for its answer. If no drainer is running, it starts one on the
+//!    blocking pool; then it awaits its answer without holding a thread.
+//! 3. The drainer (at most one per store; it ends when the queue is empty)
+//!    takes whatever is queued, oldest first, up to [`BatchLimits`] (64
+//!    uploads, 16 MiB of columns, at least one), with no wait for more: a
+//!    lone upload commits at once, and the uploads that arrive during a
+//!    commit form the next batch.
+//! 4. It locks the write connection, opens one `BEGIN IMMEDIATE`
+//!    transaction and writes each upload in its own `SAVEPOINT`: an upload
+//!    whose key was used before gets `Replayed` or `KeyReused` (the uploads
+//!    earlier in the same batch count, as if they had committed one by one),
+//!    and one that fails (an id that exists) is rolled back to its savepoint
+//!    and gets its own error, the others going on. Then one `COMMIT`.
+//! 5. Only after the commit returns does it answer every caller of the
+//!    batch. If the transaction itself fails (begin, a savepoint, the
+//!    commit), nothing of the batch was written and every caller gets the
+//!    error.
+//!
+//! Durability is that of one upload per transaction: an answer is sent
+//! only after `COMMIT` returned, and with `synchronous=FULL` that is after
+//! the WAL, with the batch's commit frame, is fsync'd. A crash or power cut
+//! before then loses the batch whole (SQLite's recovery ignores WAL frames
+//! after the last commit frame), and none of its callers got an answer, so
+//! each phone retries and its idempotency key makes the retry safe. A crash
+//! after it keeps the batch whole. A batch never commits half: a game, its
+//! columns, its outbox entry and its key still commit together.
+//!
+//! The other writes (accounts, completions, the outbox, care) stay one
+//! transaction each through `Inner::write`, on the same connection. They
+//! and the drainer take the connection's mutex in turn: the drainer holds
+//! it for one batch and gives it back with a fair unlock (parking_lot's
+//! `unlock_fair`), which hands it straight to a waiting write, so a stream
+//! of uploads cannot starve the processor's completions; and a write never
+//! waits for the queue, so the two cannot deadlock. No lock is held across
+//! an `.await`. Another process writing the same file is serialised by
+//! SQLite's lock as before (`busy_timeout`).
 //!
 //! # Schema (version 3; see [`schema::MIGRATIONS`])
 //! Times are UTC text `YYYY-MM-DDTHH:MM:SS.ffffffZ` (always six fractional
@@ -59,6 +106,7 @@ mod care;
 mod error;
 mod feed;
 mod games;
+mod group;
 mod outbox;
 mod rows;
 mod schema;
@@ -66,6 +114,7 @@ mod schema;
 use crate::{Health, Result, StoreError};
 use async_trait::async_trait;
 use error::db;
+use group::SubmitQueue;
 use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 use schema::migrate;
 use std::fmt;
@@ -73,12 +122,51 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+pub use group::BatchLimits;
+
 /// lock before giving up with `SQLITE_BUSY`.
 const BUSY_TIMEOUT: Duration = Duration::from_millis(5000);
 
 /// Idle reader connections kept for reuse; more are opened when needed and
 /// closed when they come back to a full pool.
 const MAX_IDLE_READERS: usize = 8;
+
+/// The settings of a SQLite store that trade speed against memory, file
+/// size and latency. [`Default`] is what the product uses, each value
+/// measured (module doc, "Settings"); the fields exist so that a benchmark
+/// can compare them in one run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SqliteSettings {
+    /// How large one group commit of uploads may grow.
+    pub batch: BatchLimits,
+    /// `PRAGMA page_size` of a file this store creates (bytes).
+    pub page_size: u32,
+    /// `PRAGMA wal_autocheckpoint` (pages): the WAL size past which a
+    /// commit copies it back into the database file.
+    pub wal_autocheckpoint: u32,
+    /// Prepared statements each connection keeps.
+    pub statement_cache: usize,
+    /// `PRAGMA mmap_size` (bytes) of each connection; 0: no memory map.
+    pub mmap_size: u64,
+    /// `PRAGMA cache_size` of each connection, in KiB.
+    pub cache_kib: i64,
+}
+
+impl Default for SqliteSettings {
+    fn default() -> Self {
+        SqliteSettings {
+            batch: BatchLimits {
+                games: 64,
+                bytes: 16 << 20,
+            },
+            page_size: 4096,
+            wal_autocheckpoint: 1000,
+            statement_cache: 16,
+            mmap_size: 0,
+            cache_kib: 2000,
+        }
+    }
+}
 
 ///
 /// Cloning is cheap and shares the connections. Several `SqliteStore`s (in
@@ -91,13 +179,20 @@ pub struct SqliteStore {
 
 struct Inner {
     path: PathBuf,
+    settings: SqliteSettings,
     /// The one connection that writes. SQLite lets one writer at a time
     /// through anyway, so more writer connections would only queue inside
-    /// SQLite instead of here. A `std::sync::Mutex` (not tokio's) is right:
-    /// it is only ever locked inside `spawn_blocking`, never across an
-    /// `.await`, so waiting for it blocks a blocking-pool thread, never the
-    /// async runtime.
-    writer: Mutex<Connection>,
+    /// SQLite instead of here. A blocking mutex (not tokio's) is right: it
+    /// is only ever locked on the blocking pool, never across an `.await`,
+    /// so waiting for it blocks a blocking-pool thread, never the async
+    /// runtime. parking_lot's, for its fair unlock: the upload writer hands
+    /// the connection straight to a waiting write after each batch (see
+    /// "Group commit" above). It does not poison: a panic inside a write
+    /// unwinds through its `Transaction`, which rolls back, so the
+    /// connection stays usable.
+    writer: parking_lot::Mutex<Connection>,
+    /// The uploads waiting for the next group commit.
+    submissions: SubmitQueue,
     /// Idle read connections, taken and given back around each read (WAL
     /// readers run in parallel with each other and with the writer). Same
     /// reasoning for the std `Mutex`, which is held only to push or pop.
@@ -121,12 +216,23 @@ impl SqliteStore {
     /// the busy timeout if another process is migrating the same file): call
     /// it at startup, or inside `spawn_blocking`.
     pub fn open(path: &Path) -> Result<SqliteStore> {
+        SqliteStore::open_with(path, SqliteSettings::default())
+    }
+
+    /// [`open`](SqliteStore::open) with other settings than the defaults:
+    /// for benchmarks that compare them.
+    pub fn open_with(path: &Path, settings: SqliteSettings) -> Result<SqliteStore> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| {
                 StoreError::unavailable(format!("cannot create {}", dir.display()), e)
             })?;
         }
-        let mut writer = open_connection(path)?;
+        let mut writer = open_connection(path, &settings)?;
+        // Before WAL mode (which writes the header): a file made now gets
+        // this page size; an existing file keeps its own.
+        writer
+            .pragma_update(None, "page_size", settings.page_size)
+            .map_err(db)?;
         let mode: String = writer
             .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
             .map_err(db)?;
@@ -139,12 +245,17 @@ impl SqliteStore {
         writer
             .pragma_update(None, "synchronous", "FULL")
             .map_err(db)?;
+        writer
+            .pragma_update(None, "wal_autocheckpoint", settings.wal_autocheckpoint)
+            .map_err(db)?;
         migrate(&mut writer)?;
         tracing::debug!(path = %path.display(), "opened SQLite store");
         Ok(SqliteStore {
             inner: Arc::new(Inner {
                 path: path.to_owned(),
-                writer: Mutex::new(writer),
+                settings,
+                writer: parking_lot::Mutex::new(writer),
+                submissions: SubmitQueue::default(),
                 readers: Mutex::new(Vec::new()),
             }),
         })
@@ -195,9 +306,7 @@ impl Inner {
     /// Runs `f` in a `BEGIN IMMEDIATE` transaction on the writer: committed
     /// when `f` succeeds, rolled back when it fails.
     fn write<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
-        // A panic while the lock was held unwound through the Transaction,
-        // which rolled back: the connection is usable, so poisoning is moot.
-        let mut conn = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut conn = self.writer.lock();
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(db)?;
@@ -216,7 +325,7 @@ impl Inner {
             .pop();
         let mut conn = match pooled {
             Some(conn) => conn,
-            None => open_reader(&self.path)?,
+            None => open_reader(&self.path, &self.settings)?,
         };
         let result = conn.transaction().map_err(db).and_then(|tx| f(&tx));
         let mut pool = self.readers.lock().unwrap_or_else(PoisonError::into_inner);
@@ -228,7 +337,7 @@ impl Inner {
 }
 
 /// A connection with the settings every connection needs.
-fn open_connection(path: &Path) -> Result<Connection> {
+fn open_connection(path: &Path, settings: &SqliteSettings) -> Result<Connection> {
     let conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE
@@ -238,13 +347,18 @@ fn open_connection(path: &Path) -> Result<Connection> {
     .map_err(db)?;
     conn.busy_timeout(BUSY_TIMEOUT).map_err(db)?;
     conn.pragma_update(None, "foreign_keys", "ON").map_err(db)?;
+    conn.pragma_update(None, "mmap_size", settings.mmap_size)
+        .map_err(db)?;
+    conn.pragma_update(None, "cache_size", -settings.cache_kib)
+        .map_err(db)?;
+    conn.set_prepared_statement_cache_capacity(settings.statement_cache);
     Ok(conn)
 }
 
 /// A connection that refuses to write, so a read path can never take the
 /// write lock by mistake.
-fn open_reader(path: &Path) -> Result<Connection> {
-    let conn = open_connection(path)?;
+fn open_reader(path: &Path, settings: &SqliteSettings) -> Result<Connection> {
+    let conn = open_connection(path, settings)?;
     conn.pragma_update(None, "query_only", "ON").map_err(db)?;
     Ok(conn)
 }
@@ -285,7 +399,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("nested/dir/m2m.db");
         let store = SqliteStore::open(&path).unwrap();
-        let writer = store.inner.writer.lock().unwrap();
+        let writer = store.inner.writer.lock();
         let get = |name: &str| -> String {
             writer
                 .query_row(&format!("PRAGMA {name}"), [], |r| {
@@ -310,12 +424,11 @@ mod tests {
             .inner
             .writer
             .lock()
-            .unwrap()
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .unwrap();
         assert_eq!(v, MIGRATIONS.len() as i64);
         // Readers refuse to write.
-        let reader = open_reader(&path).unwrap();
+        let reader = open_reader(&path, &SqliteSettings::default()).unwrap();
         assert!(reader.execute("DELETE FROM users", []).is_err());
     }
 

@@ -205,7 +205,6 @@ mod tests {
             .inner
             .writer
             .lock()
-            .unwrap()
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .unwrap();
         assert_eq!(version, 3);
