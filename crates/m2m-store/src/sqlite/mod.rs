@@ -22,6 +22,37 @@
 //!   taken up front, so two processes never deadlock upgrading a read lock.
 //!   Uploads share theirs (next section).
 //!
+//! # Settings that trade speed (measured)
+//! Measured by `cargo bench -p m2m-store --no-default-features --bench
+//! submit` (128 standard 16-channel games, ~49 MB of columns, into a fresh
+//! store; criterion medians; the shared 2-core AMD EPYC VM, load average
+//! 4–7 from other builds, so indicative: the same variant moved by up to
+//! 2× between the two runs). "4 clients" uploads one game after the other
+//! from each of 4 callers, "at once" from 128 callers. Run A had 4 KiB
+//! pages as its base, run B 16 KiB; each setting is compared with the base
+//! of its run. Full table: docs/performance.md, "Group commit and SQLite
+//! settings".
+//! - Group commit ([`BatchLimits`] 64 uploads / 16 MiB): against one upload
+//!   per transaction, A 4 clients 507 → 425 ms, at once 729 → 481 ms; B 164
+//!   → 138 ms and 456 → 269 ms. Kept.
+//! - `page_size=16384` (SQLite's default is 4096): A 425 → 320 ms and 481 →
+//!   284 ms, B 225 → 138 ms and 464 → 269 ms. A blob of ~24 KB (one column)
+//!   takes 2 overflow pages instead of 6, and the WAL holds fewer frame
+//!   headers and b-tree pages. Kept. It applies to files this version
+//!   creates; an existing file keeps its page size (changing it needs a
+//!   `VACUUM` outside WAL mode, which this store does not do). 65536 was not
+//!   better overall (A 318 / 249 ms against 320 / 284 for 16 KiB, B 296 /
+//!   308 ms against 138 / 269) and would write a whole 64 KiB page into the
+//!   WAL for each row a completion, an outbox step or a login touches.
+//! - `wal_autocheckpoint=1000` pages (SQLite's default; 16 MB of WAL with
+//!   16 KiB pages): 250 pages (4 MB) was slower (B 344 / 308 ms); 4000 pages
+//!   (64 MB) was mixed (B 222 / 217 ms) and makes a larger WAL file and
+//!   checkpoint pause. Kept at the default.
+//! - Not changed, for no consistent gain: a statement cache of 64 (rusqlite
+//!   keeps 16; A 492 / 495 ms, B 258 / 224 ms), `mmap_size` 256 MiB (A 468 /
+//!   423, B 268 / 240 ms), `cache_size` 16 MiB (SQLite's is 2 MB; A 508 /
+//!   366, B 308 / 208 ms).
+//!
 //! # Group commit of uploads
 //! With `synchronous=FULL` every commit waits for an fsync of the WAL, and
 //! uploads are the writes that come in numbers. So the uploads that arrive
@@ -159,7 +190,7 @@ impl Default for SqliteSettings {
                 games: 64,
                 bytes: 16 << 20,
             },
-            page_size: 4096,
+            page_size: 16384,
             wal_autocheckpoint: 1000,
             statement_cache: 16,
             mmap_size: 0,
@@ -416,6 +447,8 @@ mod tests {
         assert_eq!(get("synchronous"), "2", "FULL");
         assert_eq!(get("foreign_keys"), "1");
         assert_eq!(get("busy_timeout"), "5000");
+        assert_eq!(get("page_size"), "16384");
+        assert_eq!(get("wal_autocheckpoint"), "1000");
         assert_eq!(get("user_version"), MIGRATIONS.len().to_string());
         drop(writer);
         // Opening again (a restart, or a second process) migrates nothing.
