@@ -131,10 +131,12 @@ async fn a_new_stream_sends_only_new_changes_and_resumes_from_last_event_id() {
     );
     drop(s);
 
-    // Offline: two more games finish.
+    // Offline: two more games finish, one after the other (the feed is in
+    // the order games finish, and two processed at once may finish in
+    // either order).
     let g3 = app.submit(&token, 3).await;
-    let g4 = app.submit(&token, 4).await;
     app.wait_for(&token, g3, "processed").await;
+    let g4 = app.submit(&token, 4).await;
     app.wait_for(&token, g4, "processed").await;
 
     let mut resumed = app.events(&token, e2.id.as_deref()).await;
