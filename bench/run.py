@@ -23,6 +23,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 M2M = os.path.join(ROOT, "target", "release", "m2m")
 DOC = os.path.join(ROOT, "docs", "performance.md")
 QUICK = "--quick" in sys.argv
+# Also run the embedded ramp with the games sent as CBOR (`--format cbor`:
+# float32 typed arrays), for a table of both formats.
+CBOR = "--cbor" in sys.argv or os.environ.get("M2M_BENCH_CBOR") == "1"
 CHANNELS = "flex,force,gyro"  # the 13-channel game: 5 flex + 5 force + 3 gyro
 SECRET = "bench-secret-" + "x" * 32
 PROCS = []
@@ -80,12 +83,12 @@ def simulate(base, *extra):
     return json.loads(out.stdout)
 
 
-def ramp(base, steps, label):
+def ramp(base, steps, label, *extra):
     """Closed loop at increasing concurrency until throughput stops growing."""
     rows, best = [], None
     for c in steps:
         games = max(150, 30 * c) if not QUICK else 40
-        r = simulate(base, "--users", "16", "--concurrency", str(c), "--games", str(games))
+        r = simulate(base, "--users", "16", "--concurrency", str(c), "--games", str(games), *extra)
         gps = r["completed_per_s"]
         rows.append((c, r))
         log(f"{label}: concurrency {c}: {gps:.1f} games/s, notify p99 {r['notify_latency_ms']['p99']:.1f} ms")
@@ -186,6 +189,43 @@ def event_sizes(vhost, count=20):
         conn.close()
 
 
+def ramp_rows(rows):
+    """The rows of an embedded closed-loop table."""
+    return [f"| {c} | {r['completed_per_s']:.1f} | {r['mb_per_s']:.1f} | {fmt_lat(r['submit_latency_ms'])} | "
+            f"{fmt_lat(r['notify_latency_ms'])} | {r['simulator'].get('cpu_share', 0) * 100:.0f} % |"
+            for c, r in rows]
+
+
+RAMP_HEADER = [
+    "| concurrency | games/s end to end | MB/s uploaded | submit p50/p95/p99/max ms | submit→notification p50/p95/p99/max ms | simulator CPU |",
+    "|---|---|---|---|---|---|",
+]
+
+
+def embedded_cbor(tmp, steps, json_best):
+    """The embedded ramp again on a fresh server, the games sent as CBOR."""
+    serve, line = start(["serve", "--listen", "127.0.0.1:0", "--data-dir", f"{tmp}/serve-cbor"],
+                        ready="m2m serving on")
+    rows, best = ramp(url_of(line), steps, "embedded, CBOR", "--format", "cbor")
+    rss = peak_rss_mb(serve)
+    stop(serve)
+    j, c = json_best[1], best[1]
+    return [
+        "### Embedded (`m2m serve`), 13-channel games as CBOR, closed loop",
+        "",
+        "The same games sent as `application/cbor` (`m2m simulate --format cbor`: each column an RFC 8746 "
+        f"typed array of float32, {c['body_bytes_mean'] / 1000:.0f} KB a game against "
+        f"{j['body_bytes_mean'] / 1000:.0f} KB as JSON), on a fresh `m2m serve` after the JSON runs above.",
+        "",
+    ] + RAMP_HEADER + ramp_rows(rows) + [
+        "",
+        f"Max sustained as CBOR: **{c['completed_per_s']:.1f} games/s** ({c['mb_per_s']:.1f} MB/s) at concurrency "
+        f"{best[0]}, against {j['completed_per_s']:.1f} games/s as JSON "
+        f"({c['completed_per_s'] / j['completed_per_s']:.2f}×). Peak RSS: {rss or 0:.0f} MB.",
+        "",
+    ]
+
+
 def fmt_lat(l):
     return f"{l['p50']:.1f} / {l['p95']:.1f} / {l['p99']:.1f} / {l['max']:.1f}"
 
@@ -235,12 +275,7 @@ def main():
             "",
             "### Embedded (`m2m serve`), 13-channel games, closed loop",
             "",
-            "| concurrency | games/s end to end | MB/s uploaded | submit p50/p95/p99/max ms | submit→notification p50/p95/p99/max ms | simulator CPU |",
-            "|---|---|---|---|---|---|",
-        ]
-        for c, r in rows:
-            lines.append(f"| {c} | {r['completed_per_s']:.1f} | {r['mb_per_s']:.1f} | {fmt_lat(r['submit_latency_ms'])} | "
-                         f"{fmt_lat(r['notify_latency_ms'])} | {r['simulator'].get('cpu_share', 0) * 100:.0f} % |")
+        ] + RAMP_HEADER + ramp_rows(rows)
         lines += ["", f"Max sustained: **{best[1]['completed_per_s']:.1f} games/s** ({best[1]['mb_per_s']:.1f} MB/s) at concurrency {best[0]}. "
                   f"At half that rate ({rate:.1f} games/s, open loop, {half['accepted']} games): submit→notification "
                   f"p50/p95/p99/max = {fmt_lat(half['notify_latency_ms'])} ms; submit {fmt_lat(half['submit_latency_ms'])} ms. "
@@ -253,6 +288,8 @@ def main():
                   f"{up['accepted']} accepted, submit p99 {up['submit_latency_ms']['p99']:.1f} ms, "
                   f"submit→notification p99 {up['notify_latency_ms']['p99']:.1f} ms "
                   f"(without logins: {half['submit_latency_ms']['p99']:.1f} / {half['notify_latency_ms']['p99']:.1f} ms).", ""]
+        if CBOR:
+            lines += embedded_cbor(tmp, steps, best)
 
         # 2. Scaled out, and 5. the backlog drain.
         if shutil.which("rabbitmqctl"):
@@ -321,7 +358,7 @@ def main():
 
     header = [
         f"Machine: {cpu}, {cores} cores, {mem} RAM; {platform.system()} {platform.release()}. "
-        f"Run on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} with `bench/run.sh{' --quick' if QUICK else ''}`"
+        f"Run on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} with `bench/run.sh{' --quick' if QUICK else ''}{' --cbor' if CBOR else ''}`"
         f"{' (QUICK: reduced steps, not the reference figures)' if QUICK else ''}. "
         "The simulator runs on the same machine and its CPU share is shown, so a saturated simulator would be visible. "
         "Game: the 13-channel game (60 s at 100 Hz, 5 flex + 5 force + 3 gyro channels; see \"The two games\").",

@@ -3,6 +3,8 @@
 # scenarios and writes their table into docs/performance.md.
 #   bench/run.sh            # everything (about 5 minutes on 2 cores)
 #   bench/run.sh --quick    # fewer steps, for checking the script itself
+#   bench/run.sh --cbor     # also the embedded ramp with CBOR uploads
+#                           # (or M2M_BENCH_CBOR=1), a second table
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release -p m2m

@@ -29,10 +29,12 @@ impl fmt::Display for FieldError {
 /// Why a submission was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SubmissionError {
-    /// The text is not JSON (HTTP 400).
-    #[error("malformed JSON: {0}")]
+    /// The body is not well-formed JSON (`from_json`) or CBOR (`from_cbor`)
+    /// (HTTP 400). The caller knows which format it asked for and says so.
+    #[error("malformed body: {0}")]
     Malformed(String),
-    /// Well-formed JSON that breaks the contract (HTTP 422). Never empty.
+    /// A well-formed document that breaks the contract (HTTP 422). Never
+    /// empty.
     #[error("{}", summary(.0))]
     Invalid(Vec<FieldError>),
 }
@@ -43,7 +45,7 @@ impl SubmissionError {
         SubmissionError::Invalid(vec![FieldError::new(field, message)])
     }
 
-    /// The field errors (empty for malformed JSON).
+    /// The field errors (empty for a malformed body).
     pub fn field_errors(&self) -> &[FieldError] {
         match self {
             SubmissionError::Malformed(_) => &[],

@@ -11,6 +11,7 @@ mod event;
 mod game;
 mod samples;
 mod submission;
+mod submission_cbor;
 
 pub use account::{Password, Role, Username, PASSWORD_CHARS, USERNAME_CHARS};
 pub use column::{decode_column, encode_column, ColumnError};
@@ -26,3 +27,4 @@ pub use submission::{
     Channels, Device, GameSubmission, Hand, EARLIEST_STARTED_AT, LATEST_STARTED_AT, MAX_CHANNELS,
     MAX_SAMPLES, MAX_SAMPLE_RATE_HZ, MIN_SAMPLE_RATE_HZ,
 };
+pub use submission_cbor::{TAG_FLOAT32_BE, TAG_FLOAT32_LE, TAG_FLOAT64_BE, TAG_FLOAT64_LE};

@@ -41,7 +41,8 @@ fn latest_started_at() -> DateTime<Utc> {
 }
 
 /// A validated game submission. The only way to get one is
-/// [`GameSubmission::from_json`] (or [`GameSubmission::validate`]), so
+/// [`GameSubmission::from_json`], [`GameSubmission::from_cbor`] (or
+/// [`GameSubmission::validate`]), so
 /// holding one means every rule of the contract holds.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct GameSubmission {
@@ -591,4 +592,45 @@ fn validate_channels(
         map.insert(name, col);
     }
     ok.then_some(Channels(map))
+}
+
+/// A submission as a reader other than serde_json gives it (the CBOR one,
+/// `submission_cbor.rs`), before the contract's rules are checked: every
+/// number already finite (the reader refuses the others, naming the
+/// field), the channels in document order with duplicates kept.
+/// [`UncheckedSubmission::validate`] runs the same checks as JSON, so both
+/// formats keep the same rules and name fields the same way.
+pub(crate) struct UncheckedSubmission {
+    pub(crate) game: Option<String>,
+    pub(crate) score: Option<f64>,
+    pub(crate) started_at: Option<String>,
+    pub(crate) device: Option<UncheckedDevice>,
+    pub(crate) sample_rate_hz: Option<f64>,
+    pub(crate) channels: Option<Vec<(String, Vec<f64>)>>,
+}
+
+/// The `device` of an [`UncheckedSubmission`].
+pub(crate) struct UncheckedDevice {
+    pub(crate) glove_id: Option<String>,
+    pub(crate) firmware: Option<String>,
+    pub(crate) hand: Option<String>,
+}
+
+impl UncheckedSubmission {
+    /// The shared validation entry point (see the type's doc).
+    pub(crate) fn validate(self) -> Result<GameSubmission, SubmissionError> {
+        RawSubmission {
+            game: self.game,
+            score: self.score.map(Finite),
+            started_at: self.started_at,
+            device: self.device.map(|d| RawDevice {
+                glove_id: d.glove_id,
+                firmware: d.firmware,
+                hand: d.hand,
+            }),
+            sample_rate_hz: self.sample_rate_hz.map(Finite),
+            channels: self.channels.map(RawChannels),
+        }
+        .validate()
+    }
 }

@@ -43,9 +43,11 @@ pub enum ApiError {
     /// 413: the body is over the limit.
     #[error("the request body is larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
-    /// 415: the body is not sent as JSON.
-    #[error("the request body must be sent as application/json")]
-    UnsupportedMediaType,
+    /// 415: the body is not sent in a media type the operation reads
+    /// (named: `application/json`, or for game uploads also
+    /// `application/cbor`).
+    #[error("the request body must be sent as {0}")]
+    UnsupportedMediaType(&'static str),
     /// 415: the body is compressed with a coding the server does not
     /// decode (the `Accept-Encoding` header lists those it does).
     #[error("the request body's Content-Encoding is not supported; send it uncompressed or gzip-compressed")]
@@ -97,7 +99,7 @@ impl ApiError {
             ApiError::Conflict(_) | ApiError::TooManyInvites { .. } => StatusCode::CONFLICT,
             ApiError::Invite(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::UnsupportedMediaType | ApiError::UnsupportedEncoding => {
+            ApiError::UnsupportedMediaType(_) | ApiError::UnsupportedEncoding => {
                 StatusCode::UNSUPPORTED_MEDIA_TYPE
             }
             ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -122,7 +124,9 @@ impl ApiError {
             ApiError::Invite(InviteProblem::Used) => ("invite-used", "Invite code already used"),
             ApiError::Invite(InviteProblem::Expired) => ("invite-expired", "Invite code expired"),
             ApiError::PayloadTooLarge { .. } => ("payload-too-large", "Request body too large"),
-            ApiError::UnsupportedMediaType => ("unsupported-media-type", "Unsupported media type"),
+            ApiError::UnsupportedMediaType(_) => {
+                ("unsupported-media-type", "Unsupported media type")
+            }
             ApiError::UnsupportedEncoding => {
                 ("unsupported-encoding", "Unsupported content encoding")
             }
@@ -314,7 +318,7 @@ pub(crate) async fn ensure_problem(
         {
             ApiError::UnsupportedEncoding
         }
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::UnsupportedMediaType,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::UnsupportedMediaType("application/json"),
         StatusCode::SERVICE_UNAVAILABLE => ApiError::Unavailable(detail),
         StatusCode::INTERNAL_SERVER_ERROR => ApiError::Unexpected(anyhow::anyhow!(detail)),
         _ => ApiError::Status { status, detail },

@@ -11,26 +11,32 @@ use serde::de::DeserializeOwned;
 use std::net::{IpAddr, SocketAddr};
 use uuid::Uuid;
 
-/// Whether the request says its body is JSON.
-fn is_json(headers: &HeaderMap) -> bool {
+/// The media type the request names (`Content-Type` without parameters),
+/// in lower case.
+fn media_type(headers: &HeaderMap) -> Option<String> {
     headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
-        .map(|v| {
-            let v = v.trim().to_ascii_lowercase();
-            v == "application/json" || (v.starts_with("application/") && v.ends_with("+json"))
-        })
-        .unwrap_or(false)
+        .map(|v| v.trim().to_ascii_lowercase())
 }
 
-/// The raw body of a JSON request, read up to `limit` bytes after
-/// decompression: 415 if not sent as JSON, 413 once the body passes the
-/// limit (without reading the rest), 400 if it cannot be read.
-async fn read_json(req: Request, limit: usize) -> Result<Bytes, ApiError> {
-    if !is_json(req.headers()) {
-        return Err(ApiError::UnsupportedMediaType);
-    }
+/// `application/json` or a `+json` type.
+fn is_json(media_type: &str) -> bool {
+    media_type == "application/json"
+        || (media_type.starts_with("application/") && media_type.ends_with("+json"))
+}
+
+/// `application/cbor` or a `+cbor` type (RFC 8949).
+fn is_cbor(media_type: &str) -> bool {
+    media_type == "application/cbor"
+        || (media_type.starts_with("application/") && media_type.ends_with("+cbor"))
+}
+
+/// The body, read up to `limit` bytes after decompression: 413 once the
+/// body passes the limit (without reading the rest), 400 if it cannot be
+/// read.
+async fn read_body(req: Request, limit: usize) -> Result<Bytes, ApiError> {
     axum::body::to_bytes(req.into_body(), limit)
         .await
         .map_err(|e| {
@@ -41,6 +47,20 @@ async fn read_json(req: Request, limit: usize) -> Result<Bytes, ApiError> {
             }
         })
 }
+
+/// The raw body of a JSON request, as [`read_body`]; 415 if not sent as
+/// JSON.
+async fn read_json(req: Request, limit: usize) -> Result<Bytes, ApiError> {
+    if !media_type(req.headers()).is_some_and(|t| is_json(&t)) {
+        return Err(ApiError::UnsupportedMediaType(JSON));
+    }
+    read_body(req, limit).await
+}
+
+/// What the account endpoints' 415 names.
+const JSON: &str = "application/json";
+/// What a game upload's 415 names.
+const JSON_OR_CBOR: &str = "application/json or application/cbor";
 
 /// Whether reading a body failed on its length limit.
 fn is_length_limit(e: &axum::Error) -> bool {
@@ -54,18 +74,45 @@ fn is_length_limit(e: &axum::Error) -> bool {
     false
 }
 
-/// The raw body of a game upload, up to the configured body limit
-/// (`--body-limit`), as [`read_json`].
-#[derive(Debug)]
-pub(crate) struct JsonBytes(pub(crate) Bytes);
+/// How a game upload is encoded: the same document either way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum UploadFormat {
+    Json,
+    /// CBOR (RFC 8949), for phones that pay for every byte: columns may be
+    /// RFC 8746 typed arrays of floats.
+    Cbor,
+}
 
-impl FromRequest<AppState> for JsonBytes {
+impl UploadFormat {
+    /// The format's name in messages ("malformed CBOR: …").
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            UploadFormat::Json => "JSON",
+            UploadFormat::Cbor => "CBOR",
+        }
+    }
+}
+
+/// The raw body of a game upload, up to the configured body limit
+/// (`--body-limit`), as [`read_body`], and its format: 415 unless it is
+/// sent as JSON or CBOR.
+#[derive(Debug)]
+pub(crate) struct UploadBody {
+    pub(crate) bytes: Bytes,
+    pub(crate) format: UploadFormat,
+}
+
+impl FromRequest<AppState> for UploadBody {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
-        read_json(req, state.config().body_limit)
-            .await
-            .map(JsonBytes)
+        let format = match media_type(req.headers()) {
+            Some(t) if is_json(&t) => UploadFormat::Json,
+            Some(t) if is_cbor(&t) => UploadFormat::Cbor,
+            _ => return Err(ApiError::UnsupportedMediaType(JSON_OR_CBOR)),
+        };
+        let bytes = read_body(req, state.config().body_limit).await?;
+        Ok(UploadBody { bytes, format })
     }
 }
 

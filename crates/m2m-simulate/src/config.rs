@@ -71,6 +71,11 @@ pub struct SimulateArgs {
     /// Send the bodies gzip-compressed (`Content-Encoding: gzip`).
     #[arg(long)]
     pub gzip: bool,
+    /// Encoding of the games: JSON, or CBOR with the columns as float32
+    /// typed arrays (RFC 8746), as a phone on a metered link would send
+    /// them.
+    #[arg(long, value_enum, default_value = "json")]
+    pub format: Format,
     /// Print the report as one JSON object on stdout instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -87,6 +92,38 @@ pub enum Channel {
     Gyro,
     /// `accel_x`, `accel_y`, `accel_z`
     Accel,
+}
+
+/// How the generated games are encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// `application/json`, three decimals a sample (the glove's
+    /// resolution).
+    Json,
+    /// `application/cbor`, each column an RFC 8746 typed array of
+    /// little-endian float32 (tag 85): 4 bytes a sample, nothing for the
+    /// server to parse number by number. float32 rather than plain CBOR
+    /// arrays of floats (5 or 9 bytes a sample) because the server stores
+    /// columns as float32 anyway.
+    Cbor,
+}
+
+impl Format {
+    /// The name in the report (`json`, `cbor`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Json => "json",
+            Format::Cbor => "cbor",
+        }
+    }
+
+    /// The `Content-Type` of the bodies.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Json => "application/json",
+            Format::Cbor => "application/cbor",
+        }
+    }
 }
 
 /// What each generated game looks like (the seed is given separately).
@@ -126,6 +163,7 @@ pub struct SimulateConfig {
     pub drain_timeout: Duration,
     pub request_timeout: Duration,
     pub gzip: bool,
+    pub format: Format,
     /// Draw a progress bar on stderr (only if stderr is a terminal).
     pub progress: bool,
     /// Makes this run's usernames unique (`sim-<run_id>-<i>`).
@@ -154,6 +192,7 @@ impl SimulateConfig {
             drain_timeout: Duration::from_secs(30),
             request_timeout: Duration::from_secs(60),
             gzip: false,
+            format: Format::Json,
             progress: false,
             run_id: new_run_id(),
         }
@@ -241,6 +280,7 @@ impl TryFrom<SimulateArgs> for SimulateConfig {
             drain_timeout: a.drain_timeout,
             request_timeout: a.request_timeout,
             gzip: a.gzip,
+            format: a.format,
             progress: true,
             run_id: new_run_id(),
         };

@@ -27,7 +27,7 @@ mod submitter;
 mod tracker;
 mod users;
 
-pub use config::{Channel, GameOptions, Load, SimulateArgs, SimulateConfig};
+pub use config::{Channel, Format, GameOptions, Load, SimulateArgs, SimulateConfig};
 pub use pool::GamePool;
 pub use report::{Latency, Report, SimulatorLoad};
 
@@ -87,10 +87,18 @@ pub async fn run(config: SimulateConfig) -> anyhow::Result<Report> {
     // Generation uses every core while the server hashes passwords.
     let generation = {
         let game = config.game.clone();
-        let (seed, distinct, gzip) = (config.seed, config.distinct_games, config.gzip);
+        let (seed, distinct, format, gzip) = (
+            config.seed,
+            config.distinct_games,
+            config.format,
+            config.gzip,
+        );
         tokio::task::spawn_blocking(move || {
             let t = std::time::Instant::now();
-            (GamePool::generate(&game, seed, distinct, gzip), t.elapsed())
+            (
+                GamePool::generate(&game, seed, distinct, format, gzip),
+                t.elapsed(),
+            )
         })
     };
     let sessions = users::sign_up(
@@ -196,6 +204,7 @@ pub async fn run(config: SimulateConfig) -> anyhow::Result<Report> {
         seed: config.seed,
         distinct_games: config.distinct_games,
         gzip: config.gzip,
+        format: config.format.name(),
         body_bytes_mean,
         body_bytes_raw_mean,
         submitted: totals.attempted,

@@ -6,11 +6,11 @@
 //! and cycled through; a submission only clones a [`Bytes`] (a reference
 //! count), never copies a body.
 
-use crate::config::{splitmix64, Channel, GameOptions};
+use crate::config::{splitmix64, Channel, Format, GameOptions};
 use bytes::Bytes;
 use flate2::write::GzEncoder;
 use flate2::Compression;
-use m2m_synth::GameSpec;
+use m2m_synth::{CborColumns, GameSpec};
 use std::io::Write;
 
 /// Names the phone app uses for its mini-games.
@@ -23,13 +23,21 @@ pub struct GamePool {
     /// Mean size of a body before compression.
     raw_mean: f64,
     gzip: bool,
+    format: Format,
 }
 
 impl GamePool {
     /// Generates `distinct` games from `seed` (each with its own seed
     /// derived from it, so the same `seed` gives the same bodies), on all
-    /// cores. With `gzip`, the bodies are stored compressed.
-    pub fn generate(opts: &GameOptions, seed: u64, distinct: usize, gzip: bool) -> Self {
+    /// cores, encoded as `format`. With `gzip`, the bodies are stored
+    /// compressed.
+    pub fn generate(
+        opts: &GameOptions,
+        seed: u64,
+        distinct: usize,
+        format: Format,
+        gzip: bool,
+    ) -> Self {
         let distinct = distinct.max(1);
         let threads = std::thread::available_parallelism()
             .map_or(1, |n| n.get())
@@ -41,10 +49,10 @@ impl GamePool {
                         (t..distinct)
                             .step_by(threads)
                             .map(|i| {
-                                let raw = game_json(opts, seed, i);
+                                let raw = game_body(opts, seed, i, format);
                                 let len = raw.len();
                                 let body = if gzip {
-                                    gzip_bytes(raw.as_bytes())
+                                    gzip_bytes(&raw)
                                 } else {
                                     Bytes::from(raw)
                                 };
@@ -65,6 +73,7 @@ impl GamePool {
             bodies: made.into_iter().map(|(_, b, _)| b).collect(),
             raw_mean,
             gzip,
+            format,
         }
     }
 
@@ -76,6 +85,11 @@ impl GamePool {
     /// All distinct bodies, in order.
     pub fn bodies(&self) -> &[Bytes] {
         &self.bodies
+    }
+
+    /// How the bodies are encoded.
+    pub fn format(&self) -> Format {
+        self.format
     }
 
     /// Whether the bodies are gzip-compressed.
@@ -95,8 +109,9 @@ impl GamePool {
 }
 
 /// Game number `i` of the pool of `seed`: its own sensor seed, a playing
-/// pace between 16 and 32 cycles a minute, a game name and a score.
-fn game_json(opts: &GameOptions, seed: u64, i: usize) -> String {
+/// pace between 16 and 32 cycles a minute, a game name and a score;
+/// encoded as `format`.
+fn game_body(opts: &GameOptions, seed: u64, i: usize, format: Format) -> Vec<u8> {
     let game_seed = splitmix64(seed ^ splitmix64(i as u64));
     let spec = GameSpec {
         duration_s: opts.game_seconds,
@@ -112,7 +127,10 @@ fn game_json(opts: &GameOptions, seed: u64, i: usize) -> String {
     };
     let name = GAMES[(game_seed >> 8) as usize % GAMES.len()];
     let score = 100 + (game_seed >> 16) % 1900;
-    spec.submission_json(name, score as f64)
+    match format {
+        Format::Json => spec.submission_json(name, score as f64).into_bytes(),
+        Format::Cbor => spec.submission_cbor(name, score as f64, CborColumns::Float32),
+    }
 }
 
 fn gzip_bytes(raw: &[u8]) -> Bytes {
@@ -138,7 +156,7 @@ mod tests {
 
     #[test]
     fn cycles_through_distinct_valid_games() {
-        let pool = GamePool::generate(&opts(), 9, 3, false);
+        let pool = GamePool::generate(&opts(), 9, 3, Format::Json, false);
         assert_eq!(pool.bodies().len(), 3);
         assert_ne!(pool.body(0), pool.body(1));
         assert_eq!(pool.body(0), pool.body(3));
@@ -153,8 +171,8 @@ mod tests {
 
     #[test]
     fn gzip_bodies_decompress_to_the_same_games() {
-        let plain = GamePool::generate(&opts(), 9, 2, false);
-        let zipped = GamePool::generate(&opts(), 9, 2, true);
+        let plain = GamePool::generate(&opts(), 9, 2, Format::Json, false);
+        let zipped = GamePool::generate(&opts(), 9, 2, Format::Json, true);
         assert!(zipped.gzip());
         for (p, z) in plain.bodies().iter().zip(zipped.bodies()) {
             let mut out = Vec::new();
@@ -164,5 +182,24 @@ mod tests {
             assert_eq!(&out[..], &p[..]);
         }
         assert!(zipped.wire_mean() < zipped.raw_mean() / 2.0);
+    }
+
+    #[test]
+    fn cbor_bodies_are_the_same_games_in_float32_typed_arrays() {
+        let json = GamePool::generate(&opts(), 9, 2, Format::Json, false);
+        let cbor = GamePool::generate(&opts(), 9, 2, Format::Cbor, false);
+        assert_eq!(cbor.format(), Format::Cbor);
+        for (j, c) in json.bodies().iter().zip(cbor.bodies()) {
+            let v: serde_json::Value = serde_json::from_slice(j).unwrap();
+            // The map's header (5 pairs), then the first key and value.
+            assert_eq!(&c[..6], b"\xa5\x64game");
+            let name = v["game"].as_str().unwrap();
+            assert_eq!(&c[6..7], &[0x60 + name.len() as u8]);
+            assert_eq!(&c[7..7 + name.len()], name.as_bytes());
+            // 8 columns of 100 float32 samples: 400 bytes each, under two
+            // thirds of the JSON text (about 7 characters a sample).
+            assert!(c.len() > 8 * 400 && c.len() < 8 * 400 + 400, "{}", c.len());
+            assert!(c.len() * 3 < j.len() * 2, "{} vs {}", c.len(), j.len());
+        }
     }
 }

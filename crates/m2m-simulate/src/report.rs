@@ -23,6 +23,8 @@ pub struct Report {
     pub seed: u64,
     pub distinct_games: usize,
     pub gzip: bool,
+    /// How the games were encoded: `json` or `cbor` (float32 typed arrays).
+    pub format: &'static str,
     /// Mean body size as sent (compressed with gzip) and before compression.
     pub body_bytes_mean: f64,
     pub body_bytes_raw_mean: f64,
@@ -134,10 +136,11 @@ impl fmt::Display for Report {
         )?;
         writeln!(
             f,
-            "  {load}; {} users; {} distinct games (seed {}), {:.0} KB each{}",
+            "  {load}; {} users; {} distinct games (seed {}) as {}, {:.0} KB each{}",
             self.users,
             self.distinct_games,
             self.seed,
+            self.format.to_uppercase(),
             self.body_bytes_mean / 1000.0,
             if self.gzip {
                 format!(" gzipped ({:.0} KB raw)", self.body_bytes_raw_mean / 1000.0)
@@ -198,6 +201,12 @@ impl fmt::Display for Report {
         )?;
         writeln!(
             f,
+            "              {:.1} MB of {} bodies sent",
+            self.bytes_sent as f64 / 1e6,
+            self.format.to_uppercase()
+        )?;
+        writeln!(
+            f,
             "              {:.1} games/s notified (over {:.2} s in all)",
             self.completed_per_s, self.elapsed_s
         )?;
@@ -245,6 +254,7 @@ mod tests {
             seed: 7,
             distinct_games: 64,
             gzip: false,
+            format: "json",
             body_bytes_mean: 600_000.0,
             body_bytes_raw_mean: 600_000.0,
             submitted: 123_456,

@@ -113,7 +113,10 @@ impl Submitter {
             .post(self.url.clone())
             .timeout(self.timeout)
             .header(reqwest::header::AUTHORIZATION, user.auth())
-            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            .header(
+                CONTENT_TYPE,
+                HeaderValue::from_static(self.pool.format().content_type()),
+            );
         if self.pool.gzip() {
             req = req.header(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
         }

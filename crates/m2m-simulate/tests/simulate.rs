@@ -2,7 +2,7 @@
 //! process (gateway, processor, in-process bus, SQLite in a temporary
 //! directory), as `m2m serve` wires it (m2m-testkit's `spawn_app`).
 
-use m2m_simulate::{Channel, GameOptions, GamePool, Load, Report, SimulateConfig};
+use m2m_simulate::{Channel, Format, GameOptions, GamePool, Load, Report, SimulateConfig};
 use m2m_testkit::{spawn_app, TestApp};
 use std::time::Duration;
 
@@ -80,6 +80,33 @@ async fn open_loop_run_with_gzip_keeps_the_rate() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cbor_run_is_all_processed_and_reports_its_format_and_bytes() {
+    let system = spawn_app().await;
+    let mut config = small(&system);
+    config.games = Some(8);
+    config.load = Load::Concurrency(2);
+    let json = m2m_simulate::run(config.clone()).await.unwrap();
+    config.format = Format::Cbor;
+    config.run_id = format!("{}c", config.run_id);
+    let cbor = m2m_simulate::run(config).await.unwrap();
+    assert_all_processed(&cbor, 8);
+    assert_eq!((json.format, cbor.format), ("json", "cbor"));
+    // The same games: float32 typed arrays are 4 bytes a sample, under
+    // two thirds of the three-decimal JSON text.
+    assert!(
+        cbor.bytes_sent * 3 < json.bytes_sent * 2,
+        "{} vs {}",
+        cbor.bytes_sent,
+        json.bytes_sent
+    );
+    let table = cbor.to_string();
+    assert!(
+        table.contains("as CBOR") && table.contains("MB of CBOR bodies sent"),
+        "{table}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_for_bound_stops_the_run() {
     let system = spawn_app().await;
     let mut config = small(&system);
@@ -139,9 +166,9 @@ fn the_same_seed_gives_the_same_game_bodies() {
         tremor_hz: Some(6.0),
         noise: 0.3,
     };
-    let a = GamePool::generate(&opts, 7, 5, false);
-    let b = GamePool::generate(&opts, 7, 5, false);
-    let c = GamePool::generate(&opts, 8, 5, false);
+    let a = GamePool::generate(&opts, 7, 5, Format::Json, false);
+    let b = GamePool::generate(&opts, 7, 5, Format::Json, false);
+    let c = GamePool::generate(&opts, 8, 5, Format::Json, false);
     assert_eq!(a.bodies(), b.bodies());
     assert_ne!(a.bodies(), c.bodies());
     let distinct: std::collections::HashSet<_> = a.bodies().iter().collect();

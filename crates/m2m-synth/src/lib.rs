@@ -153,6 +153,82 @@ impl GameSpec {
         s.push_str("}}");
         s
     }
+
+    /// The same submission as [`GameSpec::submission_json`], as CBOR
+    /// (`application/cbor`): the same fields, and every sample the value of
+    /// its three-decimal JSON text, written as `columns` says.
+    pub fn submission_cbor(&self, game: &str, score: f64, columns: CborColumns) -> Vec<u8> {
+        const CANNOT_FAIL: &str = "writing to a Vec cannot fail";
+        let channels = self.channels();
+        let samples = self.samples();
+        let per_sample = match columns {
+            CborColumns::Float32 => 4,
+            CborColumns::Float64 => 9,
+        };
+        let mut e = minicbor::Encoder::new(Vec::with_capacity(
+            channels.len() * (samples * per_sample + 32) + 256,
+        ));
+        e.map(5)
+            .and_then(|e| e.str("game")?.str(game))
+            .and_then(|e| e.str("score")?.f64(score))
+            .and_then(|e| e.str("sample_rate_hz")?.f64(self.sample_rate_hz))
+            .and_then(|e| {
+                e.str("device")?
+                    .map(3)?
+                    .str("glove_id")?
+                    .str("G-SIM")?
+                    .str("firmware")?
+                    .str("1.0.0")?
+                    .str("hand")?
+                    .str("right")
+            })
+            .and_then(|e| e.str("channels")?.map(channels.len() as u64))
+            .expect(CANNOT_FAIL);
+        let mut typed = Vec::with_capacity(samples * 4);
+        for (name, col) in &channels {
+            e.str(name).expect(CANNOT_FAIL);
+            let values = col.iter().map(|v| three_decimals(*v));
+            match columns {
+                CborColumns::Float32 => {
+                    typed.clear();
+                    for v in values {
+                        typed.extend_from_slice(&(v as f32).to_le_bytes());
+                    }
+                    e.tag(minicbor::data::Tag::new(TAG_FLOAT32_LE))
+                        .and_then(|e| e.bytes(&typed))
+                        .expect(CANNOT_FAIL);
+                }
+                CborColumns::Float64 => {
+                    e.array(col.len() as u64).expect(CANNOT_FAIL);
+                    for v in values {
+                        e.f64(v).expect(CANNOT_FAIL);
+                    }
+                }
+            }
+        }
+        e.into_writer()
+    }
+}
+
+/// RFC 8746 tag of a typed array of little-endian float32 values.
+const TAG_FLOAT32_LE: u64 = 85;
+
+/// How [`GameSpec::submission_cbor`] writes a column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CborColumns {
+    /// An RFC 8746 typed array of little-endian float32 values (tag 85):
+    /// 4 bytes a sample, the values rounded to float32 (about seven
+    /// significant digits, which the server stores anyway).
+    Float32,
+    /// An array of float64 values: 9 bytes a sample, the values exactly
+    /// as in the JSON text.
+    Float64,
+}
+
+/// The value of `v`'s three-decimal text, as the JSON text carries it.
+fn three_decimals(v: f64) -> f64 {
+    let text = format!("{v:.3}");
+    text.parse().unwrap_or(v)
 }
 
 #[cfg(test)]

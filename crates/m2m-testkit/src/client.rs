@@ -138,6 +138,28 @@ impl Api {
             .unwrap_or_else(|e| panic!("POST /v1/games: {e}"))
     }
 
+    /// Uploads a game as CBOR (`application/cbor`), with more headers.
+    pub async fn post_cbor_game(
+        &self,
+        token: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<reqwest::Body>,
+    ) -> reqwest::Response {
+        let mut request = self
+            .client
+            .post(self.url("/v1/games"))
+            .bearer_auth(token)
+            .header("content-type", "application/cbor");
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request
+            .body(body)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("POST /v1/games: {e}"))
+    }
+
     /// `POST /v1/token/refresh` with a refresh token.
     pub async fn refresh(&self, refresh_token: &str) -> reqwest::Response {
         self.post_json(

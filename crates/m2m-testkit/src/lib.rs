@@ -8,7 +8,8 @@
 //!   logs collected;
 //! - [`Api`]: one typed client of the HTTP API, for both, with the raw
 //!   requests hostile tests need;
-//! - [`small_game`] / [`ten_second_game`]: generated uploads.
+//! - [`small_game`] / [`ten_second_game`]: generated uploads, and
+//!   [`json_to_cbor`] for the same uploads in CBOR.
 
 mod app;
 mod client;
@@ -20,6 +21,6 @@ pub use app::{spawn_app, spawn_app_with, Options, TestApp};
 pub use client::{
     assert_problem, occurrences, token_claims, Accepted, Api, PASSWORD, POLL, PROCESS_TIMEOUT,
 };
-pub use games::{small_game, small_game_at, ten_second_game};
+pub use games::{json_to_cbor, small_game, small_game_at, ten_second_game, CborColumns};
 pub use process::{logs, m2m_command, Proc, START_TIMEOUT};
 pub use sse::{Sse, SseReader};

@@ -1,7 +1,7 @@
 //! Games: upload, read, list, and progress.
 
 use crate::error::{ApiError, ApiResult, Problem};
-use crate::extract::{AuthUser, JsonBytes, PatientUser, QueryParams};
+use crate::extract::{AuthUser, PatientUser, QueryParams, UploadBody, UploadFormat};
 use crate::state::AppState;
 use crate::telemetry::TraceId;
 use axum::extract::{Path, State};
@@ -112,16 +112,23 @@ fn accepted_response(status: u16, body: Vec<u8>) -> Response {
 
 /// Upload a game. Answers as soon as the game and its ProcessingEvent are
 /// durable; the analysis follows and is announced on `/v1/events`.
-#[utoipa::path(post, path = "/v1/games", tag = "games", request_body = GameSubmissionDoc,
+#[utoipa::path(post, path = "/v1/games", tag = "games",
+    request_body(
+        content(
+            (GameSubmissionDoc = "application/json"),
+            (GameSubmissionDoc = "application/cbor"),
+        ),
+        description = "The game as JSON, or as the same document in CBOR (RFC 8949), which costs a phone fewer bytes and the server no number parsing. In CBOR a number may be an integer or a float of any width (float16 included), and a column may also be an RFC 8746 typed array: a byte string of IEEE 754 floats tagged 85 (float32, little-endian), 86 (float64, little-endian), 81 or 82 (the same, big-endian), e.g. `85(h'0000c03f…')`. Another tag on a column is a 422 naming it. Malformed CBOR is a 400 like malformed JSON; a value of the wrong shape is a 422 naming the field."
+    ),
     params(("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "1–255 visible ASCII characters; a repeat within 24 h returns the first answer")),
     security(("bearer" = [])),
     responses(
         (status = 202, body = Accepted, headers(("Location" = String))),
-        (status = 400, description = "malformed JSON or Idempotency-Key", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "malformed JSON or CBOR, or Idempotency-Key", body = Problem, content_type = "application/problem+json"),
         (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "the account is a therapist's: only patients upload games", body = Problem, content_type = "application/problem+json"),
         (status = 413, body = Problem, content_type = "application/problem+json"),
-        (status = 415, body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "the body is sent neither as application/json nor as application/cbor, or with a Content-Encoding other than gzip", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "invalid submission, or the key reused with another body", body = Problem, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn submit(
@@ -129,23 +136,32 @@ pub(crate) async fn submit(
     PatientUser(user): PatientUser,
     Extension(TraceId(trace_id)): Extension<TraceId>,
     headers: HeaderMap,
-    JsonBytes(body): JsonBytes,
+    UploadBody {
+        bytes: body,
+        format,
+    }: UploadBody,
 ) -> ApiResult<Response> {
     let key = idempotency_key(&headers)?;
     let submitted_at = Utc::now();
     let game_id = Uuid::now_v7();
     let event_id = Uuid::now_v7();
     // Parsing a large game takes a millisecond or more: off the runtime.
+    // The key's hash is over the body as sent (after decompression), so a
+    // replay must repeat the same bytes in the same format.
     let want_hash = key.is_some();
     let (parsed, request_hash) = tokio::task::spawn_blocking(move || {
         let hash: Option<[u8; 32]> = want_hash.then(|| Sha256::digest(&body).into());
-        (GameSubmission::from_json(&body), hash)
+        let parsed = match format {
+            UploadFormat::Json => GameSubmission::from_json(&body),
+            UploadFormat::Cbor => GameSubmission::from_cbor(&body),
+        };
+        (parsed, hash)
     })
     .await
     .map_err(|e| anyhow::anyhow!("parsing task: {e}"))?;
     let submission = parsed.map_err(|e| match e {
         SubmissionError::Malformed(m) => {
-            ApiError::bad_field("body", format!("malformed JSON: {m}"))
+            ApiError::bad_field("body", format!("malformed {}: {m}", format.name()))
         }
         SubmissionError::Invalid(errors) => ApiError::Invalid(errors),
     })?;

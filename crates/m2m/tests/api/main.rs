@@ -6,6 +6,7 @@
 
 mod accounts;
 mod care;
+mod cbor;
 mod feed;
 mod games;
 mod hostile;
