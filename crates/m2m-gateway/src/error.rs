@@ -271,6 +271,14 @@ impl IntoResponse for ApiError {
 /// Result of a handler.
 pub(crate) type ApiResult<T> = Result<T, ApiError>;
 
+/// Whether a request has a body to read (a non-zero length, or chunked).
+fn has_body(headers: &header::HeaderMap) -> bool {
+    headers.contains_key(header::TRANSFER_ENCODING)
+        || headers
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0")
+}
+
 /// Whether a response is already problem+json.
 fn is_problem(headers: &header::HeaderMap) -> bool {
     headers
@@ -284,12 +292,24 @@ fn is_problem(headers: &header::HeaderMap) -> bool {
 /// 405, the decompression's 415, an extractor's 400. The headers they set
 /// (`Allow`, `Accept-Encoding`, ...) are kept; their text, if any, becomes
 /// the detail.
+///
+/// An error answer to a request that came with a body also says
+/// `Connection: close`: the server may answer before reading the body (a
+/// 401 or 403 before an upload is read, a 413), and then closes the
+/// connection; without the header a client would keep the connection for
+/// its next request, which would fail.
 pub(crate) async fn ensure_problem(
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    let response = next.run(req).await;
+    let with_body = has_body(req.headers());
+    let mut response = next.run(req).await;
     let status = response.status();
+    if with_body && (status.is_client_error() || status.is_server_error()) {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     if !(status.is_client_error() || status.is_server_error()) || is_problem(response.headers()) {
         return response;
     }

@@ -249,3 +249,24 @@ async fn me_shows_the_account_and_sets_its_time_zone() {
     let (_, therapist) = app.therapist("dr-kim").await;
     assert_eq!(app.read(&therapist, "/v1/me").await["role"], "therapist");
 }
+
+#[tokio::test]
+async fn an_upload_refused_before_its_body_is_read_closes_the_connection_cleanly() {
+    // The 403 is sent before the body is read, and the server then closes
+    // the connection: the answer says so, so the client's next request
+    // takes a new connection instead of failing on the closed one.
+    let app = spawn_app().await;
+    let (_, therapist) = app.therapist("dr-kim").await;
+    for round in 0..10 {
+        let r = app.post_game(&therapist, ten_second_game(round)).await;
+        assert_eq!(
+            r.headers().get("connection").map(|v| v.to_str().unwrap()),
+            Some("close")
+        );
+        assert_problem(r, 403, None).await;
+        let r = app.post_game("not-a-token", ten_second_game(round)).await;
+        assert_problem(r, 401, None).await;
+        // The same client, at once: a request that must not fail.
+        assert_eq!(app.read(&therapist, "/v1/me").await["role"], "therapist");
+    }
+}
