@@ -153,11 +153,33 @@ impl GameSubmission {
     /// breaks the contract (including numbers that overflow to infinity,
     /// strings or `null` where numbers belong) is
     /// [`SubmissionError::Invalid`] naming the field, e.g. `channels.gyro_x[17]`.
+    ///
+    /// The columns are scanned by a fast path straight into their
+    /// `Vec<f64>` (see `fast_json.rs`); text it does not take, such as any
+    /// upload with an error, is parsed again by serde, which names the
+    /// field at fault. Both paths give the same result, correctly rounded.
     pub fn from_json(bytes: &[u8]) -> Result<Self, SubmissionError> {
+        match crate::fast_json::parse(bytes) {
+            Some(raw) => raw.validate(),
+            None => Self::from_json_serde(bytes),
+        }
+    }
+
+    /// The serde path: serde_json's deserializer for the whole text, and
+    /// on failure the path-tracking parse that names the field.
+    pub(crate) fn from_json_serde(bytes: &[u8]) -> Result<Self, SubmissionError> {
         match serde_json::from_slice::<Object<RawSubmission>>(bytes) {
             Ok(Object(raw)) => raw.validate(),
             Err(e) => Err(locate_error(bytes, e)),
         }
+    }
+
+    /// Parses and validates with any serde deserializer (no field paths on
+    /// failure: the deserializer's own error).
+    pub(crate) fn from_deserializer<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Result<Self, SubmissionError>, D::Error> {
+        Object::<RawSubmission>::deserialize(d).map(|Object(raw)| raw.validate())
     }
 
     /// Validates already-parsed parts (used where the parts do not come
@@ -219,7 +241,7 @@ impl GameSubmission {
 /// Optional at the serde level so that a missing field is reported by
 /// [`RawSubmission::validate`] with the contract's wording.
 #[derive(Deserialize)]
-struct RawSubmission {
+pub(crate) struct RawSubmission {
     #[serde(default, deserialize_with = "required")]
     game: Option<String>,
     #[serde(default, deserialize_with = "required")]
@@ -231,7 +253,7 @@ struct RawSubmission {
     #[serde(default, deserialize_with = "required")]
     sample_rate_hz: Option<Finite>,
     #[serde(default, deserialize_with = "required")]
-    channels: Option<RawChannels>,
+    pub(crate) channels: Option<RawChannels>,
 }
 
 #[derive(Deserialize)]
@@ -346,7 +368,7 @@ impl<'de> Deserialize<'de> for Column {
 
 /// The `channels` object in document order, duplicates kept so that
 /// validation can name them.
-struct RawChannels(Vec<(String, Vec<f64>)>);
+pub(crate) struct RawChannels(pub(crate) Vec<(String, Vec<f64>)>);
 
 impl<'de> Deserialize<'de> for RawChannels {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -431,7 +453,7 @@ fn strip_position(msg: &str) -> String {
 }
 
 impl RawSubmission {
-    fn validate(self) -> Result<GameSubmission, SubmissionError> {
+    pub(crate) fn validate(self) -> Result<GameSubmission, SubmissionError> {
         let mut errors = Vec::new();
         let mut err = |field: &str, message: String| errors.push(FieldError::new(field, message));
 
