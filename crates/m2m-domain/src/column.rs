@@ -142,44 +142,53 @@ fn is_negative_zero(v: f64) -> bool {
 /// `v` as `m` at scale `k`, if `m / 10^k` gives `v` back bit for bit.
 fn mantissa(v: f64, k: usize) -> Option<i64> {
     let p = POW10[k];
-    let m = (v * p).round();
+    let t = v * p;
     // The infinities are caught by the comparison.
-    if m.is_nan() || m.abs() > MAX_MANTISSA as f64 {
+    if t.is_nan() || t.abs() > MAX_MANTISSA as f64 {
         return None;
     }
-    let m = m as i64;
-    ((m as f64 / p).to_bits() == v.to_bits()).then_some(m)
+    // `t` is within a hair of `m`, so truncating gives `m` or its neighbour
+    // towards zero (a conversion instruction, where `round` is a call).
+    let truncated = t as i64;
+    let away = truncated + if t < 0.0 { -1 } else { 1 };
+    [truncated, away]
+        .into_iter()
+        .find(|&m| m.unsigned_abs() <= MAX_MANTISSA && (m as f64 / p).to_bits() == v.to_bits())
 }
 
 /// The smallest scale at which the whole column is decimal, and its
 /// integers (0 for `-0.0`).
 fn decimal_integers(col: &[f64]) -> Option<(usize, Vec<i64>)> {
-    // The smallest scale each value needs; their maximum is where every
-    // value fits, except near 2^53 where scaling up can lose a value, so
-    // the whole column is checked there and above.
-    let mut start = 0;
+    let mut k = 0;
+    let mut ints: Vec<i64> = Vec::with_capacity(col.len());
     for &v in col {
-        if is_negative_zero(v) {
-            continue;
-        }
-        while mantissa(v, start).is_none() {
-            start += 1;
-            if start > usize::from(MAX_SCALE) {
-                return None;
+        let m = loop {
+            if is_negative_zero(v) {
+                break 0;
             }
-        }
+            if let Some(m) = mantissa(v, k) {
+                break m;
+            }
+            // This value needs a larger scale: the values before are
+            // converted to it again (near 2^53 one may no longer fit).
+            k = (k + 1..=usize::from(MAX_SCALE))
+                .find(|&k| rescale(&col[..ints.len()], &mut ints, k))?;
+        };
+        ints.push(m);
     }
-    (start..=usize::from(MAX_SCALE)).find_map(|k| {
-        col.iter()
-            .map(|&v| {
-                if is_negative_zero(v) {
-                    Some(0)
-                } else {
-                    mantissa(v, k)
-                }
-            })
-            .collect::<Option<Vec<i64>>>()
-            .map(|ints| (k, ints))
+    Some((k, ints))
+}
+
+/// Converts `col` to integers at scale `k` into `ints`, if all are decimal
+/// there.
+fn rescale(col: &[f64], ints: &mut [i64], k: usize) -> bool {
+    col.iter().zip(ints).all(|(&v, m)| {
+        let at_k = if is_negative_zero(v) {
+            Some(0)
+        } else {
+            mantissa(v, k)
+        };
+        at_k.map(|at_k| *m = at_k).is_some()
     })
 }
 
@@ -219,8 +228,8 @@ fn rice_bits(x: u64, p: u32) -> u64 {
 
 /// The cheapest Rice parameter for a block, and its size in bits, or `None`
 /// for a block of zeros. The optimum of a geometric-like distribution lies
-/// near log2 of the mean; a few spikes (escaped anyway) pull the mean up, so
-/// the parameters from there down to the mean bit length are tried too.
+/// 1–2 below log2 of the mean; a few spikes (escaped anyway) pull the mean
+/// up, so the parameters from there down to the mean bit length are tried.
 fn block_parameter(block: &[u64]) -> Option<(u32, u64)> {
     let sum: u128 = block.iter().map(|&x| u128::from(x)).sum();
     if sum == 0 {
@@ -229,27 +238,40 @@ fn block_parameter(block: &[u64]) -> Option<(u32, u64)> {
     let mean = sum / block.len() as u128;
     let by_mean = 128 - mean.leading_zeros();
     let total_bits: u32 = block.iter().map(|&x| 64 - x.leading_zeros()).sum();
-    let by_bits = total_bits / block.len() as u32;
+    let by_bits = total_bits / block.len() as u32 + 1;
     let low = by_mean.min(by_bits).saturating_sub(3);
-    let high = (by_mean.max(by_bits) + 1).min(63);
+    let high = by_mean.max(by_bits).min(63);
     (low..=high)
         .map(|p| (p, block.iter().map(|&x| rice_bits(x, p)).sum::<u64>()))
         .min_by_key(|&(_, bits)| bits)
 }
 
-fn rice_size(residuals: &[u64]) -> u64 {
+/// Each block's Rice parameter, `None` for a block of zeros.
+fn plan_blocks(residuals: &[u64]) -> Vec<Option<u32>> {
     residuals
         .chunks(BLOCK)
-        .map(|b| 1 + block_parameter(b).map_or(0, |(_, bits)| 6 + bits))
+        .map(|b| block_parameter(b).map(|(p, _)| p))
+        .collect()
+}
+
+/// Sum of the bit lengths of the residuals: what decides the prediction
+/// order, as Rice codes take about that many bits plus one a sample.
+fn bit_lengths(residuals: &[u64]) -> u64 {
+    residuals
+        .iter()
+        .map(|&x| u64::from(64 - x.leading_zeros()))
         .sum()
 }
 
 fn encode_decimal(col: &[f64]) -> Option<Vec<u8>> {
     let (k, ints) = decimal_integers(col)?;
-    let (order, residuals) = [1, 2]
-        .into_iter()
-        .map(|order| (order, residuals(&ints, order)))
-        .min_by_key(|(_, r)| rice_size(r))?;
+    let (first, second) = (residuals(&ints, 1), residuals(&ints, 2));
+    let (order, residuals) = if bit_lengths(&second) < bit_lengths(&first) {
+        (2, second)
+    } else {
+        (1, first)
+    };
+    let plan = plan_blocks(&residuals);
     let mut out = Vec::with_capacity(16 + col.len() * 2);
     out.extend_from_slice(&[TAG_DECIMAL, k as u8, order]);
     write_varint(&mut out, col.len() as u64);
@@ -263,29 +285,60 @@ fn encode_decimal(col: &[f64]) -> Option<Vec<u8>> {
         next = i + 1;
     }
     let mut bits = BitWriter::new(out);
-    for block in residuals.chunks(BLOCK) {
-        match block_parameter(block) {
-            None => bits.write(1, 1),
-            Some((p, _)) => {
-                bits.write(0, 1);
-                bits.write(u64::from(p), 6);
-                for &x in block {
-                    let q = x >> p;
-                    if q < u64::from(ESCAPE) {
-                        // q zeros then a one, least significant bit first.
-                        bits.write(1 << q, q as u32 + 1);
-                        bits.write(x & low_bits(p), p);
-                    } else {
-                        let w = 64 - x.leading_zeros();
-                        bits.write(0, ESCAPE);
-                        bits.write(u64::from(w - 1), 6);
-                        bits.write(x, w);
-                    }
+    for (block, p) in residuals.chunks(BLOCK).zip(plan) {
+        let Some(p) = p else {
+            bits.write(1, 1);
+            continue;
+        };
+        bits.write(u64::from(p) << 1, 7);
+        for &x in block {
+            let q = x >> p;
+            if q < u64::from(ESCAPE) {
+                // q zeros, a one, then the low p bits (least significant
+                // bit first), in one write when they fit.
+                let q = q as u32;
+                if q + 1 + p <= 32 {
+                    bits.write(((x & low_bits(p)) << (q + 1)) | (1 << q), q + 1 + p);
+                } else {
+                    bits.write(1 << q, q + 1);
+                    bits.write(x & low_bits(p), p);
                 }
+            } else {
+                let w = 64 - x.leading_zeros();
+                bits.write(0, ESCAPE);
+                bits.write(u64::from(w - 1), 6);
+                bits.write(x, w);
             }
         }
     }
     Some(bits.finish())
+}
+
+/// Reads one block's residuals with Rice parameter `p`.
+fn read_rice_block(bits: &mut BitReader<'_>, p: u32, out: &mut [u64]) -> Result<(), ColumnError> {
+    let mask = low_bits(p);
+    for x in out {
+        if bits.avail < 56 {
+            bits.refill();
+        }
+        // The usual case, the whole code among the bits at hand: one
+        // trailing-zero count and one shift.
+        let zeros = bits.buf.trailing_zeros();
+        let len = zeros + 1 + p;
+        if zeros < ESCAPE && len < 64 && len <= bits.avail {
+            *x = (u64::from(zeros) << p) | ((bits.buf >> (zeros + 1)) & mask);
+            bits.consume(len);
+            continue;
+        }
+        let q = bits.read_unary(ESCAPE)?;
+        *x = if q < ESCAPE {
+            (u64::from(q) << p) | bits.read_long(p)?
+        } else {
+            let w = bits.read(6)? as u32 + 1;
+            bits.read_long(w)?
+        };
+    }
+    Ok(())
 }
 
 fn decode_decimal(data: &[u8]) -> Result<Vec<f64>, ColumnError> {
@@ -323,41 +376,41 @@ fn decode_decimal(data: &[u8]) -> Result<Vec<f64>, ColumnError> {
         next = at + 1;
     }
 
+    let scale = POW10[usize::from(k)];
     let mut bits = BitReader::new(data);
-    let mut ints: Vec<i64> = Vec::with_capacity(n);
-    while ints.len() < n {
-        let len = BLOCK.min(n - ints.len());
-        let p = if bits.read(1)? == 1 {
-            None
+    let mut col: Vec<f64> = Vec::with_capacity(n);
+    let mut residuals = [0u64; BLOCK];
+    // m[i-1] and m[i-2]; before the second sample, m[i-2] is taken as m[0]
+    // so that order 2 predicts m[0] for it, as the encoder does.
+    let (mut prev, mut before) = (0i64, 0i64);
+    while col.len() < n {
+        let block = &mut residuals[..BLOCK.min(n - col.len())];
+        if bits.read(1)? == 1 {
+            block.fill(0);
         } else {
-            Some(bits.read(6)? as u32)
-        };
-        for _ in 0..len {
-            let x = match p {
-                None => 0,
-                Some(p) => {
-                    let q = bits.read_unary(ESCAPE)?;
-                    if q < ESCAPE {
-                        (u64::from(q) << p) | bits.read_long(p)?
-                    } else {
-                        let w = bits.read(6)? as u32 + 1;
-                        bits.read_long(w)?
-                    }
-                }
+            let p = bits.read(6)? as u32;
+            read_rice_block(&mut bits, p, block)?;
+        }
+        for &x in block.iter() {
+            let predicted = if order == 1 {
+                prev
+            } else {
+                prev.wrapping_mul(2).wrapping_sub(before)
             };
-            let m = predict(&ints, ints.len(), order).wrapping_add(unzigzag(x));
+            let m = predicted.wrapping_add(unzigzag(x));
             if m.unsigned_abs() > MAX_MANTISSA {
                 return Err(ColumnError::new("decimal value out of range"));
             }
-            ints.push(m);
+            before = if col.is_empty() { m } else { prev };
+            prev = m;
+            col.push(m as f64 / scale);
         }
     }
     bits.finish()?;
 
-    let p = POW10[usize::from(k)];
-    let mut col: Vec<f64> = ints.iter().map(|&m| m as f64 / p).collect();
     for i in zeros {
-        if ints[i] != 0 {
+        // Only 0 divides to 0.
+        if col[i] != 0.0 {
             return Err(ColumnError::new("a negative zero that is not zero"));
         }
         col[i] = -0.0;
@@ -507,6 +560,7 @@ impl BitWriter {
     }
 
     /// Writes the low `n` bits of `v` (`n` ≤ 64; the bits above must be 0).
+    #[inline]
     fn write(&mut self, v: u64, n: u32) {
         if n > 32 {
             self.write(v & low_bits(32), 32);

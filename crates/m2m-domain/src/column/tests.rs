@@ -300,6 +300,10 @@ proptest! {
             col[i.index(steps.len())] = -0.0;
         }
         let encoded = round_trip(&col);
+        if col.len() < 8 && encoded[0] == TAG_F64 {
+            // A few samples of 40 bits and the header can outweigh f64.
+            return Ok(());
+        }
         prop_assert_eq!(encoded[0], TAG_DECIMAL);
         prop_assert!(encoded[1] <= scale);
         if col.len() >= 128 {
