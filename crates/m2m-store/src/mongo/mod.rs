@@ -71,7 +71,7 @@
 //! | `logins` | login id | `user_id`, `created_at`, `revoked_at` (absent until revoked) |
 //! | `refresh_tokens` | SHA-256 of the token (binary) | `login_id`, `created_at`, `expires_at`, `spent_at` (absent until spent) |
 //! | `games` | game id | `user_id`, `event_id`, `status`, `game`, `score`, `started_at`, `submitted_at`, `processed_at`?, `device`?, `sample_rate_hz`, `samples`, `channels` (names), `metrics`?, `error`?, `outbox: {created_at, trace_id, pending, lease_until?, published_at?}` |
-//! | `game_columns` | game id | `user_id`, `columns: {name: binary}` ([`m2m_domain::encode_column`]: f32 little-endian, ~4 bytes a sample) |
+//! | `game_columns` | game id | `user_id`, `columns: {name: binary}` ([`m2m_domain::encode_column`]: lossless, ~1.4 bytes a sample for glove values, at most 8) |
 //! | `idempotency_keys` | (generated) | `user_id`, `key`, `request_hash`, `status`, `body`, `game_id`, `event_id`, `submitted_at`, `created_at` |
 //! | `changes` | event id | `user_id`, `seq`, `game_id`, `reconciliation_event_id`, `status`, `processed_at`, `metrics`?, `error`? |
 //! | `invites` | the code | `therapist_id`, `created_at`, `expires_at`, `used_by`? (the patient who redeemed it; absent while unused), `used_at`? |
@@ -81,7 +81,8 @@
 //! embedded in the game: every read of a game (a page of the list, the
 //! progress of a user, a claim by the publisher) would otherwise load megabytes
 //! of columns from disk just to project them away. A 10-minute game at
-//! 100 Hz with 16 channels is ~3.8 MB there; a game whose columns would not
+//! 100 Hz with 16 channels is ~1.4 MB there when its values have three
+//! decimals, as a glove's do, and at most ~7.7 MB; a game whose columns would not
 //! fit one document ([`MAX_DOCUMENT_BYTES`]) is refused before anything is
 //! written ([`StoreError::TooLarge`]).
 //!

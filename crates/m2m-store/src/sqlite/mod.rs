@@ -125,7 +125,7 @@
 //! | `logins` | `login_id` PK, `user_id` → users, `created_at`, `revoked_at` NULL | one chain of refresh tokens |
 //! | `refresh_tokens` | `token_hash` BLOB PK, `login_id` → logins, `created_at`, `expires_at`, `spent_at` NULL | SHA-256 only, never the token |
 //! | `games` | `game_id` PK, `user_id`, `status`, `game`, `score`, `started_at`, `submitted_at`, `processed_at`, `device` JSON, `sample_rate_hz`, `samples`, `channels` JSON array of names, `metrics` JSON, `error`, `event_id` UNIQUE | `user_id` is not a foreign key: a store without foreign keys (MongoDB) could not promise it either; indexed by (`user_id`, `game_id`) for listings and by (`user_id`, `started_at`) for `activity` and `last_started_at` |
-//! | `game_columns` | (`game_id` → games, `name`) PK, `data` BLOB | [`m2m_domain::encode_column`]: ~4 bytes a sample |
+//! | `game_columns` | (`game_id` → games, `name`) PK, `data` BLOB | [`m2m_domain::encode_column`]: lossless, ~1.4 bytes a sample for glove values (at most 8) |
 //! | `outbox` | `event_id` PK, `game_id` → games, `user_id`, `trace_id`, `created_at`, `lease_until` NULL, `published_at` NULL | `created_at` = the game's `submitted_at` |
 //! | `idempotency` | (`user_id`, `key`) PK, `request_hash` BLOB, `status`, `body` BLOB, `created_at` | kept 24 h, then swept (`purge_idempotency_keys`) |
 //! | `changes` | `seq` INTEGER PK AUTOINCREMENT, `user_id`, `game_id` → games, `event_id` UNIQUE, `reconciliation_event_id`, `status`, `processed_at`, `metrics` JSON, `error` | the change feed; a cursor is `seq` as 16 lower-case hex digits |

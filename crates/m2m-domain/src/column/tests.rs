@@ -1,0 +1,368 @@
+use super::*;
+use proptest::prelude::*;
+
+fn bits(col: &[f64]) -> Vec<u64> {
+    col.iter().map(|v| v.to_bits()).collect()
+}
+
+/// Encodes and decodes `col`, checks that every value came back bit for
+/// bit and that the encoding is never larger than f64, and returns it.
+fn round_trip(col: &[f64]) -> Vec<u8> {
+    let encoded = encode_column(col);
+    let decoded = decode_column(&encoded).expect("an encoded column decodes");
+    assert_eq!(bits(&decoded), bits(col), "encoded as {encoded:?}");
+    assert!(encoded.len() <= 1 + 8 * col.len());
+    encoded
+}
+
+/// A deterministic stream of 64-bit values (SplitMix64).
+fn noise(seed: u64, n: usize) -> Vec<u64> {
+    let mut state = seed;
+    (0..n)
+        .map(|_| {
+            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        })
+        .collect()
+}
+
+#[test]
+fn glove_values_are_stored_as_decimals_exactly() {
+    let col = vec![12.5, -0.001, 179.999, 0.0, 1e-3, 42.0, -17.25];
+    let encoded = round_trip(&col);
+    assert_eq!(encoded[0], TAG_DECIMAL);
+    assert_eq!(encoded[1], 3, "three decimals");
+}
+
+#[test]
+fn the_smallest_scale_that_holds_every_value_is_chosen() {
+    for (col, scale) in [
+        (vec![3.0, -7.0, 1e15], 0),
+        (vec![1.5, 2.25, 0.0], 2),
+        (vec![0.1, 0.2, 0.3], 1),
+        (vec![1e-9, 2.0], 9),
+    ] {
+        let encoded = round_trip(&col);
+        assert_eq!((encoded[0], encoded[1]), (TAG_DECIMAL, scale), "{col:?}");
+    }
+}
+
+#[test]
+fn negative_zero_keeps_its_sign_in_a_decimal_column() {
+    let col = vec![0.5, -0.0, 0.25, 0.0, -0.0, -0.0];
+    let encoded = round_trip(&col);
+    assert_eq!(encoded[0], TAG_DECIMAL);
+}
+
+#[test]
+fn values_that_are_not_decimal_are_stored_exactly() {
+    for col in [
+        vec![std::f64::consts::PI, std::f64::consts::E, 1.0],
+        vec![1.0, 1e300, 1e-50],
+        vec![f64::MAX, -f64::MAX, f64::MIN_POSITIVE, 5e-324],
+        vec![1e-10, 2e-10],
+        vec![9_007_199_254_740_994.0, 1.0],
+    ] {
+        let encoded = round_trip(&col);
+        assert!(matches!(encoded[0], TAG_XOR | TAG_F64), "{col:?}");
+    }
+}
+
+#[test]
+fn a_smooth_signal_is_predicted_from_its_slope() {
+    let col: Vec<f64> = (0..1000)
+        .map(|i| (100.0 * (i as f64 / 50.0).sin() * 1000.0).round() / 1000.0)
+        .collect();
+    let encoded = round_trip(&col);
+    assert_eq!(encoded[..3], [TAG_DECIMAL, 3, 2]);
+    // Second differences of ~0.1 at a resolution of 0.001: ~8 bits.
+    assert!(encoded.len() < 1000 * 10 / 8, "{} bytes", encoded.len());
+}
+
+#[test]
+fn incompressible_values_take_8_bytes_a_sample() {
+    let col: Vec<f64> = noise(7, 500).into_iter().map(f64::from_bits).collect();
+    let encoded = round_trip(&col);
+    assert_eq!(encoded[0], TAG_F64);
+    assert_eq!(encoded.len(), 1 + 8 * col.len());
+}
+
+#[test]
+fn a_column_longer_than_a_game_may_have_is_kept_as_f64() {
+    let col = vec![1.5; MAX_SAMPLES + 1];
+    let encoded = round_trip(&col);
+    assert_eq!(encoded[0], TAG_F64);
+    // One sample fewer is a column a game may have: compact.
+    assert!(encode_column(&col[1..]).len() < MAX_SAMPLES / 100);
+}
+
+#[test]
+fn an_empty_column_round_trips() {
+    round_trip(&[]);
+    assert!(decode_column(&[TAG_DECIMAL, 0, 1, 0, 0])
+        .unwrap()
+        .is_empty());
+    assert!(decode_column(&[TAG_XOR, 0]).unwrap().is_empty());
+}
+
+#[test]
+fn columns_written_by_format_1_still_decode() {
+    // What format 1 wrote for [12.5, -0.001, 3.4e38] (f32) and
+    // [1.0, 1e300] (f64).
+    let f32s = [12.5f32, -0.001, 3.4e38];
+    let mut tag1 = vec![TAG_F32];
+    for v in f32s {
+        tag1.extend_from_slice(&v.to_le_bytes());
+    }
+    let expected: Vec<f64> = f32s.iter().map(|&v| f64::from(v)).collect();
+    assert_eq!(bits(&decode_column(&tag1).unwrap()), bits(&expected));
+    assert_eq!(decode_column(&tag1).unwrap()[1], f64::from(-0.001f32));
+
+    let mut tag2 = vec![TAG_F64];
+    for v in [1.0f64, 1e300] {
+        tag2.extend_from_slice(&v.to_le_bytes());
+    }
+    assert_eq!(decode_column(&tag2).unwrap(), [1.0, 1e300]);
+}
+
+/// A decimal column of `n` samples whose only residual is `x` (first
+/// sample), written by hand with Rice parameter 0 and an escape.
+fn decimal_with_first_residual(x: u64) -> Vec<u8> {
+    let mut out = vec![TAG_DECIMAL, 0, 1, 1, 0];
+    let mut bits = BitWriter::new(Vec::new());
+    let w = 64 - x.leading_zeros();
+    bits.write(0, 1);
+    bits.write(0, 6);
+    bits.write(0, ESCAPE);
+    bits.write(u64::from(w - 1), 6);
+    bits.write(x, w);
+    out.extend(bits.finish());
+    out
+}
+
+#[test]
+fn corrupt_columns_are_errors() {
+    let valid = encode_column(&[1.25, 2.5, -0.0, 3.75]);
+    assert_eq!(valid[0], TAG_DECIMAL);
+    let mut trailing = valid.clone();
+    trailing.push(0);
+    // 1 + 6 + 24 + 6 + 15 bits: the last of 7 bytes has 4 bits of padding.
+    let mut padding = decimal_with_first_residual(zigzag(12345));
+    *padding.last_mut().unwrap() |= 0x80;
+    let xor = encode_column(&(1..20).map(|i| f64::from(i).sqrt()).collect::<Vec<_>>());
+    assert_eq!(xor[0], TAG_XOR);
+    let mut xor_trailing = xor.clone();
+    xor_trailing.push(0);
+    assert_eq!(
+        decode_column(&decimal_with_first_residual(zigzag(12345))).unwrap(),
+        [12345.0]
+    );
+
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("empty", vec![]),
+        ("unknown tag", vec![9, 0, 0, 0, 0]),
+        ("f32 not whole", vec![TAG_F32, 0, 0, 0]),
+        ("f64 not whole", vec![TAG_F64, 0, 0, 0, 0]),
+        ("decimal without header", vec![TAG_DECIMAL]),
+        ("decimal scale 10", vec![TAG_DECIMAL, 10, 1, 0, 0]),
+        ("decimal order 0", vec![TAG_DECIMAL, 0, 0, 0, 0]),
+        ("decimal order 3", vec![TAG_DECIMAL, 0, 3, 0, 0]),
+        ("varint never ends", vec![TAG_DECIMAL, 0, 1, 0x80, 0x80]),
+        ("varint beyond 64 bits", {
+            let mut v = vec![TAG_XOR];
+            v.extend([0xff; 9]);
+            v.push(0x02);
+            v
+        }),
+        ("more samples than a column may have", {
+            let mut v = vec![TAG_XOR];
+            write_varint(&mut v, MAX_SAMPLES as u64 + 1);
+            v.extend([0; 16]);
+            v
+        }),
+        ("more samples than the bytes hold", {
+            let mut v = vec![TAG_DECIMAL, 0, 1];
+            write_varint(&mut v, MAX_SAMPLES as u64);
+            v.extend([0, 0xff]);
+            v
+        }),
+        (
+            "more negative zeros than samples",
+            vec![TAG_DECIMAL, 0, 1, 1, 2, 0, 0, 1],
+        ),
+        (
+            "negative zero beyond the end",
+            vec![TAG_DECIMAL, 0, 1, 1, 1, 1, 1],
+        ),
+        ("negative zero on a value", {
+            let mut v = decimal_with_first_residual(zigzag(5));
+            v[4] = 1;
+            v.insert(5, 0);
+            v
+        }),
+        (
+            "decimal beyond 2^53",
+            decimal_with_first_residual(zigzag(1 << 53) + 2),
+        ),
+        ("decimal truncated", valid[..valid.len() - 1].to_vec()),
+        ("decimal trailing byte", trailing),
+        ("decimal padding not zero", padding),
+        (
+            "xor without samples",
+            vec![TAG_XOR, 2, 0, 0, 0, 0, 0, 0, 0, 0],
+        ),
+        ("xor truncated", xor[..xor.len() - 1].to_vec()),
+        ("xor trailing byte", xor_trailing),
+        ("xor empty with bytes", vec![TAG_XOR, 0, 0]),
+        // Two samples: the first 0, then `10` (reuse) with no window yet.
+        (
+            "xor window reused before it was set",
+            vec![TAG_XOR, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0b01],
+        ),
+        // `11`, 31 leading zeros, a length of 64.
+        (
+            "xor window beyond 64 bits",
+            vec![
+                TAG_XOR, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 0,
+            ],
+        ),
+    ];
+    for (what, bytes) in cases {
+        assert!(decode_column(&bytes).is_err(), "{what}: {bytes:?}");
+    }
+}
+
+#[test]
+fn every_strict_prefix_of_an_encoding_is_an_error() {
+    let decimal: Vec<f64> = (0..300).map(|i| f64::from(i * i % 97) / 8.0).collect();
+    let xor: Vec<f64> = (0..300).map(|i| f64::from(i).sqrt()).collect();
+    for col in [decimal, xor, vec![-0.0, 1.5], vec![f64::NAN, f64::NAN, 1.0]] {
+        let encoded = encode_column(&col);
+        assert!(matches!(encoded[0], TAG_DECIMAL | TAG_XOR), "{col:?}");
+        for len in 0..encoded.len() {
+            assert!(decode_column(&encoded[..len]).is_err(), "{len} bytes");
+        }
+    }
+}
+
+fn any_f64() -> impl Strategy<Value = f64> {
+    any::<u64>().prop_map(f64::from_bits)
+}
+
+fn finite_f64() -> impl Strategy<Value = f64> {
+    any_f64().prop_filter("finite", |v| v.is_finite())
+}
+
+/// Integers that make the largest steps a decimal column can have.
+fn extreme_mantissa() -> impl Strategy<Value = i64> {
+    let max = MAX_MANTISSA as i64;
+    prop_oneof![
+        Just(max),
+        Just(-max),
+        Just(0),
+        Just(max - 1),
+        Just(1 - max),
+        -max..=max,
+    ]
+}
+
+proptest! {
+    #[test]
+    fn any_column_round_trips_bit_for_bit(col in prop::collection::vec(any_f64(), 0..300)) {
+        round_trip(&col);
+    }
+
+    #[test]
+    fn finite_columns_round_trip_bit_for_bit(col in prop::collection::vec(finite_f64(), 1..300)) {
+        round_trip(&col);
+    }
+
+    #[test]
+    fn decimal_columns_round_trip_as_decimals(
+        scale in 0..=MAX_SCALE,
+        start in -(1i64 << 40)..(1i64 << 40),
+        steps in prop::collection::vec(-5000i64..5000, 1..600),
+        negative_zeros in prop::collection::vec(any::<prop::sample::Index>(), 0..3),
+    ) {
+        let p = POW10[usize::from(scale)];
+        let mut m = start;
+        let mut col: Vec<f64> = steps
+            .iter()
+            .map(|s| {
+                m += s;
+                m as f64 / p
+            })
+            .collect();
+        for i in negative_zeros {
+            col[i.index(steps.len())] = -0.0;
+        }
+        let encoded = round_trip(&col);
+        if col.len() < 8 && encoded[0] == TAG_F64 {
+            // A few samples of 40 bits and the header can outweigh f64.
+            return Ok(());
+        }
+        prop_assert_eq!(encoded[0], TAG_DECIMAL);
+        prop_assert!(encoded[1] <= scale);
+        if col.len() >= 128 {
+            // Steps under 2^13 cost ~15 bits, far below f64's 64.
+            prop_assert!(encoded.len() < 3 * col.len(), "{} bytes", encoded.len());
+        }
+    }
+
+    #[test]
+    fn constant_columns_round_trip_in_a_few_bytes(v in any_f64(), n in 1usize..5000) {
+        let encoded = round_trip(&vec![v; n]);
+        prop_assert!(encoded.len() <= 48 + n / 8, "{} bytes", encoded.len());
+    }
+
+    #[test]
+    fn huge_steps_round_trip(
+        scale in 0..=MAX_SCALE,
+        ints in prop::collection::vec(extreme_mantissa(), 1..300),
+    ) {
+        let p = POW10[usize::from(scale)];
+        let col: Vec<f64> = ints.iter().map(|&m| m as f64 / p).collect();
+        round_trip(&col);
+        let beyond: Vec<f64> = ints.iter().map(|&m| (m as f64 * 4.0) + 2.0).collect();
+        round_trip(&beyond);
+    }
+
+    #[test]
+    fn single_samples_round_trip(v in any_f64()) {
+        round_trip(&[v]);
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic_and_what_decodes_reencodes(
+        tag in 0u8..6,
+        bytes in prop::collection::vec(any::<u8>(), 0..200),
+    ) {
+        let mut input = vec![tag];
+        input.extend(&bytes);
+        for input in [&input[..], &bytes[..]] {
+            if let Ok(col) = decode_column(input) {
+                round_trip(&col);
+            }
+        }
+    }
+
+    #[test]
+    fn damaged_encodings_never_panic(
+        col in prop::collection::vec(-1000i64..1000, 1..400),
+        at in any::<prop::sample::Index>(),
+        flip in 1u8..=255,
+    ) {
+        let col: Vec<f64> = col.iter().map(|&m| m as f64 / 100.0).collect();
+        let mut encoded = encode_column(&col);
+        prop_assert_eq!(encoded[0], TAG_DECIMAL);
+        let i = at.index(encoded.len());
+        encoded[i] ^= flip;
+        if let Ok(decoded) = decode_column(&encoded) {
+            prop_assert!(decoded.len() <= MAX_SAMPLES);
+        }
+        prop_assert!(decode_column(&encoded[..i]).is_err());
+    }
+}
