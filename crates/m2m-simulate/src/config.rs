@@ -103,8 +103,8 @@ pub enum Format {
     /// `application/cbor`, each column an RFC 8746 typed array of
     /// little-endian float32 (tag 85): 4 bytes a sample, nothing for the
     /// server to parse number by number. float32 rather than plain CBOR
-    /// arrays of floats (5 or 9 bytes a sample) because the server stores
-    /// columns as float32 anyway.
+    /// arrays of floats (5 or 9 bytes a sample): about seven significant
+    /// digits, more than the glove's three decimals need.
     Cbor,
 }
 

@@ -396,8 +396,10 @@ impl Serialize for ChannelsAt<'_, '_> {
 }
 
 /// The values `value(i)` at the kept indices. A value that an f32 holds
-/// exactly (every value of a column stored as f32) is written as the
-/// shortest text of that f32 ("0.3", not "0.30000001192092896").
+/// exactly (every value of a column stored as f32 by an earlier version,
+/// or uploaded as float32) is written as the shortest text of that f32
+/// ("0.3", not "0.30000001192092896"); any other as the shortest text of
+/// its f64, which reads back as the same value.
 struct Column<'a, 'g>(&'a Samples<'g>, &'a dyn Fn(usize) -> f64);
 
 impl Serialize for Column<'_, '_> {

@@ -32,7 +32,7 @@ async fn a_poison_event_ends_failed_without_blocking_the_games_behind_it() {
     }
     drop(consumer);
     // The event names its game, whose samples the processor reads from
-    // the store: corrupt the first game there (a column one sample short),
+    // the store: corrupt the first game there (its column's last bytes cut),
     // and put the events back, poison first so the others queue behind it.
     rusqlite::Connection::open(&db)
         .unwrap()
@@ -59,7 +59,7 @@ async fn a_poison_event_ends_failed_without_blocking_the_games_behind_it() {
     let failed = app.wait_for(&token, poison_game, "failed").await;
     let error = failed["error"].as_str().unwrap();
     assert!(
-        error.contains("differ in length") && error.contains("flex_index"),
+        error.contains("corrupt sensor column") && error.contains("flex_index"),
         "the reason names the column: {error}"
     );
     assert!(failed.get("metrics").is_none());
