@@ -123,19 +123,8 @@ impl Api {
         headers: &[(&str, &str)],
         body: impl Into<reqwest::Body>,
     ) -> reqwest::Response {
-        let mut request = self
-            .client
-            .post(self.url("/v1/games"))
-            .bearer_auth(token)
-            .header("content-type", "application/json");
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        request
-            .body(body)
-            .send()
+        self.post_game_as(token, "application/json", headers, body)
             .await
-            .unwrap_or_else(|e| panic!("POST /v1/games: {e}"))
     }
 
     /// Uploads a game as CBOR (`application/cbor`), with more headers.
@@ -145,11 +134,22 @@ impl Api {
         headers: &[(&str, &str)],
         body: impl Into<reqwest::Body>,
     ) -> reqwest::Response {
+        self.post_game_as(token, "application/cbor", headers, body)
+            .await
+    }
+
+    async fn post_game_as(
+        &self,
+        token: &str,
+        content_type: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<reqwest::Body>,
+    ) -> reqwest::Response {
         let mut request = self
             .client
             .post(self.url("/v1/games"))
             .bearer_auth(token)
-            .header("content-type", "application/cbor");
+            .header("content-type", content_type);
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
