@@ -918,8 +918,9 @@ fn a_poison_message_is_dead_lettered_and_its_game_failed() {
         env.progress("took the 4 events off the queue");
 
         // Corrupt P where the processor reads it: the event names the game,
-        // whose samples are in the store. Its first channel loses its last
-        // sample there; the event itself is published again unchanged.
+        // whose samples are in the store. Its first channel's stored bytes
+        // lose their last 4 there; the event itself is published again
+        // unchanged.
         let (p_body, p_props) = taken.remove(&poison.game_id).expect("P was published");
         assert_eq!(p_body["event_id"], poison.event_id.as_str(), "{p_props:?}");
         let db = rusqlite::Connection::open(env.dir.path().join("m2m.db")).expect("the database");
@@ -940,7 +941,7 @@ fn a_poison_message_is_dead_lettered_and_its_game_failed() {
         assert_eq!(cut, 1);
         drop(db);
         env.progress(format!(
-            "P = game {}: its stored column {short} cut by one sample",
+            "P = game {}: its stored column {short} cut short by 4 bytes",
             poison.game_id
         ));
         let trace_id = header_text(&p_props, "trace_id").unwrap_or_default();
@@ -1006,7 +1007,7 @@ fn a_poison_message_is_dead_lettered_and_its_game_failed() {
             .as_str()
             .unwrap_or_else(|| panic!("P has no error: {p}"));
         assert!(
-            error.contains("differ in length") && error.contains(&short),
+            error.contains("corrupt sensor column") && error.contains(&short),
             "P's error: {error}"
         );
         assert!(p.get("metrics").is_none(), "P: {p}");
