@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use chrono::SubsecRound;
 use m2m_analysis::Metrics;
 use m2m_domain::Change;
-use rusqlite::{params, OptionalExtension, Transaction};
+use rusqlite::{params, Connection, OptionalExtension};
 use uuid::Uuid;
 
 /// cursors also sort as text.
@@ -32,7 +32,7 @@ pub(super) fn decode_cursor(cursor: &str) -> Option<i64> {
 }
 
 /// The stored change of a processing event, if it was completed before.
-fn stored_change(tx: &Transaction<'_>, event_id: Uuid) -> Result<Option<Completed>> {
+fn stored_change(tx: &Connection, event_id: Uuid) -> Result<Option<Completed>> {
     let mut stmt = tx
         .prepare_cached(
             "SELECT seq, game_id, status, processed_at, metrics, reconciliation_event_id, error
@@ -59,78 +59,76 @@ fn stored_change(tx: &Transaction<'_>, event_id: Uuid) -> Result<Option<Complete
 #[async_trait]
 impl ChangeFeed for SqliteStore {
     async fn complete_game(&self, completion: Completion) -> Result<Completed> {
-        self.blocking(move |inner| {
-            let Completion {
-                event_id,
-                reconciliation_event_id,
-                game_id,
-                user_id,
-                status,
-                processed_at,
-                metrics,
-                error,
-            } = completion;
-            // What is stored is what every caller gets back, this one included.
-            let processed_at = processed_at.trunc_subsecs(6);
-            let metrics_json = metrics.as_ref().map(to_json).transpose()?;
-            // The metrics as they will read back: serde_json's default float
-            // parsing may differ from the original in the last bit, and a
-            // redelivery must get exactly what the first caller got.
-            let metrics: Option<Metrics> = metrics_json
-                .as_deref()
-                .map(serde_json::from_str)
-                .transpose()
-                .map_err(|e| corrupt("metrics", e))?;
-            inner.write(|tx| {
-                if let Some(done) = stored_change(tx, event_id)? {
-                    return Ok(done);
-                }
-                let updated = tx
-                    .execute(
-                        "UPDATE games SET status = ?3, processed_at = ?4, metrics = ?5, error = ?6
-                         WHERE game_id = ?1 AND user_id = ?2 AND event_id = ?7",
-                        params![
-                            id(game_id),
-                            id(user_id),
-                            status.as_str(),
-                            ts(processed_at),
-                            metrics_json,
-                            error,
-                            id(event_id),
-                        ],
-                    )
-                    .map_err(db)?;
-                if updated == 0 {
-                    return Err(StoreError::NotFound);
-                }
-                tx.execute(
-                    "INSERT INTO changes (user_id, game_id, event_id, reconciliation_event_id,
-                         status, processed_at, metrics, error)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        let Completion {
+            event_id,
+            reconciliation_event_id,
+            game_id,
+            user_id,
+            status,
+            processed_at,
+            metrics,
+            error,
+        } = completion;
+        // What is stored is what every caller gets back, this one included.
+        let processed_at = processed_at.trunc_subsecs(6);
+        let metrics_json = metrics.as_ref().map(to_json).transpose()?;
+        // The metrics as they will read back: serde_json's default float
+        // parsing may differ from the original in the last bit, and a
+        // redelivery must get exactly what the first caller got.
+        let metrics: Option<Metrics> = metrics_json
+            .as_deref()
+            .map(serde_json::from_str)
+            .transpose()
+            .map_err(|e| corrupt("metrics", e))?;
+        self.grouped(0, move |tx| {
+            if let Some(done) = stored_change(tx, event_id)? {
+                return Ok(done);
+            }
+            let updated = tx
+                .execute(
+                    "UPDATE games SET status = ?3, processed_at = ?4, metrics = ?5, error = ?6
+                     WHERE game_id = ?1 AND user_id = ?2 AND event_id = ?7",
                     params![
-                        id(user_id),
                         id(game_id),
-                        id(event_id),
-                        id(reconciliation_event_id),
+                        id(user_id),
                         status.as_str(),
                         ts(processed_at),
                         metrics_json,
                         error,
+                        id(event_id),
                     ],
                 )
-                .map_err(|e| db_insert(e, "change of this event exists"))?;
-                Ok(Completed {
-                    change: Change {
-                        cursor: encode_cursor(tx.last_insert_rowid()),
-                        game_id,
-                        status,
-                        processed_at: Some(processed_at),
-                        metrics,
-                    },
-                    reconciliation_event_id,
+                .map_err(db)?;
+            if updated == 0 {
+                return Err(StoreError::NotFound);
+            }
+            tx.execute(
+                "INSERT INTO changes (user_id, game_id, event_id, reconciliation_event_id,
+                     status, processed_at, metrics, error)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    id(user_id),
+                    id(game_id),
+                    id(event_id),
+                    id(reconciliation_event_id),
+                    status.as_str(),
+                    ts(processed_at),
+                    metrics_json,
                     error,
-                    first: true,
-                })
+                ],
+            )
+            .map_err(|e| db_insert(e, "change of this event exists"))?;
+            Ok(Completed {
+                change: Change {
+                    cursor: encode_cursor(tx.last_insert_rowid()),
+                    game_id,
+                    status,
+                    processed_at: Some(processed_at),
+                    metrics,
+                },
+                reconciliation_event_id,
+                error,
+                first: true,
             })
         })
         .await

@@ -20,6 +20,7 @@ use uuid::Uuid;
 /// encode is the costly part), then owned by the queue of
 /// [`group`](super::group) until its batch commits. It keeps no `f64`
 /// samples, so a queued upload holds about 4 bytes a sample.
+#[cfg_attr(test, derive(Clone))]
 pub(super) struct EncodedGame {
     game_id: String,
     event_id: String,

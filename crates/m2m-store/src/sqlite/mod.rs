@@ -8,7 +8,8 @@
 //! - [`error`]: rusqlite errors as [`StoreError`]s;
 //! - [`accounts`], [`games`], [`outbox`], [`feed`], [`care`]: one trait of
 //!   the crate each (`Accounts`, `Games`, `Outbox`, `ChangeFeed`, `Care`);
-//! - [`group`]: the group commit of uploads.
+//! - [`group`]: the group commit of uploads, completions and publisher
+//!   steps.
 //!
 //! # Connection settings
 //! - `journal_mode=WAL`: readers never block the writer and the file can be
@@ -20,7 +21,8 @@
 //!   write lock makes us wait, not fail.
 //! - Every write is one `BEGIN IMMEDIATE` transaction: the write lock is
 //!   taken up front, so two processes never deadlock upgrading a read lock.
-//!   Uploads share theirs (next section).
+//!   Uploads, completions and the publisher's steps share theirs (next
+//!   section).
 //!
 //! # Settings that trade speed (measured)
 //! Measured by `cargo bench -p m2m-store --no-default-features --bench
@@ -53,27 +55,34 @@
 //!   423, B 268 / 240 ms), `cache_size` 16 MiB (SQLite's is 2 MB; A 508 /
 //!   366, B 308 / 208 ms).
 //!
-//! # Group commit of uploads
-//! With `synchronous=FULL` every commit waits for an fsync of the WAL, and
-//! uploads are the writes that come in numbers. So the uploads that arrive
-//! together are committed together ([`group`]):
+//! # Group commit
+//! With `synchronous=FULL` every commit waits for an fsync of the WAL. The
+//! writes that come in numbers are those of every game: its upload
+//! (`submit_game`), the publisher's step that claims its event
+//! (`advance_outbox`) and its completion (`complete_game`). So those that
+//! arrive together are committed together ([`group`]); with one fsync per
+//! write, the completions alone capped `m2m serve` at about one game per
+//! fsync (docs/performance.md, "Group commit and SQLite settings"):
 //!
-//! 1. The caller encodes the columns on the blocking pool, outside any lock
-//!    (the costly part), into an `EncodedGame` that keeps no `f64` samples.
-//! 2. It pushes it onto the store's queue of uploads with a oneshot channel
-//!    for its answer. If no drainer is running, it starts one on the
-//!    blocking pool; then it awaits its answer without holding a thread.
+//! 1. An upload's caller encodes the columns on the blocking pool, outside
+//!    any lock (the costly part), into an `EncodedGame` that keeps no `f64`
+//!    samples. A completion or a publisher step brings its write as it is.
+//! 2. The caller pushes its write onto the store's queue with a oneshot
+//!    channel for its answer. If no drainer is running, it starts one on
+//!    the blocking pool; then it awaits its answer without holding a
+//!    thread.
 //! 3. The drainer (at most one per store; it ends when the queue is empty)
 //!    takes whatever is queued, oldest first, up to [`BatchLimits`] (64
-//!    uploads, 16 MiB of columns, at least one), with no wait for more: a
-//!    lone upload commits at once, and the uploads that arrive during a
+//!    writes, 16 MiB of columns, at least one), with no wait for more: a
+//!    lone write commits at once, and the writes that arrive during a
 //!    commit form the next batch.
 //! 4. It locks the write connection, opens one `BEGIN IMMEDIATE`
-//!    transaction and writes each upload in its own `SAVEPOINT`: an upload
+//!    transaction and runs each write in its own `SAVEPOINT`: an upload
 //!    whose key was used before gets `Replayed` or `KeyReused` (the uploads
 //!    earlier in the same batch count, as if they had committed one by one),
 //!    and one that fails (an id that exists) is rolled back to its savepoint
-//!    and gets its own error, the others going on. Then one `COMMIT`.
+//!    and gets its own error, the others going on (so does a completion
+//!    that finds no game, say). Then one `COMMIT`.
 //! 5. Only after the commit returns does it answer every caller of the
 //!    batch. If the transaction itself fails (begin, a savepoint, the
 //!    commit), nothing of the batch was written and every caller gets the
@@ -84,16 +93,22 @@
 //! the WAL, with the batch's commit frame, is fsync'd. A crash or power cut
 //! before then loses the batch whole (SQLite's recovery ignores WAL frames
 //! after the last commit frame), and none of its callers got an answer, so
-//! each phone retries and its idempotency key makes the retry safe. A crash
+//! each phone retries and its idempotency key makes the retry safe (a
+//! completion's delivery was not acked, so it comes again). A crash
 //! after it keeps the batch whole. A batch never commits half: a game, its
 //! columns, its outbox entry and its key still commit together.
 //!
-//! The other writes (accounts, completions, the outbox, care) stay one
-//! transaction each through `Inner::write`, on the same connection. They
+//! A publisher step that claims events sees the uploads before it in its
+//! batch; its answer, like theirs, comes only after the commit, so no event
+//! is published for an upload that a failed commit lost.
+//!
+//! The other writes (accounts, logins, invites and links, the startup
+//! republish) are rare and stay one transaction each through
+//! `Inner::write`, on the same connection. They
 //! and the drainer take the connection's mutex in turn: the drainer holds
 //! it for one batch and gives it back with a fair unlock (parking_lot's
 //! `unlock_fair`), which hands it straight to a waiting write, so a stream
-//! of uploads cannot starve the processor's completions; and a write never
+//! of uploads cannot starve a login; and a write never
 //! waits for the queue, so the two cannot deadlock. No lock is held across
 //! an `.await`. Another process writing the same file is serialised by
 //! SQLite's lock as before (`busy_timeout`).
@@ -145,7 +160,7 @@ mod schema;
 use crate::{Health, Result, StoreError};
 use async_trait::async_trait;
 use error::db;
-use group::SubmitQueue;
+use group::WriteQueue;
 use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 use schema::migrate;
 use std::fmt;
@@ -168,7 +183,7 @@ const MAX_IDLE_READERS: usize = 8;
 /// can compare them in one run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SqliteSettings {
-    /// How large one group commit of uploads may grow.
+    /// How large one group commit may grow.
     pub batch: BatchLimits,
     /// `PRAGMA page_size` of a file this store creates (bytes).
     pub page_size: u32,
@@ -187,7 +202,7 @@ impl Default for SqliteSettings {
     fn default() -> Self {
         SqliteSettings {
             batch: BatchLimits {
-                games: 64,
+                writes: 64,
                 bytes: 16 << 20,
             },
             page_size: 16384,
@@ -222,8 +237,8 @@ struct Inner {
     /// unwinds through its `Transaction`, which rolls back, so the
     /// connection stays usable.
     writer: parking_lot::Mutex<Connection>,
-    /// The uploads waiting for the next group commit.
-    submissions: SubmitQueue,
+    /// The writes waiting for the next group commit.
+    writes: WriteQueue,
     /// Idle read connections, taken and given back around each read (WAL
     /// readers run in parallel with each other and with the writer). Same
     /// reasoning for the std `Mutex`, which is held only to push or pop.
@@ -286,7 +301,7 @@ impl SqliteStore {
                 path: path.to_owned(),
                 settings,
                 writer: parking_lot::Mutex::new(writer),
-                submissions: SubmitQueue::default(),
+                writes: WriteQueue::default(),
                 readers: Mutex::new(Vec::new()),
             }),
         })

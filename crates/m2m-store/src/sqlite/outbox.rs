@@ -84,55 +84,53 @@ impl Outbox for SqliteStore {
             return Ok(Vec::new());
         }
         let published: Vec<String> = published.iter().map(|e| id(*e)).collect();
-        self.blocking(move |inner| {
-            inner.write(|tx| {
-                let mut mark = tx
-                    .prepare_cached(
-                        "UPDATE outbox SET published_at = ?2, lease_until = NULL
-                         WHERE event_id = ?1 AND published_at IS NULL",
-                    )
+        self.grouped(0, move |tx| {
+            let mut mark = tx
+                .prepare_cached(
+                    "UPDATE outbox SET published_at = ?2, lease_until = NULL
+                     WHERE event_id = ?1 AND published_at IS NULL",
+                )
+                .map_err(db)?;
+            for event_id in &published {
+                mark.execute(params![event_id, ts(now)]).map_err(db)?;
+            }
+            if limit == 0 {
+                return Ok(Vec::new());
+            }
+            let mut stmt = tx
+                .prepare_cached(
+                    "SELECT o.event_id, o.game_id, o.user_id, o.trace_id, o.created_at,
+                            g.game, g.score, g.started_at, g.device, g.sample_rate_hz
+                     FROM outbox o JOIN games g ON g.game_id = o.game_id
+                     WHERE o.published_at IS NULL
+                       AND (o.lease_until IS NULL OR o.lease_until <= ?1)
+                     ORDER BY o.created_at, o.event_id
+                     LIMIT ?2",
+                )
+                .map_err(db)?;
+            let mut rows = stmt.query(params![ts(now), limit]).map_err(db)?;
+            let mut claimed = Vec::new();
+            let mut leased = Vec::new();
+            while let Some(row) = rows.next().map_err(db)? {
+                // Leased even if it cannot be published, so that the
+                // entries behind it are not held up by it.
+                let key: rusqlite::types::Value = get(row, 0)?;
+                match claimed_row(row) {
+                    Ok(entry) => claimed.push(entry),
+                    Err(why) => unpublishable(&format!("{key:?}"), &why),
+                }
+                leased.push(key);
+            }
+            let lease_until = ts(plus(now, lease));
+            let mut set_lease = tx
+                .prepare_cached("UPDATE outbox SET lease_until = ?2 WHERE event_id = ?1")
+                .map_err(db)?;
+            for event_id in &leased {
+                set_lease
+                    .execute(params![event_id, lease_until])
                     .map_err(db)?;
-                for event_id in &published {
-                    mark.execute(params![event_id, ts(now)]).map_err(db)?;
-                }
-                if limit == 0 {
-                    return Ok(Vec::new());
-                }
-                let mut stmt = tx
-                    .prepare_cached(
-                        "SELECT o.event_id, o.game_id, o.user_id, o.trace_id, o.created_at,
-                                g.game, g.score, g.started_at, g.device, g.sample_rate_hz
-                         FROM outbox o JOIN games g ON g.game_id = o.game_id
-                         WHERE o.published_at IS NULL
-                           AND (o.lease_until IS NULL OR o.lease_until <= ?1)
-                         ORDER BY o.created_at, o.event_id
-                         LIMIT ?2",
-                    )
-                    .map_err(db)?;
-                let mut rows = stmt.query(params![ts(now), limit]).map_err(db)?;
-                let mut claimed = Vec::new();
-                let mut leased = Vec::new();
-                while let Some(row) = rows.next().map_err(db)? {
-                    // Leased even if it cannot be published, so that the
-                    // entries behind it are not held up by it.
-                    let key: rusqlite::types::Value = get(row, 0)?;
-                    match claimed_row(row) {
-                        Ok(entry) => claimed.push(entry),
-                        Err(why) => unpublishable(&format!("{key:?}"), &why),
-                    }
-                    leased.push(key);
-                }
-                let lease_until = ts(plus(now, lease));
-                let mut set_lease = tx
-                    .prepare_cached("UPDATE outbox SET lease_until = ?2 WHERE event_id = ?1")
-                    .map_err(db)?;
-                for event_id in &leased {
-                    set_lease
-                        .execute(params![event_id, lease_until])
-                        .map_err(db)?;
-                }
-                Ok(claimed)
-            })
+            }
+            Ok(claimed)
         })
         .await
     }
