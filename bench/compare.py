@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
 """Two builds of m2m, interleaved on this machine: embedded and scaled out.
 
-    bench/compare.py OLD_M2M NEW_M2M [ROUNDS]
+    bench/compare.py OLD_M2M NEW_M2M [ROUNDS] [--cbor]
 
 Each round runs, for OLD then NEW: `m2m serve` at closed-loop concurrency 4
 and one `m2m gateway` with two `m2m processor` on RabbitMQ and SQLite at
 concurrency 8 (the 13-channel game, as bench/run.sh). The load always comes
-from NEW's `m2m simulate`, so only the system under test differs. Prints a
+from NEW's `m2m simulate`, so only the system under test differs. With
+`--cbor`, each round also runs NEW's `m2m serve` with the games uploaded as
+CBOR (`m2m simulate --format cbor`), a third row. Prints a
 Markdown table of games/s per round and the medians; this VM's speed drifts
 from day to day, so only figures from one interleaved run are compared.
 """
@@ -18,26 +20,28 @@ import tempfile
 
 import run
 
-OLD, NEW = sys.argv[1], sys.argv[2]
-ROUNDS = int(sys.argv[3]) if len(sys.argv) > 3 else 2
+ARGS = [a for a in sys.argv[1:] if a != "--cbor"]
+CBOR = "--cbor" in sys.argv
+OLD, NEW = ARGS[0], ARGS[1]
+ROUNDS = int(ARGS[2]) if len(ARGS) > 2 else 2
 SIMULATOR = NEW
 
 
-def simulate(base, concurrency, games):
+def simulate(base, concurrency, games, *extra):
     args = ["simulate", "--base-url", base, "--channels", run.CHANNELS, "--json", "--seed", "7",
-            "--users", "16", "--concurrency", str(concurrency), "--games", str(games)]
+            "--users", "16", "--concurrency", str(concurrency), "--games", str(games), *extra]
     out = subprocess.run([SIMULATOR] + args, capture_output=True, text=True, timeout=900)
     if out.returncode != 0:
         raise SystemExit(f"simulate failed: {out.stderr[-2000:]}")
     return run.json.loads(out.stdout)["completed_per_s"]
 
 
-def embedded(binary, tmp):
+def embedded(binary, tmp, *extra):
     run.M2M = binary
     serve, line = run.start(["serve", "--listen", "127.0.0.1:0", "--data-dir", tempfile.mkdtemp(dir=tmp)],
                             ready="m2m serving on")
     try:
-        return simulate(run.url_of(line), 4, 600)
+        return simulate(run.url_of(line), 4, 600, *extra)
     finally:
         run.stop(serve)
 
@@ -63,12 +67,17 @@ def scaled(binary, tmp):
 def main():
     tmp = tempfile.mkdtemp(prefix="m2m-compare-")
     results = {(b, k): [] for b in ("old", "new") for k in ("embedded", "scaled")}
+    cbor = []
     for r in range(ROUNDS):
         for name, binary in (("old", OLD), ("new", NEW)):
             for kind, fn in (("embedded", embedded), ("scaled", scaled)):
                 gps = fn(binary, tmp)
                 results[(name, kind)].append(gps)
                 run.log(f"round {r + 1}: {name} {kind}: {gps:.1f} games/s")
+        if CBOR:
+            gps = embedded(NEW, tmp, "--format", "cbor")
+            cbor.append(gps)
+            run.log(f"round {r + 1}: new embedded, CBOR: {gps:.1f} games/s")
     print("| build | `m2m serve` games/s (each round) | scaled out, 1 gateway + 2 processors, games/s | scaled / serve |")
     print("|---|---|---|---|")
     for name in ("old", "new"):
@@ -76,6 +85,9 @@ def main():
         print(f"| {name} | {' / '.join(f'{x:.1f}' for x in e)} (median {statistics.median(e):.1f}) | "
               f"{' / '.join(f'{x:.1f}' for x in s)} (median {statistics.median(s):.1f}) | "
               f"{100 * statistics.median(s) / statistics.median(e):.0f} % |")
+    if cbor:
+        print(f"| new, CBOR uploads | {' / '.join(f'{x:.1f}' for x in cbor)} (median {statistics.median(cbor):.1f}) "
+              "| (not run) | |")
 
 
 if __name__ == "__main__":
