@@ -102,6 +102,19 @@ impl Hub {
         }
     }
 
+    /// Ends every open stream of `user_id` on this gateway (their account
+    /// was deleted: nothing more will come, and the token no longer
+    /// authenticates a new one).
+    pub(crate) fn end_streams(&self, user_id: Uuid) {
+        let mut users = self.users.lock().unwrap_or_else(|p| p.into_inner());
+        // The entry itself stays: a therapist's stream may still watch it.
+        if let Some(streams) = users.get_mut(&user_id) {
+            for (_, token) in streams.open.drain(..) {
+                token.cancel();
+            }
+        }
+    }
+
     /// Wakes every stream (after missed notifications).
     pub(crate) fn notify_all(&self) {
         let mut users = self.users.lock().unwrap_or_else(|p| p.into_inner());
@@ -128,6 +141,17 @@ mod tests {
         assert!(subs[0].evicted.is_cancelled());
         assert!(subs[1..].iter().all(|s| !s.evicted.is_cancelled()));
         assert!(!newest.evicted.is_cancelled());
+    }
+
+    #[test]
+    fn ending_a_users_streams_ends_theirs_only() {
+        let hub = Hub::default();
+        let (ada, grace) = (Uuid::now_v7(), Uuid::now_v7());
+        let ada_streams = [hub.subscribe(ada), hub.subscribe(ada)];
+        let grace_stream = hub.subscribe(grace);
+        hub.end_streams(ada);
+        assert!(ada_streams.iter().all(|s| s.evicted.is_cancelled()));
+        assert!(!grace_stream.evicted.is_cancelled());
     }
 
     #[test]

@@ -30,7 +30,7 @@ pub use state::{AppState, GatewayConfig};
 use axum::response::IntoResponse;
 use axum::routing::{delete, get, post};
 use axum::Router;
-use routes::{accounts, care, feed, games, me, ops, patients};
+use routes::{accounts, care, feed, games, me, me_export, ops, patients};
 use std::net::SocketAddr;
 use tokio::net::TcpListener;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -52,7 +52,11 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/games/{game_id}", get(games::get_game))
         .route("/v1/games/{game_id}/samples", get(patients::own_samples))
         .route("/v1/progress", get(games::progress))
-        .route("/v1/me", get(me::get_me).patch(me::patch_me))
+        .route(
+            "/v1/me",
+            get(me::get_me).patch(me::patch_me).delete(me::delete_me),
+        )
+        .route("/v1/me/export", get(me_export::export_me))
         .route("/v1/invites", post(care::create_invite))
         .route("/v1/therapists", post(care::link).get(care::list))
         .route("/v1/therapists/{therapist_id}", delete(care::unlink))

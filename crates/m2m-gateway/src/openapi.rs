@@ -4,7 +4,7 @@
 //! takes a body; 400, 500 and 503 always), and [`document`] the links that
 //! say which answer feeds which request.
 
-use crate::routes::{accounts, care, feed, games, me, ops, patients};
+use crate::routes::{accounts, care, feed, games, me, me_export, ops, patients};
 use crate::web;
 use utoipa::openapi::content::Content;
 use utoipa::openapi::path::Operation;
@@ -30,6 +30,7 @@ use utoipa::{Modify, OpenApi};
         patients::own_samples,
         feed::sync, feed::events,
         me::get_me, me::patch_me,
+        me::delete_me, me_export::export_me,
         care::create_invite, care::link, care::list, care::unlink,
         patients::list, patients::games, patients::game, patients::progress,
         patients::adherence, patients::patient_samples,

@@ -6,6 +6,11 @@
 //! harmless: the store returns the saved result and the same
 //! ReconciliationEvent is published again.
 //!
+//! An event whose game is gone because its account was deleted (queued
+//! or in flight at the time) is acked, logged at info and counted as
+//! discarded ([`Outcome::Discarded`]); one whose game never existed for a
+//! still existing account is dead-lettered as before.
+//!
 //! [`Processor::handle`] processes one delivery and is what tests call;
 //! [`Processor::run`] is the consumer loop around it.
 
@@ -59,6 +64,9 @@ pub enum Outcome {
     Deferred(ProcessError),
     /// Names no game that exists; dead-lettered, nothing to mark.
     Dropped(ProcessError),
+    /// Names a game of an account that was deleted (queued or in flight
+    /// when it was): acked without error, counted and logged at info.
+    Discarded,
 }
 
 /// Why processing one delivery did not finish. Its text ends with its
@@ -117,6 +125,7 @@ struct Metrics {
     failed: Counter,
     retried: Counter,
     dead_lettered: Counter,
+    discarded: Counter,
     seconds: Histogram,
 }
 
@@ -127,6 +136,7 @@ impl Metrics {
             failed: Counter::default(),
             retried: Counter::default(),
             dead_lettered: Counter::default(),
+            discarded: Counter::default(),
             seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
         };
         registry.register(
@@ -135,6 +145,11 @@ impl Metrics {
             m.processed.clone(),
         );
         registry.register("m2m_games_failed", "Games marked failed", m.failed.clone());
+        registry.register(
+            "m2m_events_discarded",
+            "ProcessingEvents acked unprocessed: their account was deleted",
+            m.discarded.clone(),
+        );
         registry.register(
             "m2m_processing_retries",
             "Deliveries handed back for another attempt",
@@ -277,6 +292,28 @@ impl Processor {
         };
         let reason = error.to_string();
         if matches!(error, ProcessError::UnknownGame) {
+            let user_id = delivery.event.as_ref().ok().map(|e| e.user_id);
+            if let Some(user_id) = user_id {
+                // The game's account was deleted while the game was queued
+                // or in flight: nothing is left to process, and nothing is
+                // wrong.
+                match self.store.account_exists(user_id).await {
+                    Ok(false) => {
+                        info!("discarding the event of a deleted account's game");
+                        self.metrics.discarded.inc();
+                        settle(delivery.ack().await);
+                        return Outcome::Discarded;
+                    }
+                    Ok(true) => {}
+                    Err(e) => {
+                        let error = ProcessError::from(e);
+                        warn!(reason = %error, "store unavailable; will retry");
+                        tokio::time::sleep(backoff(delivery.attempt)).await;
+                        settle(delivery.retry().await);
+                        return Outcome::Deferred(error);
+                    }
+                }
+            }
             warn!(%reason, "dropping an event for an unknown game");
             self.metrics.dead_lettered.inc();
             settle(delivery.dead_letter().await);
@@ -384,6 +421,13 @@ impl Processor {
                 error,
             })
             .await?;
+        // A deletion of the account that ran while the game was analysed
+        // may have missed the result just stored (MongoDB stores it in
+        // steps): delete again, which removes it, and discard the event.
+        if !self.store.account_exists(user_id).await? {
+            self.store.delete_account(user_id).await?;
+            return Err(ProcessError::UnknownGame);
+        }
         let change = completed.change;
         let reconciliation = ReconciliationEvent {
             version: RECONCILIATION_EVENT_VERSION,

@@ -4,7 +4,8 @@
 //! [`Store`] is the sum of six small traits, each owning one part of the
 //! data; every type that implements all six is a `Store` (a blanket impl),
 //! so the gateway and the processor keep holding one `Arc<dyn Store>`:
-//! - [`Accounts`]: users, logins and their refresh tokens.
+//! - [`Accounts`]: users, logins and their refresh tokens; deleting an
+//!   account with everything that names it (`delete_account`).
 //! - [`Games`]: storing an upload (`submit_game`, with its outbox entry and
 //!   idempotency key), reading games back (`game`, `list_games`,
 //!   `processed_games`, and `game_samples` for the analysis) and sweeping old
@@ -341,6 +342,34 @@ pub trait Accounts: Send + Sync {
     /// Sets an account's time zone (an IANA name the caller has checked);
     /// `false` if there is no such account.
     async fn set_time_zone(&self, user_id: Uuid, tz: &str) -> Result<bool>;
+
+    // -- Erasure (docs/data-lifecycle.md, "A patient's copy and erasure")
+
+    /// Deletes an account and everything stored that names it: its logins
+    /// and refresh tokens, games, sensor columns, outbox entries, change
+    /// feed, idempotency keys, the invites it made as a therapist or
+    /// redeemed as a patient, and its therapist links on either side.
+    /// Afterwards its username is free. Returns whether there was such an
+    /// account (or one being deleted); whatever still names the id is
+    /// removed either way, so deleting twice is harmless and deleting again
+    /// sweeps up a write that raced the first deletion.
+    ///
+    /// SQLite does it in one transaction. MongoDB first marks the account
+    /// as being deleted (from then on [`Accounts::account_exists`] is false
+    /// and its username no longer logs in), then removes every other
+    /// document naming it, the account document last; a crash in between
+    /// leaves the mark, and [`Accounts::finish_deletions`] completes it.
+    async fn delete_account(&self, user_id: Uuid) -> Result<bool>;
+
+    /// Whether the account exists and is not being deleted: the gateway
+    /// asks on every authenticated request, so a point read by id.
+    async fn account_exists(&self, user_id: Uuid) -> Result<bool>;
+
+    /// Completes the deletions a crash interrupted (MongoDB: the accounts
+    /// still marked as being deleted); returns how many. Nothing to do on
+    /// SQLite, which deletes in one transaction. The gateway's sweep calls
+    /// it at start and at each interval.
+    async fn finish_deletions(&self) -> Result<u64>;
 }
 
 /// Games: storing an upload (with its event and idempotency key) and reading

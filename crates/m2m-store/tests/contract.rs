@@ -3257,3 +3257,399 @@ mod mongodb_only {
             .is_some());
     }
 }
+
+// ---------------------------------------------------------------------------
+// Erasure: deleting an account and everything that names it
+// (docs/data-lifecycle.md, "A patient's copy and erasure")
+
+contract!(sqlite_erasure = super::sqlite_fixture, super::sqlite_raw_fixture;
+    one:
+    deleting_an_unknown_account_or_twice_is_harmless;
+    two:
+    ;
+    raw:
+    a_deleted_patient_leaves_no_mention_and_others_intact,
+    a_deleted_therapist_leaves_no_mention_and_patients_intact;
+);
+#[cfg(feature = "mongodb")]
+contract!(mongodb_erasure = super::mongodb_fixture, super::mongodb_raw_fixture;
+    one:
+    deleting_an_unknown_account_or_twice_is_harmless;
+    two:
+    ;
+    raw:
+    a_deleted_patient_leaves_no_mention_and_others_intact,
+    a_deleted_therapist_leaves_no_mention_and_patients_intact;
+);
+
+impl Raw {
+    /// Where the stored data mentions `id`, read past the store: every row
+    /// of every SQLite table (each value as text or bytes), every document
+    /// of every MongoDB collection (its BSON bytes, so a string, a
+    /// substring of one such as a link's `<therapist>:<patient>` `_id`,
+    /// and a binary UUID all count). The id is looked for hyphenated and
+    /// as 32 hex digits, in lower and upper case, and as its 16 bytes.
+    async fn mentions(&self, id: Uuid) -> Vec<String> {
+        let hyphenated = id.hyphenated().to_string();
+        let simple = id.simple().to_string();
+        let needles: Vec<Vec<u8>> = vec![
+            hyphenated.clone().into_bytes(),
+            hyphenated.to_uppercase().into_bytes(),
+            simple.clone().into_bytes(),
+            simple.to_uppercase().into_bytes(),
+            id.as_bytes().to_vec(),
+        ];
+        let mentions = |bytes: &[u8]| {
+            needles
+                .iter()
+                .any(|n| bytes.windows(n.len()).any(|w| w == n))
+        };
+        let mut found = Vec::new();
+        match self {
+            Raw::Sqlite(path) => {
+                let conn = rusqlite::Connection::open(path).unwrap();
+                let tables: Vec<String> = conn
+                    .prepare("SELECT name FROM sqlite_master WHERE type = 'table'")
+                    .unwrap()
+                    .query_map([], |row| row.get(0))
+                    .unwrap()
+                    .map(Result::unwrap)
+                    .collect();
+                assert!(tables.iter().any(|t| t == "games"), "{tables:?}");
+                for table in tables {
+                    let mut stmt = conn.prepare(&format!("SELECT * FROM \"{table}\"")).unwrap();
+                    let names: Vec<String> =
+                        stmt.column_names().iter().map(|c| c.to_string()).collect();
+                    let mut rows = stmt.query([]).unwrap();
+                    while let Some(row) = rows.next().unwrap() {
+                        for (i, name) in names.iter().enumerate() {
+                            use rusqlite::types::ValueRef;
+                            let bytes = match row.get_ref(i).unwrap() {
+                                ValueRef::Text(b) | ValueRef::Blob(b) => b.to_vec(),
+                                ValueRef::Integer(n) => n.to_string().into_bytes(),
+                                ValueRef::Real(x) => x.to_string().into_bytes(),
+                                ValueRef::Null => continue,
+                            };
+                            if mentions(&bytes) {
+                                found.push(format!("{table}.{name}"));
+                            }
+                        }
+                    }
+                }
+            }
+            #[cfg(feature = "mongodb")]
+            Raw::Mongo(db) => {
+                use futures::TryStreamExt;
+                let collections = db.list_collection_names().await.unwrap();
+                assert!(collections.iter().any(|c| c == "games"), "{collections:?}");
+                for collection in collections {
+                    let docs: Vec<::mongodb::bson::RawDocumentBuf> = db
+                        .collection::<::mongodb::bson::RawDocumentBuf>(&collection)
+                        .find(::mongodb::bson::doc! {})
+                        .await
+                        .unwrap()
+                        .try_collect()
+                        .await
+                        .unwrap();
+                    for d in docs {
+                        if mentions(d.as_bytes()) {
+                            found.push(format!("{collection}: {:?}", d.get("_id")));
+                        }
+                    }
+                }
+            }
+        }
+        found
+    }
+}
+
+/// Everything a patient can have stored: logins with rotated tokens, games
+/// (keyed and not, processed and queued, published and not), their changes,
+/// links to two therapists made by invite codes, a time zone. Returns the
+/// games.
+async fn a_full_patient(
+    store: &dyn Store,
+    patient: Uuid,
+    therapists: [Uuid; 2],
+    first_code: u32,
+    token_base: u8,
+) -> Vec<NewGame> {
+    store.set_time_zone(patient, "Europe/Zurich").await.unwrap();
+    let exp = t0() + secs(3600);
+    login(store, patient, digest(token_base), exp).await;
+    store
+        .rotate_refresh_token(digest(token_base), digest(token_base + 1), t0(), exp)
+        .await
+        .unwrap();
+    login(store, patient, digest(token_base + 2), exp).await;
+    let mut games = Vec::new();
+    for (i, seed) in [1, 2, 3].into_iter().enumerate() {
+        let game = new_game(patient, submission(seed, None), t0() + secs(i as i64));
+        let key = IdempotencyRecord {
+            key: format!("key-{seed}"),
+            request_hash: digest(seed as u8),
+            status: 202,
+            body: format!("{{\"game_id\":\"{}\"}}", game.game_id).into_bytes(),
+        };
+        let outcome = store
+            .submit_game(game.clone(), (i != 2).then_some(key))
+            .await
+            .unwrap();
+        assert_eq!(outcome, SubmitOutcome::Created);
+        games.push(game);
+    }
+    store
+        .advance_outbox(&[], t0() + secs(10), Duration::from_secs(60), 1)
+        .await
+        .unwrap();
+    store
+        .complete_game(processed(&games[0], t0() + secs(20)))
+        .await
+        .unwrap();
+    for (n, therapist) in therapists.into_iter().enumerate() {
+        let code = invite(store, therapist, first_code + n as u32, t0()).await;
+        redeem(store, &code, patient, t0() + secs(30)).await;
+    }
+    games
+}
+
+async fn a_deleted_patient_leaves_no_mention_and_others_intact(store: Arc<dyn Store>, raw: Raw) {
+    let grace = create_therapist(&*store, "dr.grace").await;
+    let hopper = create_therapist(&*store, "dr.hopper").await;
+    let ada = create_user(&*store, "Ada").await;
+    let bob = create_user(&*store, "bob").await;
+    let ada_games = a_full_patient(&*store, ada, [grace, hopper], 1, 10).await;
+    let bob_games = a_full_patient(&*store, bob, [grace, hopper], 3, 20).await;
+    // An open invite of grace's stays with her.
+    invite(&*store, grace, 9, t0()).await;
+    assert!(
+        !raw.mentions(ada).await.is_empty(),
+        "the scan finds the data"
+    );
+    let bob_before = (
+        store.list_games(bob, None, 100).await.unwrap(),
+        store.changes_since(bob, None, 100).await.unwrap(),
+        store.profile(bob).await.unwrap(),
+    );
+
+    assert!(store.delete_account(ada).await.unwrap());
+
+    assert_eq!(raw.mentions(ada).await, Vec::<String>::new());
+    for game in &ada_games {
+        for id in [game.game_id, game.event_id] {
+            assert_eq!(raw.mentions(id).await, Vec::<String>::new(), "{id}");
+        }
+    }
+    assert!(!store.account_exists(ada).await.unwrap());
+    assert_eq!(store.profile(ada).await.unwrap(), None);
+    assert!(store.list_games(ada, None, 100).await.unwrap().is_empty());
+    assert!(store
+        .game_samples(ada, ada_games[1].game_id)
+        .await
+        .unwrap()
+        .is_none());
+    for token in [10, 11, 12] {
+        assert_eq!(
+            store
+                .rotate_refresh_token(
+                    digest(token),
+                    digest(99),
+                    t0() + secs(60),
+                    t0() + secs(3600)
+                )
+                .await
+                .unwrap(),
+            RefreshOutcome::Invalid,
+            "token {token}"
+        );
+    }
+    // Nothing of ada's is left to publish; bob's unpublished games are.
+    let pending = store
+        .advance_outbox(&[], t0() + secs(600), Duration::from_secs(60), 100)
+        .await
+        .unwrap();
+    let pending: Vec<Uuid> = pending.iter().map(|e| e.event.game_id).collect();
+    assert!(ada_games.iter().all(|g| !pending.contains(&g.game_id)));
+    assert!(!pending.is_empty());
+
+    // Everyone else's data is as it was.
+    assert!(store.account_exists(bob).await.unwrap());
+    assert_eq!(
+        store.list_games(bob, None, 100).await.unwrap(),
+        bob_before.0
+    );
+    assert_eq!(
+        store.changes_since(bob, None, 100).await.unwrap(),
+        bob_before.1
+    );
+    assert_eq!(store.profile(bob).await.unwrap(), bob_before.2);
+    for game in &bob_games {
+        assert_eq!(
+            store
+                .game_samples(bob, game.game_id)
+                .await
+                .unwrap()
+                .unwrap()
+                .channels,
+            *game.submission.channels()
+        );
+    }
+    for therapist in [grace, hopper] {
+        let patients: Vec<Uuid> = store
+            .patients_of(therapist)
+            .await
+            .unwrap()
+            .iter()
+            .map(|p| p.patient_id)
+            .collect();
+        assert_eq!(patients, [bob]);
+    }
+    assert_eq!(store.therapists_of(bob).await.unwrap().len(), 2);
+    assert!(matches!(
+        store
+            .rotate_refresh_token(digest(22), digest(98), t0() + secs(60), t0() + secs(3600))
+            .await
+            .unwrap(),
+        RefreshOutcome::Rotated { user_id, .. } if user_id == bob
+    ));
+    // bob's idempotency keys still replay.
+    let replay = store
+        .submit_game(
+            new_game(bob, submission(1, None), t0() + secs(700)),
+            Some(IdempotencyRecord {
+                key: "key-1".into(),
+                request_hash: digest(1),
+                status: 202,
+                body: Vec::new(),
+            }),
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(replay, SubmitOutcome::Replayed { .. }),
+        "{replay:?}"
+    );
+    // grace's open invite still links.
+    let carol = create_user(&*store, "carol").await;
+    redeem(&*store, &code(9), carol, t0() + secs(60)).await;
+
+    // The username is free again, for a new account.
+    let again = create_user(&*store, "ADA").await;
+    assert_ne!(again, ada);
+    let found = store
+        .user_by_username(&Username::parse("ada").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.user_id, again);
+    assert!(store.list_games(again, None, 100).await.unwrap().is_empty());
+    assert_eq!(store.finish_deletions().await.unwrap(), 0);
+}
+
+async fn a_deleted_therapist_leaves_no_mention_and_patients_intact(
+    store: Arc<dyn Store>,
+    raw: Raw,
+) {
+    let grace = create_therapist(&*store, "dr.grace").await;
+    let hopper = create_therapist(&*store, "dr.hopper").await;
+    let ada = create_user(&*store, "ada").await;
+    let ada_games = a_full_patient(&*store, ada, [grace, hopper], 1, 10).await;
+    // grace: a login, open codes, a used one (above).
+    login(&*store, grace, digest(40), t0() + secs(3600)).await;
+    invite(&*store, grace, 7, t0()).await;
+    invite(&*store, grace, 8, t0()).await;
+
+    assert!(store.delete_account(grace).await.unwrap());
+
+    assert_eq!(raw.mentions(grace).await, Vec::<String>::new());
+    assert!(!store.account_exists(grace).await.unwrap());
+    let therapists: Vec<Uuid> = store
+        .therapists_of(ada)
+        .await
+        .unwrap()
+        .iter()
+        .map(|t| t.therapist_id)
+        .collect();
+    assert_eq!(therapists, [hopper]);
+    assert!(store.patients_of(grace).await.unwrap().is_empty());
+    assert_eq!(
+        store
+            .redeem_invite(&code(7), ada, t0() + secs(60))
+            .await
+            .unwrap(),
+        RedeemOutcome::Unknown
+    );
+    // The patient's own data is untouched.
+    assert_eq!(store.list_games(ada, None, 100).await.unwrap().len(), 3);
+    assert!(store
+        .game_samples(ada, ada_games[0].game_id)
+        .await
+        .unwrap()
+        .is_some());
+    // A therapist's username is free again too.
+    create_therapist(&*store, "Dr.Grace").await;
+}
+
+async fn deleting_an_unknown_account_or_twice_is_harmless(store: Arc<dyn Store>) {
+    assert!(!store.delete_account(Uuid::now_v7()).await.unwrap());
+    let ada = create_user(&*store, "ada").await;
+    let bob = create_user(&*store, "bob").await;
+    submit(&*store, ada, 1, t0()).await;
+    assert!(store.account_exists(ada).await.unwrap());
+    assert!(store.delete_account(ada).await.unwrap());
+    assert!(!store.delete_account(ada).await.unwrap());
+    assert!(!store.account_exists(ada).await.unwrap());
+    assert!(store.account_exists(bob).await.unwrap());
+    assert_eq!(store.finish_deletions().await.unwrap(), 0);
+}
+
+#[cfg(feature = "mongodb")]
+mod mongodb_erasure_only {
+    use super::*;
+
+    /// A deletion that stopped after its mark (a crash) is finished by
+    /// `finish_deletions`; until then the account does not log in or
+    /// authenticate.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_deletion_stopped_after_its_mark_is_finished_by_the_sweep() {
+        let Some((fixture, raw)) = mongodb_raw_fixture().await else {
+            return;
+        };
+        let store = fixture.store;
+        let grace = create_therapist(&*store, "dr.grace").await;
+        let hopper = create_therapist(&*store, "dr.hopper").await;
+        let ada = create_user(&*store, "ada").await;
+        let bob = create_user(&*store, "bob").await;
+        a_full_patient(&*store, ada, [grace, hopper], 1, 10).await;
+        a_full_patient(&*store, bob, [grace, hopper], 3, 20).await;
+        let Raw::Mongo(db) = &raw else { unreachable!() };
+        db.collection::<::mongodb::bson::Document>("users")
+            .update_one(
+                ::mongodb::bson::doc! { "_id": ada.hyphenated().to_string() },
+                ::mongodb::bson::doc! { "$set": { "deleting_since": "2026-11-27T10:00:00.000000Z" } },
+            )
+            .await
+            .unwrap();
+
+        assert!(!store.account_exists(ada).await.unwrap());
+        assert!(store
+            .user_by_username(&Username::parse("ada").unwrap())
+            .await
+            .unwrap()
+            .is_none());
+        assert_eq!(
+            store
+                .rotate_refresh_token(digest(12), digest(99), t0() + secs(60), t0() + secs(3600))
+                .await
+                .unwrap(),
+            RefreshOutcome::Invalid
+        );
+
+        assert_eq!(store.finish_deletions().await.unwrap(), 1);
+        assert_eq!(raw.mentions(ada).await, Vec::<String>::new());
+        assert_eq!(store.finish_deletions().await.unwrap(), 0);
+        assert!(store.account_exists(bob).await.unwrap());
+        assert_eq!(store.list_games(bob, None, 100).await.unwrap().len(), 3);
+        create_user(&*store, "ada").await;
+    }
+}

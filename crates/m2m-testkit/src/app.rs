@@ -89,7 +89,7 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(opts: Options) -> TestApp {
-    let (dir, db) = match opts.db {
+    let (dir, db) = match opts.db.clone() {
         Some(db) => (None, db),
         None => {
             let dir = tempfile::tempdir().expect("a temporary directory");
@@ -98,6 +98,20 @@ pub async fn spawn_app_with(opts: Options) -> TestApp {
         }
     };
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&db).expect("the SQLite store opens"));
+    spawn_app_with_store(store, dir, opts).await
+}
+
+/// The app as [`spawn_app_with`] builds it, on a store given (a MongoDB
+/// store, say); `opts.db` is not used.
+pub async fn spawn_app_on(store: Arc<dyn Store>, opts: Options) -> TestApp {
+    spawn_app_with_store(store, None, opts).await
+}
+
+async fn spawn_app_with_store(
+    store: Arc<dyn Store>,
+    dir: Option<tempfile::TempDir>,
+    opts: Options,
+) -> TestApp {
     let bus = InProcessBus::with_capacity(opts.bus_capacity);
     let mut gateway = GatewayConfig::new(JwtSecret::new(
         b"test-secret-test-secret-test-secret".to_vec(),

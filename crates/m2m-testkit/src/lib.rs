@@ -17,7 +17,7 @@ mod games;
 mod process;
 mod sse;
 
-pub use app::{spawn_app, spawn_app_with, Options, TestApp};
+pub use app::{spawn_app, spawn_app_on, spawn_app_with, Options, TestApp};
 pub use client::{
     assert_problem, occurrences, token_claims, Accepted, Api, PASSWORD, POLL, PROCESS_TIMEOUT,
 };

@@ -216,6 +216,8 @@ pub(crate) async fn log_in(
             expires_at: now + state.auth().refresh_ttl,
         })
         .await?;
+    // The account may have been deleted while its password was checked.
+    crate::routes::me::still_exists(state, user.user_id).await?;
     session(state, user.user_id, user.role, refresh_token)
 }
 

@@ -5,6 +5,7 @@
 
 use crate::error::{ApiError, ApiResult, InviteProblem, Problem};
 use crate::extract::{JsonBody, PatientUser, TherapistUser};
+use crate::routes::me::still_exists;
 use crate::state::AppState;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -120,7 +121,9 @@ pub(crate) async fn create_invite(
         };
         match state.store().create_invite(invite, MAX_OPEN_INVITES).await {
             Ok(InviteOutcome::Created) => {
-                return Ok((StatusCode::CREATED, Json(Invite { code, expires_at })))
+                // Unless the therapist's account was deleted meanwhile.
+                still_exists(&state, user.user_id).await?;
+                return Ok((StatusCode::CREATED, Json(Invite { code, expires_at })));
             }
             Ok(InviteOutcome::TooManyOpen) => {
                 return Err(ApiError::TooManyInvites {
@@ -154,6 +157,13 @@ pub(crate) async fn link(
         .await?;
     match outcome {
         RedeemOutcome::Linked(link) => {
+            // Unless either account was deleted meanwhile: then the link
+            // goes with it, and a code of a deleted therapist is unknown.
+            still_exists(&state, user.user_id).await?;
+            if !state.store().account_exists(link.therapist_id).await? {
+                state.store().delete_account(link.therapist_id).await?;
+                return Err(ApiError::Invite(InviteProblem::Unknown));
+            }
             // The therapist's open streams start carrying this patient.
             state.0.hub.notify(link.therapist_id);
             Ok((StatusCode::CREATED, Json(link.into())))

@@ -194,7 +194,9 @@ pub(crate) async fn submit(
         )
         .await?;
     match outcome {
-        SubmitOutcome::Created => {}
+        // A deletion of the account may have run since the token was
+        // checked: then what was just stored goes too (401).
+        SubmitOutcome::Created => crate::routes::me::still_exists(&state, user.user_id).await?,
         SubmitOutcome::Replayed { status, body } => return Ok(accepted_response(status, body)),
         SubmitOutcome::KeyReused => {
             return Err(ApiError::invalid_field(

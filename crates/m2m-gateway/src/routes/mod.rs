@@ -6,5 +6,6 @@ pub(crate) mod care_feed;
 pub(crate) mod feed;
 pub(crate) mod games;
 pub(crate) mod me;
+pub(crate) mod me_export;
 pub(crate) mod ops;
 pub(crate) mod patients;

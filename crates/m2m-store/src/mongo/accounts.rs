@@ -9,7 +9,8 @@ use crate::{
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use m2m_domain::{Role, Username};
+use futures::TryStreamExt;
+use m2m_domain::Username;
 use mongodb::bson::{doc, Bson, Document};
 use uuid::Uuid;
 
@@ -41,7 +42,7 @@ impl Accounts for MongoStore {
     async fn user_by_username(&self, username: &Username) -> Result<Option<UserRecord>> {
         let found = self
             .users
-            .find_one(doc! { "username_key": username.key() })
+            .find_one(doc! { "username_key": username.key(), DELETING: { "$exists": false } })
             .await
             .map_err(db)?;
         found
@@ -116,6 +117,16 @@ impl Accounts for MongoStore {
             tracing::warn!(login_id = %login.login_id, "spent refresh token presented again: login revoked");
             return Ok(RefreshOutcome::Reused);
         }
+        // An account gone or being deleted rotates nothing (its tokens are
+        // about to be removed).
+        let Some(user) = self
+            .users
+            .find_one(doc! { "_id": &login.user_id, DELETING: { "$exists": false } })
+            .await
+            .map_err(db)?
+        else {
+            return Ok(RefreshOutcome::Invalid);
+        };
         // Crash safety: the next token is stored first, then the presented
         // one is spent. A crash between them leaves the presented token
         // current (the client, which got no answer, presents it again and
@@ -148,15 +159,10 @@ impl Accounts for MongoStore {
             return Ok(RefreshOutcome::Reused);
         }
         let user_id = parse_id(&login.user_id)?;
-        let user = self
-            .users
-            .find_one(doc! { "_id": &login.user_id })
-            .await
-            .map_err(db)?;
         Ok(RefreshOutcome::Rotated {
             user_id,
             login_id: parse_id(&login.login_id)?,
-            role: user.map_or(Role::Patient, |u| stored_role(&user_id, u.role_field())),
+            role: stored_role(&user_id, user.role_field()),
         })
     }
 
@@ -192,6 +198,66 @@ impl Accounts for MongoStore {
         Ok(updated.matched_count > 0)
     }
 
+    async fn delete_account(&self, user_id: Uuid) -> Result<bool> {
+        let user = id(user_id);
+        // The mark first: from now on the account does not exist for
+        // `account_exists`, its username does not log in and its refresh
+        // tokens do not rotate. `$min` keeps the first mark's time.
+        let marked = self
+            .users
+            .update_one(
+                doc! { "_id": &user },
+                doc! { "$min": { DELETING: ts(Utc::now()) } },
+            )
+            .await
+            .map_err(db)?;
+        self.erase_dependents(&user).await?;
+        // The account last, so that a crash before this leaves the mark
+        // for `finish_deletions`.
+        self.users
+            .delete_one(doc! { "_id": &user })
+            .await
+            .map_err(db)?;
+        Ok(marked.matched_count > 0)
+    }
+
+    async fn account_exists(&self, user_id: Uuid) -> Result<bool> {
+        let found = self
+            .users
+            .clone_with_type::<Document>()
+            .find_one(doc! { "_id": id(user_id), DELETING: { "$exists": false } })
+            .projection(doc! { "_id": 1 })
+            .await
+            .map_err(db)?;
+        Ok(found.is_some())
+    }
+
+    async fn finish_deletions(&self) -> Result<u64> {
+        let marked = self
+            .users
+            .clone_with_type::<Document>()
+            .find(doc! { DELETING: { "$exists": true } })
+            .projection(doc! { "_id": 1 })
+            .await
+            .map_err(db)?;
+        let marked: Vec<Document> = marked.try_collect().await.map_err(db)?;
+        let mut finished = 0;
+        for d in marked {
+            let Ok(user) = d.get_str("_id") else {
+                tracing::warn!(id = ?d.get("_id"), "an account marked for deletion has no readable id; left as it is");
+                continue;
+            };
+            self.erase_dependents(user).await?;
+            self.users
+                .delete_one(doc! { "_id": user })
+                .await
+                .map_err(db)?;
+            tracing::info!(user_id = user, "finished an interrupted account deletion");
+            finished += 1;
+        }
+        Ok(finished)
+    }
+
     async fn revoke_login(&self, presented: Digest, now: DateTime<Utc>) -> Result<bool> {
         let Some(token) = self
             .tokens
@@ -205,7 +271,59 @@ impl Accounts for MongoStore {
     }
 }
 
+/// The field that marks an account as being deleted (the time the
+/// deletion began); absent on every other account.
+const DELETING: &str = "deleting_since";
+
 impl MongoStore {
+    /// Removes every document but the account's own that names the user
+    /// `user` (its id as stored): refresh tokens before their logins (a
+    /// token is found through its login), games before their changes, so
+    /// that a completion racing the deletion is caught by one or the other
+    /// (`ChangeFeed::complete_game` checks the game first). Each step is a
+    /// `delete_many` by an indexed field, safe to repeat.
+    async fn erase_dependents(&self, user: &str) -> Result<()> {
+        let logins = self
+            .logins
+            .clone_with_type::<Document>()
+            .find(doc! { "user_id": user })
+            .projection(doc! { "_id": 1 })
+            .await
+            .map_err(db)?;
+        let logins: Vec<Document> = logins.try_collect().await.map_err(db)?;
+        let login_ids: Vec<Bson> = logins
+            .into_iter()
+            .filter_map(|d| d.get("_id").cloned())
+            .collect();
+        for chunk in login_ids.chunks(1000) {
+            self.tokens
+                .delete_many(doc! { "login_id": { "$in": chunk.to_vec() } })
+                .await
+                .map_err(db)?;
+        }
+        let by_user = doc! { "user_id": user };
+        self.logins.delete_many(by_user.clone()).await.map_err(db)?;
+        self.idempotency
+            .delete_many(by_user.clone())
+            .await
+            .map_err(db)?;
+        self.games.delete_many(by_user.clone()).await.map_err(db)?;
+        self.columns
+            .delete_many(by_user.clone())
+            .await
+            .map_err(db)?;
+        self.changes.delete_many(by_user).await.map_err(db)?;
+        self.invites
+            .delete_many(doc! { "$or": [{ "therapist_id": user }, { "used_by": user }] })
+            .await
+            .map_err(db)?;
+        self.links
+            .delete_many(doc! { "$or": [{ "therapist_id": user }, { "patient_id": user }] })
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
     /// Revokes a login, keeping the first revocation time. Whether the
     /// login exists.
     async fn revoke(&self, login_id: &str, now: DateTime<Utc>) -> Result<bool> {

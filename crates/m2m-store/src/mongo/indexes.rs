@@ -85,6 +85,38 @@ impl MongoStore {
             ))
             .await
             .map_err(failed)?;
+        // Erasure (`delete_account`, `finish_deletions`): every document
+        // naming an account is found by index.
+        self.users
+            .create_index(index(
+                doc! { "deleting_since": 1 },
+                "accounts_being_deleted",
+                false,
+                Some(doc! { "deleting_since": { "$exists": true } }),
+            ))
+            .await
+            .map_err(failed)?;
+        self.logins
+            .create_index(index(doc! { "user_id": 1 }, "user_logins", false, None))
+            .await
+            .map_err(failed)?;
+        self.tokens
+            .create_index(index(doc! { "login_id": 1 }, "login_tokens", false, None))
+            .await
+            .map_err(failed)?;
+        self.columns
+            .create_index(index(doc! { "user_id": 1 }, "user_columns", false, None))
+            .await
+            .map_err(failed)?;
+        self.invites
+            .create_index(index(
+                doc! { "used_by": 1 },
+                "used_invites",
+                false,
+                Some(doc! { "used_by": { "$exists": true } }),
+            ))
+            .await
+            .map_err(failed)?;
         self.links
             .create_indexes([
                 index(doc! { "patient_id": 1 }, "patient_links", false, None),

@@ -44,6 +44,14 @@
 //!   asks again. A crash between the insert and the removal leaves a code
 //!   nobody was given, open (and counted) until it expires.
 //! - `unlink`, `set_time_zone`: one document each.
+//! - `delete_account`: the account is first marked (`deleting_since`; from
+//!   then on it does not exist for `account_exists`, does not log in and
+//!   its refresh tokens do not rotate), then every other document naming
+//!   it is removed (`delete_many` by indexed fields: refresh tokens before
+//!   their logins, games before their changes), the account document
+//!   last. A crash in between leaves the mark; `finish_deletions` repeats
+//!   the removals for every marked account. Its username stays taken
+//!   until then.
 //!
 //! # Formats
 //! Ids are UUIDs as lower-case hyphenated strings (UUIDv7 strings sort by
@@ -67,7 +75,7 @@
 //! # Collections
 //! | collection | `_id` | other fields |
 //! |---|---|---|
-//! | `users` | user id | `username` (as spelled), `username_key` (lower-cased), `password_hash`, `role`?, `created_at`, `tz`? (the IANA time zone the user set; absent: UTC) |
+//! | `users` | user id | `username` (as spelled), `username_key` (lower-cased), `password_hash`, `role`?, `created_at`, `tz`? (the IANA time zone the user set; absent: UTC), `deleting_since`? (present while the account is being deleted) |
 //! | `logins` | login id | `user_id`, `created_at`, `revoked_at` (absent until revoked) |
 //! | `refresh_tokens` | SHA-256 of the token (binary) | `login_id`, `created_at`, `expires_at`, `spent_at` (absent until spent) |
 //! | `games` | game id | `user_id`, `event_id`, `status`, `game`, `score`, `started_at`, `submitted_at`, `processed_at`?, `device`?, `sample_rate_hz`, `samples`, `channels` (names), `metrics`?, `error`?, `outbox: {created_at, trace_id, pending, lease_until?, published_at?}` |
@@ -104,6 +112,11 @@
 //! | `invites` | `therapist_invites` | `therapist_id`, `expires_at` | | `create_invite`: counting a therapist's unexpired codes |
 //! | `links` | `patient_links` | `patient_id` | | `therapists_of` |
 //! | `links` | `therapist_links` | `therapist_id` | | `patients_of` |
+//! | `users` | `accounts_being_deleted` | `deleting_since` | partial: `deleting_since` exists | `finish_deletions` |
+//! | `logins` | `user_logins` | `user_id` | | `delete_account` |
+//! | `refresh_tokens` | `login_tokens` | `login_id` | | `delete_account` (the tokens of the account's logins) |
+//! | `game_columns` | `user_columns` | `user_id` | | `delete_account` |
+//! | `invites` | `used_invites` | `used_by` | partial: `used_by` exists | `delete_account` (the codes a patient redeemed) |
 //!
 //! The `_id` indexes serve the lookups by id: a login, a refresh token (by
 //! its hash), a game (`game`, `complete_game`), its columns (`game_samples`, for the processor),

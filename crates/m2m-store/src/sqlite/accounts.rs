@@ -11,6 +11,28 @@ use m2m_domain::Username;
 use rusqlite::{params, OptionalExtension};
 use uuid::Uuid;
 
+/// What `delete_account` deletes before the account itself, each statement
+/// given the user id as `?1`: every row of every table that names it
+/// (tables by user id; `changes`, `outbox` and `game_columns` also by the
+/// user's games, so a row whose own `user_id` was edited still goes with
+/// its game). `logins` and `invites.used_by` have no index by user: a
+/// deletion scans them, which is rare enough not to pay an index on every
+/// login.
+const ERASE_ACCOUNT: &[&str] = &[
+    "DELETE FROM refresh_tokens
+     WHERE login_id IN (SELECT login_id FROM logins WHERE user_id = ?1)",
+    "DELETE FROM logins WHERE user_id = ?1",
+    "DELETE FROM changes
+     WHERE user_id = ?1 OR game_id IN (SELECT game_id FROM games WHERE user_id = ?1)",
+    "DELETE FROM outbox
+     WHERE user_id = ?1 OR game_id IN (SELECT game_id FROM games WHERE user_id = ?1)",
+    "DELETE FROM game_columns WHERE game_id IN (SELECT game_id FROM games WHERE user_id = ?1)",
+    "DELETE FROM games WHERE user_id = ?1",
+    "DELETE FROM idempotency WHERE user_id = ?1",
+    "DELETE FROM invites WHERE therapist_id = ?1 OR used_by = ?1",
+    "DELETE FROM links WHERE therapist_id = ?1 OR patient_id = ?1",
+];
+
 #[async_trait]
 impl Accounts for SqliteStore {
     async fn create_user(&self, user: NewUser) -> Result<()> {
@@ -200,6 +222,44 @@ impl Accounts for SqliteStore {
             })
         })
         .await
+    }
+
+    async fn delete_account(&self, user_id: Uuid) -> Result<bool> {
+        self.blocking(move |inner| {
+            inner.write(|tx| {
+                let user = id(user_id);
+                // Children before their parents (the foreign keys), the
+                // account last; one transaction, so all of it or nothing.
+                for statement in ERASE_ACCOUNT {
+                    tx.prepare_cached(statement)
+                        .map_err(db)?
+                        .execute([&user])
+                        .map_err(db)?;
+                }
+                let deleted = tx
+                    .execute("DELETE FROM users WHERE user_id = ?1", [&user])
+                    .map_err(db)?;
+                Ok(deleted > 0)
+            })
+        })
+        .await
+    }
+
+    async fn account_exists(&self, user_id: Uuid) -> Result<bool> {
+        self.blocking(move |inner| {
+            inner.read(|tx| {
+                tx.prepare_cached("SELECT 1 FROM users WHERE user_id = ?1")
+                    .map_err(db)?
+                    .exists([id(user_id)])
+                    .map_err(db)
+            })
+        })
+        .await
+    }
+
+    async fn finish_deletions(&self) -> Result<u64> {
+        // Every deletion is one transaction: none is ever left half-done.
+        Ok(0)
     }
 
     async fn revoke_login(&self, presented: Digest, now: DateTime<Utc>) -> Result<bool> {

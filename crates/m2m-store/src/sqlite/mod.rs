@@ -146,6 +146,10 @@
 //! | `changes` | `seq` INTEGER PK AUTOINCREMENT, `user_id`, `game_id` → games, `event_id` UNIQUE, `reconciliation_event_id`, `status`, `processed_at`, `metrics` JSON, `error` | the change feed; a cursor is `seq` as 16 lower-case hex digits |
 //! | `invites` | `code` PK, `therapist_id`, `created_at`, `expires_at`, `used_by` NULL, `used_at` NULL | a therapist's invite codes; open = unused and unexpired, counted through a partial index by (`therapist_id`, `expires_at`) of the unused; kept after use or expiry (a used code tells a repeat from another patient) |
 //! | `links` | (`therapist_id`, `patient_id`) PK, `linked_at` | one link per pair; indexed by `patient_id` too; deleted when the patient removes it. Like `games.user_id`, the ids are not foreign keys |
+//!
+//! `delete_account` deletes an account's rows from every table above in
+//! one `BEGIN IMMEDIATE` transaction (`accounts::ERASE_ACCOUNT`), children
+//! before their parents.
 
 mod accounts;
 mod care;

@@ -10,6 +10,7 @@ mod cbor;
 mod feed;
 mod games;
 mod hostile;
+mod me_data;
 mod ops;
 mod patients;
 mod processing;

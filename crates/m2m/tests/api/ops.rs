@@ -55,6 +55,8 @@ async fn the_openapi_document_lists_every_endpoint() {
         ("/v1/progress", "get"),
         ("/v1/me", "get"),
         ("/v1/me", "patch"),
+        ("/v1/me", "delete"),
+        ("/v1/me/export", "get"),
         ("/v1/invites", "post"),
         ("/v1/therapists", "post"),
         ("/v1/therapists", "get"),
