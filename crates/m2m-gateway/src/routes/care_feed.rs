@@ -18,7 +18,7 @@ use axum::response::sse::Event;
 use chrono::{DateTime, Utc};
 use futures::future::{select_all, BoxFuture, FutureExt};
 use futures::stream::{self, BoxStream, StreamExt};
-use m2m_domain::{Change, GameStatus};
+use m2m_domain::{Change, ChangeType};
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
 use std::time::Duration;
@@ -231,9 +231,10 @@ async fn wait(st: &mut TherapistStream) -> Option<()> {
 }
 
 fn to_event(patient_id: Uuid, change: &Change) -> Event {
-    let name = match change.status {
-        GameStatus::Failed => "patient.game.failed",
-        _ => "patient.game.processed",
+    let name = match change.kind {
+        ChangeType::GameProcessed => "patient.game.processed",
+        ChangeType::GameFailed => "patient.game.failed",
+        ChangeType::GameReprocessed => "patient.game.reprocessed",
     };
     let mut data = serde_json::to_value(change).unwrap_or_default();
     if let Some(object) = data.as_object_mut() {
