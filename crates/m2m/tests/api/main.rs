@@ -13,5 +13,6 @@ mod hostile;
 mod ops;
 mod patients;
 mod processing;
+mod reprocessing;
 mod robust_reads;
 mod web;
