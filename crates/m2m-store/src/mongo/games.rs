@@ -524,6 +524,27 @@ impl Games for MongoStore {
     }
 }
 
+/// The games of a [`ReprocessSelection`]: not queued, newest result below
+/// the version (absent: version 1), of its users. `None` when it selects
+/// nothing (no version is below 1).
+fn reprocess_filter(selection: &ReprocessSelection) -> Option<Document> {
+    if selection.below <= 1 {
+        return None;
+    }
+    let mut filter = doc! {
+        "status": { "$ne": GameStatus::Queued.as_str() },
+        "$or": [
+            { "algorithm_version": { "$lt": i64::from(selection.below) } },
+            { "algorithm_version": null },
+        ],
+    };
+    if !selection.users.is_empty() {
+        let users: Vec<String> = selection.users.iter().map(|u| id(*u)).collect();
+        filter.insert("user_id", doc! { "$in": users });
+    }
+    Some(filter)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -588,25 +609,4 @@ mod tests {
             other => panic!("{:?}", other.map(|d| d.as_bytes().len())),
         }
     }
-}
-
-/// The games of a [`ReprocessSelection`]: not queued, newest result below
-/// the version (absent: version 1), of its users. `None` when it selects
-/// nothing (no version is below 1).
-fn reprocess_filter(selection: &ReprocessSelection) -> Option<Document> {
-    if selection.below <= 1 {
-        return None;
-    }
-    let mut filter = doc! {
-        "status": { "$ne": GameStatus::Queued.as_str() },
-        "$or": [
-            { "algorithm_version": { "$lt": i64::from(selection.below) } },
-            { "algorithm_version": null },
-        ],
-    };
-    if !selection.users.is_empty() {
-        let users: Vec<String> = selection.users.iter().map(|u| id(*u)).collect();
-        filter.insert("user_id", doc! { "$in": users });
-    }
-    Some(filter)
 }
