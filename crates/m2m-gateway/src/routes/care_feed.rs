@@ -1,6 +1,6 @@
 //! A therapist's event stream: the changes of their linked patients, as
-//! `patient.game.processed` / `patient.game.failed` (docs/therapists.md,
-//! "Live updates").
+//! `patient.game.processed` / `patient.game.failed` /
+//! `patient.game.reprocessed` (docs/therapists.md, "Live updates").
 //!
 //! The stream follows each patient linked when it opens from that moment,
 //! and each patient linked later from their link (no history, no `id:`),
