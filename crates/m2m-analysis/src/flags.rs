@@ -129,6 +129,7 @@ mod tests {
 
     fn progress_of(metrics: Vec<(Headline, MetricProgress)>) -> Progress {
         Progress {
+            algorithm_version: None,
             metrics: metrics
                 .into_iter()
                 .map(|(h, m)| (h.key().to_owned(), m))

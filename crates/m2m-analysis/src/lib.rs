@@ -30,6 +30,24 @@ pub use progress::{
 use std::collections::{BTreeMap, HashMap};
 use std::hash::BuildHasher;
 
+/// The version of the metric definitions: every metric in docs/metrics.md,
+/// its value, name and meaning. Each stored result carries the version that
+/// made it (docs/data-lifecycle.md, "Results that can be recomputed").
+///
+/// Bump it whenever any metric's definition changes, then regenerate the
+/// golden file with `M2M_BLESS=1 cargo test -p m2m-analysis --test golden`:
+/// that test fails when the analysis of the reference fixtures changes and
+/// this number does not. `m2m reprocess` then recomputes the stored games.
+pub const ALGORITHM_VERSION: u32 = 1;
+
+/// The version of the JSON shape of a game's metrics object (the OpenAPI
+/// schema `Metrics`, docs/metrics.md). Version 1 was closed (no property
+/// beyond those listed); version 2 is open: a new metric may appear and
+/// clients ignore the metrics they do not know. Independent of
+/// [`ALGORITHM_VERSION`]: a new metric bumps both, a changed formula only
+/// the algorithm's.
+pub const METRICS_SCHEMA_VERSION: u32 = 2;
+
 /// The five fingers, in the order metrics list them.
 pub const FINGERS: [&str; 5] = ["thumb", "index", "middle", "ring", "pinky"];
 

@@ -86,6 +86,13 @@ pub struct ProgressGame<'a> {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Progress {
     pub metrics: BTreeMap<String, MetricProgress>,
+    /// The algorithm version of the games compared: progress compares
+    /// games of one version only, the newest among the user's processed
+    /// games (games analysed only under an older version are left out until
+    /// they are reprocessed). Absent without processed games. Set by the
+    /// caller, which knows the versions ([`progress`] leaves it `None`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub algorithm_version: Option<u32>,
 }
 
 /// Progress of one headline metric.
@@ -146,7 +153,10 @@ pub fn progress(games: &[ProgressGame<'_>]) -> Progress {
             metric_progress(h, series).map(|p| (h.key().to_owned(), p))
         })
         .collect();
-    Progress { metrics }
+    Progress {
+        metrics,
+        algorithm_version: None,
+    }
 }
 
 fn metric_progress(h: Headline, series: Vec<SeriesPoint>) -> Option<MetricProgress> {

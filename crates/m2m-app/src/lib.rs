@@ -131,6 +131,11 @@ pub struct AppConfig {
     /// `/metrics`, `/healthz` and `/readyz` of a process without a gateway
     /// (the gateway serves its own).
     pub ops_listen: Option<Listen>,
+    /// Publish the outbox in a process without a gateway (a gateway
+    /// publishes it anyway): `m2m reprocess` on a data directory that no
+    /// `m2m serve` holds stores its events in the outbox and runs this
+    /// publisher and a processor.
+    pub publisher: bool,
     /// The registry every part registers its metrics in; shared, so that
     /// one `/metrics` shows the gateway's and the processor's.
     pub registry: Arc<Mutex<Registry>>,
@@ -145,6 +150,7 @@ impl AppConfig {
             gateway: None,
             processor: None,
             ops_listen: None,
+            publisher: false,
             registry: Arc::new(Mutex::new(Registry::default())),
         }
     }
@@ -210,6 +216,8 @@ pub struct Application {
     gateway: Option<JoinHandle<std::io::Result<()>>>,
     processors: JoinSet<Result<(), String>>,
     ops: Option<JoinHandle<std::io::Result<()>>>,
+    /// The publisher of a process without a gateway ([`AppConfig::publisher`]).
+    publisher: Option<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Application {
@@ -266,6 +274,7 @@ impl Application {
             gateway: None,
             processors: JoinSet::new(),
             ops: None,
+            publisher: None,
         };
         if let Some(processor) = config.processor {
             app.start_processor(processor);
@@ -280,6 +289,20 @@ impl Application {
                 app.shutdown.clone(),
             );
             app.gateway = Some(tokio::spawn(m2m_gateway::serve(listener, state)));
+        }
+        if config.publisher && app.gateway.is_none() {
+            // The publisher lives in the gateway's state; this one serves
+            // no request, so its token secret is a random one nobody holds.
+            let state = AppState::new(
+                app.store.clone(),
+                app.bus.clone(),
+                GatewayConfig::new(m2m_gateway::JwtSecret::new(
+                    m2m_gateway::JwtSecret::generate_hex().into_bytes(),
+                )),
+                app.registry.clone(),
+                app.shutdown.clone(),
+            );
+            app.publisher = Some(tokio::spawn(m2m_gateway::run_publisher(state)));
         }
         if let Some(listener) = ops_listener {
             app.ops_address = Some(listener.local_addr().map_err(AppError::Http)?);
@@ -376,6 +399,11 @@ impl Application {
             self.shutdown.cancelled().await;
         }
         self.shutdown.cancel();
+        if let Some(publisher) = self.publisher.take() {
+            if let Err(e) = publisher.await {
+                warn!(error = %e, "the publisher task failed");
+            }
+        }
         if let Some(ops) = self.ops.take() {
             match ops.await {
                 Ok(Ok(())) => {}

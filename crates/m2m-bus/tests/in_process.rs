@@ -24,6 +24,7 @@ fn event() -> Arc<ProcessingEvent> {
             device: None,
         },
         sample_rate_hz: 100.0,
+        reprocess: None,
     })
 }
 
@@ -132,6 +133,8 @@ async fn reconciliation_fans_out_to_every_subscriber() {
         processed_at: Utc::now(),
         metrics: None,
         error: None,
+        algorithm_version: 1,
+        reprocessed: false,
     };
     bus.publish_reconciliation(&r, "trace").await.unwrap();
     for s in [&mut s1, &mut s2] {

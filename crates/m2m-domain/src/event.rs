@@ -40,7 +40,8 @@ pub struct EventGame {
 #[serde(
     tag = "type",
     rename = "ProcessingEvent",
-    try_from = "WireProcessingEvent"
+    try_from = "WireProcessingEvent",
+    into = "WireOut"
 )]
 pub struct ProcessingEvent {
     /// The wire version the event arrived in (published: always
@@ -52,6 +53,19 @@ pub struct ProcessingEvent {
     pub created_at: DateTime<Utc>,
     pub game: EventGame,
     pub sample_rate_hz: f64,
+    /// Set on a reprocessing event (`m2m reprocess`): the game has a result
+    /// already and is to be analysed again under this algorithm version.
+    /// Its `event_id` is [`reprocessing_event_id`] of the game and the
+    /// version. `None` on a game's first event.
+    pub reprocess: Option<u32>,
+}
+
+/// The id of the event that reprocesses `game_id` under algorithm version
+/// `version`: a UUIDv5 (name-based) in the game id's namespace, so that the
+/// same request made twice (by two runs of `m2m reprocess`, or one
+/// interrupted and run again) is one event, which the store completes once.
+pub fn reprocessing_event_id(game_id: Uuid, version: u32) -> Uuid {
+    Uuid::new_v5(&game_id, format!("m2m reprocess {version}").as_bytes())
 }
 
 impl ProcessingEvent {
@@ -76,6 +90,7 @@ impl ProcessingEvent {
                 device: submission.device().cloned(),
             },
             sample_rate_hz: submission.sample_rate_hz(),
+            reprocess: None,
         }
     }
 }
@@ -98,6 +113,40 @@ impl ProcessingEvent {
     }
 }
 
+/// A ProcessingEvent as it is published: a reprocessing event carries
+/// `"reprocess": true` and its `algorithm_version`, a first event neither.
+#[derive(Serialize)]
+#[serde(tag = "type", rename = "ProcessingEvent")]
+struct WireOut {
+    version: u32,
+    event_id: Uuid,
+    game_id: Uuid,
+    user_id: Uuid,
+    created_at: DateTime<Utc>,
+    game: EventGame,
+    sample_rate_hz: f64,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    reprocess: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    algorithm_version: Option<u32>,
+}
+
+impl From<ProcessingEvent> for WireOut {
+    fn from(e: ProcessingEvent) -> Self {
+        WireOut {
+            version: e.version,
+            event_id: e.event_id,
+            game_id: e.game_id,
+            user_id: e.user_id,
+            created_at: e.created_at,
+            game: e.game,
+            sample_rate_hz: e.sample_rate_hz,
+            reprocess: e.reprocess.is_some(),
+            algorithm_version: e.reprocess,
+        }
+    }
+}
+
 /// A ProcessingEvent as it may arrive, in either version.
 #[derive(Deserialize)]
 struct WireProcessingEvent {
@@ -115,6 +164,12 @@ struct WireProcessingEvent {
     /// Version 1's columns: checked to be there, never kept.
     #[serde(default)]
     channels: Option<serde::de::IgnoredAny>,
+    /// `true` on a reprocessing event (absent or `false` otherwise).
+    #[serde(default)]
+    reprocess: bool,
+    /// The algorithm version a reprocessing event asks for.
+    #[serde(default)]
+    algorithm_version: Option<u32>,
 }
 
 /// The only `type` a ProcessingEvent may have.
@@ -135,6 +190,24 @@ impl TryFrom<WireProcessingEvent> for ProcessingEvent {
             }
             (v, _) => return Err(format!("unknown ProcessingEvent version {v}")),
         }
+        let reprocess = match (w.reprocess, w.algorithm_version) {
+            (false, None) => None,
+            (true, Some(v)) if v >= 1 => Some(v),
+            (true, _) => {
+                return Err("a reprocessing event carries `algorithm_version` (1 or more)".into())
+            }
+            (false, Some(_)) => {
+                return Err("`algorithm_version` is only carried by a reprocessing event".into())
+            }
+        };
+        if let Some(v) = reprocess {
+            if w.event_id != reprocessing_event_id(w.game_id, v) {
+                return Err(
+                    "event_id: a reprocessing event's id is derived from its game and version"
+                        .into(),
+                );
+            }
+        }
         Ok(ProcessingEvent {
             version: w.version,
             event_id: w.event_id,
@@ -143,6 +216,7 @@ impl TryFrom<WireProcessingEvent> for ProcessingEvent {
             created_at: w.created_at,
             game: w.game,
             sample_rate_hz: w.sample_rate_hz,
+            reprocess,
         })
     }
 }
@@ -163,4 +237,16 @@ pub struct ReconciliationEvent {
     pub metrics: Option<Metrics>,
     /// Why it failed, `null` when processed.
     pub error: Option<String>,
+    /// The version of the metric definitions that made this result
+    /// (absent in events of earlier code: version 1).
+    #[serde(default = "version_one")]
+    pub algorithm_version: u32,
+    /// Whether this result replaces an earlier version's (a reprocessing,
+    /// announced to clients as `game.reprocessed`).
+    #[serde(default)]
+    pub reprocessed: bool,
+}
+
+fn version_one() -> u32 {
+    1
 }

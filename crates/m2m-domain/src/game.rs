@@ -63,6 +63,48 @@ pub struct Game {
     pub metrics: Option<Metrics>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The version of the metric definitions that made this result
+    /// (`m2m_analysis::ALGORITHM_VERSION`); absent while queued. Results
+    /// stored before versions existed are version 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub algorithm_version: Option<u32>,
+}
+
+/// What a change of the feed announces: the name of its server-sent event.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ChangeType {
+    /// A game's first analysis succeeded.
+    #[serde(rename = "game.processed")]
+    GameProcessed,
+    /// A game's first analysis failed.
+    #[serde(rename = "game.failed")]
+    GameFailed,
+    /// A game was analysed again under a newer algorithm version (`m2m
+    /// reprocess`); `status` says whether it succeeded.
+    #[serde(rename = "game.reprocessed")]
+    GameReprocessed,
+}
+
+impl ChangeType {
+    /// The type of a change with this status, made by a reprocessing or by
+    /// a game's first analysis.
+    pub fn of(status: GameStatus, reprocessed: bool) -> Self {
+        match (reprocessed, status) {
+            (true, _) => ChangeType::GameReprocessed,
+            (false, GameStatus::Failed) => ChangeType::GameFailed,
+            (false, _) => ChangeType::GameProcessed,
+        }
+    }
+
+    /// `game.processed`, `game.failed` or `game.reprocessed`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeType::GameProcessed => "game.processed",
+            ChangeType::GameFailed => "game.failed",
+            ChangeType::GameReprocessed => "game.reprocessed",
+        }
+    }
 }
 
 /// One entry of a user's change feed (`/v1/sync`, `/v1/events`).
@@ -77,4 +119,10 @@ pub struct Change {
     pub processed_at: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics: Option<Metrics>,
+    /// `game.processed`, `game.failed` or `game.reprocessed` (a newer
+    /// algorithm version's result of a game that had one).
+    #[serde(rename = "type")]
+    pub kind: ChangeType,
+    /// The version of the metric definitions that made this result.
+    pub algorithm_version: u32,
 }

@@ -17,10 +17,10 @@ mod submission_cbor;
 pub use account::{Password, Role, Username, PASSWORD_CHARS, USERNAME_CHARS};
 pub use column::{decode_column, encode_column, ColumnError};
 pub use event::{
-    EventGame, ProcessingEvent, ReconciliationEvent, PROCESSING_EVENT_VERSION,
-    RECONCILIATION_EVENT_VERSION,
+    reprocessing_event_id, EventGame, ProcessingEvent, ReconciliationEvent,
+    PROCESSING_EVENT_VERSION, RECONCILIATION_EVENT_VERSION,
 };
-pub use game::{Change, Game, GameStatus};
+pub use game::{Change, ChangeType, Game, GameStatus};
 pub use samples::GameSamples;
 
 pub use error::{FieldError, SubmissionError};

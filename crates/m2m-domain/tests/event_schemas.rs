@@ -142,6 +142,8 @@ fn reconciliation(
         processed_at: Utc.with_ymd_and_hms(2026, 11, 27, 10, 1, 6).unwrap(),
         metrics,
         error: error.map(str::to_owned),
+        algorithm_version: 1,
+        reprocessed: false,
     }
 }
 
@@ -920,5 +922,111 @@ fn events_the_types_allow_but_the_contract_forbids_are_rejected() {
         &v,
         &to_json(&other_version),
         "a ReconciliationEvent of version 2",
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Reprocessing (docs/data-lifecycle.md)
+
+/// A reprocessing event of a game under version 2.
+fn reprocessing_event() -> ProcessingEvent {
+    let mut event = processing_event(&standard_submission());
+    event.event_id = m2m_domain::reprocessing_event_id(event.game_id, 2);
+    event.reprocess = Some(2);
+    event
+}
+
+#[test]
+fn a_reprocessing_event_matches_its_schema_and_reads_back() {
+    let v = processing_validator();
+    let event = reprocessing_event();
+    let json = to_json(&event);
+    assert_eq!(json["reprocess"], true, "{json}");
+    assert_eq!(json["algorithm_version"], 2, "{json}");
+    assert_valid(&v, &json, "a reprocessing event");
+    assert_eq!(parse(&json, "a reprocessing event"), Ok(event));
+    // A first event says neither.
+    let first = to_json(&processing_event(&standard_submission()));
+    assert!(first.get("reprocess").is_none() && first.get("algorithm_version").is_none());
+    assert_eq!(
+        parse(&first, "a first event").unwrap().reprocess,
+        None,
+        "{first}"
+    );
+    // The id is the game's and the version's, nothing else's.
+    let game = Uuid::now_v7();
+    let id = m2m_domain::reprocessing_event_id(game, 2);
+    assert_eq!(id, m2m_domain::reprocessing_event_id(game, 2));
+    assert_ne!(id, m2m_domain::reprocessing_event_id(game, 3));
+    assert_ne!(id, m2m_domain::reprocessing_event_id(Uuid::now_v7(), 2));
+    assert_eq!(id.get_version_num(), 5);
+}
+
+#[test]
+fn a_reprocessing_event_without_its_version_or_id_is_refused() {
+    let v = processing_validator();
+    let json = to_json(&reprocessing_event());
+    let cases = [
+        (
+            "reprocess without algorithm_version",
+            without(&json, "algorithm_version"),
+        ),
+        (
+            "algorithm_version without reprocess",
+            without(&json, "reprocess"),
+        ),
+        (
+            "reprocess false",
+            with(&json, |e| e["reprocess"] = json!(false)),
+        ),
+        (
+            "algorithm_version 0",
+            with(&json, |e| e["algorithm_version"] = json!(0)),
+        ),
+    ];
+    assert_all_invalid(&v, &cases);
+    for (what, message) in &cases {
+        if *what == "reprocess false" {
+            continue; // the schema's `const`; the parser reads it as a first event's field
+        }
+        assert!(parse(message, what).is_err(), "{what} should not parse");
+    }
+    // A random id with `reprocess`: the schema cannot tell, the parser can.
+    let forged = with(&json, |e| e["event_id"] = json!(Uuid::now_v7()));
+    let why = parse(&forged, "a forged id").unwrap_err();
+    assert!(why.contains("event_id"), "{why}");
+}
+
+#[test]
+fn a_reconciliation_event_says_its_version_and_whether_it_reprocessed() {
+    let v = reconciliation_validator();
+    let mut event = reconciliation(
+        GameStatus::Processed,
+        Some(standard_submission().analyze()),
+        None,
+    );
+    event.algorithm_version = 2;
+    event.reprocessed = true;
+    let json = to_json(&event);
+    assert_valid(&v, &json, "a reprocessed result");
+    assert_eq!(json["algorithm_version"], 2);
+    assert_eq!(json["reprocessed"], true);
+    // An earlier producer's event has neither: version 1, not reprocessed.
+    let earlier = without(&without(&json, "algorithm_version"), "reprocessed");
+    assert_valid(&v, &earlier, "an earlier producer's event");
+    let read: ReconciliationEvent = serde_json::from_value(earlier).unwrap();
+    assert_eq!((read.algorithm_version, read.reprocessed), (1, false));
+    assert_all_invalid(
+        &v,
+        &[
+            (
+                "version 0",
+                with(&json, |e| e["algorithm_version"] = json!(0)),
+            ),
+            (
+                "reprocessed as text",
+                with(&json, |e| e["reprocessed"] = json!("yes")),
+            ),
+        ],
     );
 }

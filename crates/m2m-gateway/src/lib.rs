@@ -131,6 +131,14 @@ fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> axum::respo
     error::ApiError::Unexpected(anyhow::anyhow!("panic: {message}")).into_response()
 }
 
+/// Runs the gateway's publisher alone, without HTTP, until the state's
+/// shutdown token is cancelled: for a process that stores events in the
+/// outbox where no gateway runs to publish them (`m2m reprocess` on a data
+/// directory no `m2m serve` holds). A gateway runs its own (see [`serve`]).
+pub async fn run_publisher(state: AppState) {
+    publisher::run(state).await;
+}
+
 /// Serves the gateway on `listener` and runs its background tasks until
 /// the state's shutdown token is cancelled; then stops accepting, lets the
 /// requests in flight finish (event streams end) and returns.

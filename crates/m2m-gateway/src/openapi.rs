@@ -37,9 +37,47 @@ use utoipa::{Modify, OpenApi};
         ops::healthz, ops::readyz, ops::metrics, ops::openapi,
         web::create_session, web::refresh_session, web::delete_session,
     ),
-    modifiers(&BearerAuth, &CommonResponses),
+    modifiers(&BearerAuth, &CommonResponses, &OpenMetrics),
 )]
 pub(crate) struct ApiDoc;
+
+/// Metrics schema version 2 (docs/metrics.md): the `Metrics` object is
+/// open, so a metric added later does not break a client that validates
+/// against this document.
+struct OpenMetrics;
+
+impl Modify for OpenMetrics {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::schema::{AdditionalProperties, Schema};
+        let Some(components) = openapi.components.as_mut() else {
+            return;
+        };
+        for name in ["Metrics", "Fingers", "Smoothness", "Tremor"] {
+            let Some(RefOr::T(Schema::Object(schema))) = components.schemas.get_mut(name) else {
+                continue;
+            };
+            schema.additional_properties = Some(Box::new(AdditionalProperties::FreeForm(true)));
+            let said = schema.description.take().unwrap_or_default();
+            let open = if name == "Metrics" {
+                format!(
+                    "Metrics schema version {}: open. A newer server may send metrics not \
+                     listed here, at the top level or inside a group; clients must ignore the \
+                     metrics they do not know. (Version 1 was closed.) The result's \
+                     `algorithm_version` says which definitions made the values \
+                     (docs/metrics.md).",
+                    m2m_analysis::METRICS_SCHEMA_VERSION
+                )
+            } else {
+                "Open (metrics schema version 2): ignore the keys you do not know.".to_owned()
+            };
+            schema.description = Some(if said.is_empty() {
+                open
+            } else {
+                format!("{said}\n\n{open}")
+            });
+        }
+    }
+}
 
 struct BearerAuth;
 

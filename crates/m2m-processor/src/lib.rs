@@ -15,9 +15,13 @@
 //! [`Processor::run`] is the consumer loop around it.
 
 use chrono::Utc;
+use m2m_analysis::ALGORITHM_VERSION;
 use m2m_bus::BusError;
 use m2m_bus::{Bus, Delivery, Undecodable};
-use m2m_domain::{GameStatus, ProcessingEvent, ReconciliationEvent, RECONCILIATION_EVENT_VERSION};
+use m2m_domain::{
+    reprocessing_event_id, ChangeType, GameStatus, ProcessingEvent, ReconciliationEvent,
+    RECONCILIATION_EVENT_VERSION,
+};
 use m2m_store::{Completion, Store, StoreError};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
@@ -38,6 +42,12 @@ pub struct ProcessorConfig {
     /// crash in the analysis) before the game is marked failed and the
     /// message dead-lettered.
     pub max_attempts: u32,
+    /// The algorithm version this processor's results are stored under:
+    /// [`ALGORITHM_VERSION`], the version of the metric definitions it
+    /// runs. Tests set a later one to play a later release over the same
+    /// definitions (results of release N, then reprocessed by N+1); a
+    /// production processor keeps the default.
+    pub algorithm_version: u32,
 }
 
 impl Default for ProcessorConfig {
@@ -45,6 +55,7 @@ impl Default for ProcessorConfig {
         ProcessorConfig {
             concurrency: std::thread::available_parallelism().map_or(2, |n| n.get()),
             max_attempts: 5,
+            algorithm_version: ALGORITHM_VERSION,
         }
     }
 }
@@ -54,6 +65,9 @@ impl Default for ProcessorConfig {
 pub enum Outcome {
     /// Analysed and saved (or found saved by an earlier delivery); acked.
     Processed,
+    /// A reprocessing event whose game already has a result of its version
+    /// or newer: acked, nothing analysed.
+    AlreadyDone,
     /// Given up on: the game is marked failed with this reason and the
     /// message dead-lettered.
     Failed(ProcessError),
@@ -62,7 +76,8 @@ pub enum Outcome {
     /// The store or the bus was unavailable; handed back after a pause.
     /// Does not count against the message.
     Deferred(ProcessError),
-    /// Names no game that exists; dead-lettered, nothing to mark.
+    /// Names no game that exists, or asks for a newer algorithm version
+    /// than this processor's; dead-lettered, nothing to mark.
     Dropped(ProcessError),
     /// Names a game of an account that was deleted (queued or in flight
     /// when it was): acked without error, counted and logged at info.
@@ -85,6 +100,11 @@ pub enum ProcessError {
     /// The game's stored samples cannot be read back.
     #[error("the stored game cannot be read: {0}")]
     Corrupt(#[source] StoreError),
+    /// A reprocessing event asks for a newer algorithm version than this
+    /// processor's (an older processor during an upgrade): it cannot make
+    /// that result.
+    #[error("the event asks for algorithm version {0}, newer than this processor's")]
+    NewerVersion(u32),
     /// The analysis panicked.
     #[error("the analysis crashed: {0}")]
     AnalysisCrashed(#[source] tokio::task::JoinError),
@@ -167,6 +187,14 @@ impl Metrics {
         );
         m
     }
+}
+
+/// What handling an event that did not fail came to.
+enum Done {
+    /// Analysed, and the result saved.
+    Analysed,
+    /// A reprocessing of a game already of that version: nothing to do.
+    Already,
 }
 
 /// The result of one game's processing: metrics, or why there are none.
@@ -279,7 +307,7 @@ impl Processor {
             Err(undecodable) => Err(ProcessError::Undecodable(undecodable.reason.clone())),
         };
         let error = match result {
-            Ok(()) => {
+            Ok(Done::Analysed) => {
                 self.metrics
                     .seconds
                     .observe(started.elapsed().as_secs_f64());
@@ -287,6 +315,11 @@ impl Processor {
                 settle(delivery.ack().await);
                 info!("game processed");
                 return Outcome::Processed;
+            }
+            Ok(Done::Already) => {
+                settle(delivery.ack().await);
+                info!("game already analysed under this version; nothing to do");
+                return Outcome::AlreadyDone;
             }
             Err(e) => e,
         };
@@ -314,7 +347,12 @@ impl Processor {
                     }
                 }
             }
-            warn!(%reason, "dropping an event for an unknown game");
+        }
+        if matches!(
+            error,
+            ProcessError::UnknownGame | ProcessError::NewerVersion(_)
+        ) {
+            warn!(%reason, "dropping an event this processor cannot do");
             self.metrics.dead_lettered.inc();
             settle(delivery.dead_letter().await);
             return Outcome::Dropped(error);
@@ -354,7 +392,27 @@ impl Processor {
     /// Reads the game's samples from the store, analyses them and saves
     /// the result. The event only names the game: what is analysed is
     /// exactly what the store keeps.
-    async fn process(&self, event: &ProcessingEvent, trace_id: &str) -> Result<(), ProcessError> {
+    ///
+    /// A reprocessing event of a game whose newest result is of its version
+    /// (or newer) is acked with nothing done: the game was analysed under
+    /// that version already (the same request made twice, or a game
+    /// uploaded after the request). One of an older version than this
+    /// processor's is done under this processor's version.
+    async fn process(&self, event: &ProcessingEvent, trace_id: &str) -> Result<Done, ProcessError> {
+        let ours = self.config.algorithm_version;
+        if let Some(version) = event.reprocess {
+            if version > ours {
+                return Err(ProcessError::NewerVersion(version));
+            }
+            let game = self
+                .store
+                .game(event.user_id, event.game_id)
+                .await?
+                .ok_or(ProcessError::UnknownGame)?;
+            if game.algorithm_version.is_some_and(|v| v >= ours) {
+                return Ok(Done::Already);
+            }
+        }
         let samples = self
             .store
             .game_samples(event.user_id, event.game_id)
@@ -365,29 +423,23 @@ impl Processor {
             .await
             .map_err(ProcessError::AnalysisCrashed)?;
         let done = GameResult::Processed(Box::new(metrics));
-        self.finish(event.event_id, event.game_id, event.user_id, done, trace_id)
-            .await
+        self.finish(event.into(), done, trace_id).await?;
+        Ok(Done::Analysed)
     }
 
     /// Marks the game of a message given up on as failed, if the message
     /// says which game it is.
     async fn give_up(&self, delivery: &Delivery, reason: &str) -> Result<(), ProcessError> {
-        let ids = match &delivery.event {
-            Ok(e) => Some((e.event_id, e.game_id, e.user_id)),
+        let event = match &delivery.event {
+            Ok(e) => Some(EventIds::from(&**e)),
             Err(u) => ids_of_undecodable(u),
         };
-        let Some((event_id, game_id, user_id)) = ids else {
+        let Some(event) = event else {
             return Ok(());
         };
         let error = format!("the game could not be processed: {reason}");
         match self
-            .finish(
-                event_id,
-                game_id,
-                user_id,
-                GameResult::Failed(error),
-                &delivery.trace_id,
-            )
+            .finish(event, GameResult::Failed(error), &delivery.trace_id)
             .await
         {
             Ok(()) | Err(ProcessError::UnknownGame) => Ok(()),
@@ -395,15 +447,22 @@ impl Processor {
         }
     }
 
-    /// Saves the result and publishes the ReconciliationEvent.
+    /// Saves the result, under this processor's algorithm version, and
+    /// publishes the ReconciliationEvent. A reprocessing's result is saved
+    /// under the id of the reprocessing event of that version, which the
+    /// store checks.
     async fn finish(
         &self,
-        event_id: Uuid,
-        game_id: Uuid,
-        user_id: Uuid,
+        event: EventIds,
         result: GameResult,
         trace_id: &str,
     ) -> Result<(), ProcessError> {
+        let (game_id, user_id) = (event.game_id, event.user_id);
+        let version = self.config.algorithm_version;
+        let event_id = match event.reprocess {
+            Some(_) => reprocessing_event_id(game_id, version),
+            None => event.event_id,
+        };
         let (status, metrics, error) = match result {
             GameResult::Processed(m) => (GameStatus::Processed, Some(*m), None),
             GameResult::Failed(e) => (GameStatus::Failed, None, Some(e)),
@@ -419,6 +478,7 @@ impl Processor {
                 processed_at: Utc::now(),
                 metrics,
                 error,
+                algorithm_version: version,
             })
             .await?;
         // A deletion of the account that ran while the game was analysed
@@ -432,13 +492,15 @@ impl Processor {
         let reconciliation = ReconciliationEvent {
             version: RECONCILIATION_EVENT_VERSION,
             event_id: completed.reconciliation_event_id,
-            processing_event_id: event_id,
+            processing_event_id: event.event_id,
             game_id,
             user_id,
             status: change.status,
             processed_at: change.processed_at.unwrap_or_else(Utc::now),
             metrics: change.metrics,
             error: completed.error,
+            algorithm_version: change.algorithm_version,
+            reprocessed: change.kind == ChangeType::GameReprocessed,
         };
         self.bus
             .publish_reconciliation(&reconciliation, trace_id)
@@ -470,11 +532,39 @@ fn backoff(attempt: u32) -> Duration {
     )
 }
 
-/// The ids a message that does not parse as a ProcessingEvent may still carry.
-fn ids_of_undecodable(u: &Undecodable) -> Option<(Uuid, Uuid, Uuid)> {
+/// The ids a message that does not parse as a ProcessingEvent may still
+/// carry (taken for a game's first event: one that does not parse is not
+/// trusted to be a reprocessing).
+fn ids_of_undecodable(u: &Undecodable) -> Option<EventIds> {
     let v: serde_json::Value = serde_json::from_slice(&u.raw).ok()?;
     let id = |k: &str| v.get(k)?.as_str()?.parse::<Uuid>().ok();
-    Some((id("event_id")?, id("game_id")?, id("user_id")?))
+    Some(EventIds {
+        event_id: id("event_id")?,
+        game_id: id("game_id")?,
+        user_id: id("user_id")?,
+        reprocess: None,
+    })
+}
+
+/// What saving a result needs of its event.
+#[derive(Debug, Clone, Copy)]
+struct EventIds {
+    event_id: Uuid,
+    game_id: Uuid,
+    user_id: Uuid,
+    /// The version a reprocessing event asks for.
+    reprocess: Option<u32>,
+}
+
+impl From<&ProcessingEvent> for EventIds {
+    fn from(e: &ProcessingEvent) -> Self {
+        EventIds {
+            event_id: e.event_id,
+            game_id: e.game_id,
+            user_id: e.user_id,
+            reprocess: e.reprocess,
+        }
+    }
 }
 
 #[cfg(test)]

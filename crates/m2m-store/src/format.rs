@@ -6,7 +6,9 @@
 use crate::{Activity, RedeemOutcome, StoreError};
 use chrono::{DateTime, Datelike, DurationRound, TimeDelta, Utc};
 use m2m_analysis::Metrics;
-use m2m_domain::{decode_column, Change, Channels, Device, Game, GameSamples, GameStatus, Role};
+use m2m_domain::{
+    decode_column, Change, ChangeType, Channels, Device, Game, GameSamples, GameStatus, Role,
+};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
@@ -221,6 +223,34 @@ pub(crate) struct StoredGame {
     pub(crate) channels: Field<Vec<String>>,
     pub(crate) metrics: Field<Metrics>,
     pub(crate) error: Field<String>,
+    /// Absent in results stored before versions (version 1) and while
+    /// queued.
+    pub(crate) algorithm_version: Field<i64>,
+}
+
+/// A stored algorithm version: absent is version 1 (results stored before
+/// versions existed); one that cannot be read is shown as 1, the oldest,
+/// so that `m2m reprocess` picks the result up again.
+pub(crate) fn algorithm_version(row: &dyn fmt::Display, stored: Field<i64>) -> u32 {
+    match stored {
+        Ok(None) => 1,
+        Ok(Some(v)) => u32::try_from(v)
+            .ok()
+            .filter(|&v| v >= 1)
+            .unwrap_or_else(|| {
+                unreadable(
+                    row,
+                    "algorithm_version",
+                    &format!("not a version: {v}"),
+                    "1",
+                );
+                1
+            }),
+        Err(why) => {
+            unreadable(row, "algorithm_version", &why, "1");
+            1
+        }
+    }
 }
 
 /// A stored status, or why it cannot be read.
@@ -274,6 +304,8 @@ impl StoredGame {
             } else {
                 None
             },
+            algorithm_version: (status != GameStatus::Queued)
+                .then(|| algorithm_version(&id, self.algorithm_version)),
             error,
         }
     }
@@ -286,6 +318,10 @@ pub(crate) struct StoredChange {
     pub(crate) status: Field<String>,
     pub(crate) processed_at: Field<String>,
     pub(crate) metrics: Field<Metrics>,
+    /// Absent in changes stored before versions (version 1).
+    pub(crate) algorithm_version: Field<i64>,
+    /// Whether the change is a reprocessing's; absent: it is not.
+    pub(crate) reprocessed: Field<bool>,
 }
 
 impl StoredChange {
@@ -297,12 +333,15 @@ impl StoredChange {
             unreadable(&row, "status", &why, "failed");
             GameStatus::Failed
         });
+        let reprocessed = optional(&row, "reprocessed", self.reprocessed).unwrap_or(false);
         Change {
             cursor: self.cursor,
             game_id: self.game_id,
             status,
             processed_at: optional(&row, "processed_at", time(self.processed_at)),
             metrics: optional(&row, "metrics", self.metrics),
+            kind: ChangeType::of(status, reprocessed),
+            algorithm_version: algorithm_version(&row, self.algorithm_version),
         }
     }
 }

@@ -258,6 +258,25 @@ pub struct ProcessedGame {
     pub game_id: Uuid,
     pub started_at: DateTime<Utc>,
     pub metrics: Metrics,
+    /// The version of the metric definitions of `metrics`: progress
+    /// compares games of one version only.
+    pub algorithm_version: u32,
+}
+
+/// A game `m2m reprocess` is to analyse again ([`Games::games_to_reprocess`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReprocessTarget {
+    pub game_id: Uuid,
+    pub user_id: Uuid,
+}
+
+/// Which stored games are to be analysed again: those with a result (not
+/// `queued`) whose newest result is of an algorithm version below `below`,
+/// of the users in `users` (everyone's when empty).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReprocessSelection {
+    pub below: u32,
+    pub users: Vec<Uuid>,
 }
 
 /// The result of processing one ProcessingEvent.
@@ -275,6 +294,12 @@ pub struct Completion {
     pub processed_at: DateTime<Utc>,
     pub metrics: Option<Metrics>,
     pub error: Option<String>,
+    /// The version of the metric definitions that made this result
+    /// (`m2m_analysis::ALGORITHM_VERSION` of the processor). With the
+    /// event id, it says whether the event is the game's first or a
+    /// reprocessing: a reprocessing event's id must be
+    /// `m2m_domain::reprocessing_event_id(game_id, algorithm_version)`.
+    pub algorithm_version: u32,
 }
 
 /// What [`ChangeFeed::complete_game`] stored (or had stored before).
@@ -431,6 +456,22 @@ pub trait Games: Send + Sync {
     /// When the user's most recently started game started; `None` without
     /// games.
     async fn last_started_at(&self, user_id: Uuid) -> Result<Option<DateTime<Utc>>>;
+
+    /// The games of `selection`, by game id, after `after` (a game id; from
+    /// the first if `None`), at most `limit`: the keyset pages `m2m
+    /// reprocess` walks. A game's version is its newest result's (1 when
+    /// stored before versions, or unreadable); a `queued` game is never
+    /// selected (its first event is still to come).
+    async fn games_to_reprocess(
+        &self,
+        selection: &ReprocessSelection,
+        after: Option<Uuid>,
+        limit: u32,
+    ) -> Result<Vec<ReprocessTarget>>;
+
+    /// How many games [`Games::games_to_reprocess`] would select in all:
+    /// what `m2m reprocess` still waits for.
+    async fn count_to_reprocess(&self, selection: &ReprocessSelection) -> Result<u64>;
 }
 
 /// Therapists and their patients: invite codes and the links they make
@@ -561,14 +602,31 @@ pub trait Outbox: Send + Sync {
         limit: u32,
     ) -> Result<Vec<OutboxEntry>>;
 
-    /// Marks the events of games still `queued` as unpublished again. Used
-    /// at startup with a bus that keeps nothing across restarts (the
-    /// in-process one), so those games are processed after a crash.
-    /// Returns how many were reset.
+    /// Marks the events of games still `queued`, and the reprocessing
+    /// events of games whose newest result is still below the event's
+    /// version, as unpublished again. Used at startup with a bus that keeps
+    /// nothing across restarts (the in-process one), so those games are
+    /// processed after a crash. Returns how many were reset.
     async fn republish_unfinished(&self) -> Result<u64>;
 
     /// Number of events stored but not yet published.
     async fn unpublished_count(&self) -> Result<u64>;
+
+    /// Stores the reprocessing events of `games` under algorithm version
+    /// `version` in the outbox, for the publisher to publish like any
+    /// other. Each is keyed by `m2m_domain::reprocessing_event_id(game,
+    /// version)`: one there already and not yet published is left as it
+    /// is; one already published is marked unpublished again, since the
+    /// caller asks only for games still to do (its message was lost, or
+    /// is still queued and will find its game done). A game that no longer
+    /// exists is skipped. Returns how many were stored or marked.
+    async fn enqueue_reprocessing(
+        &self,
+        games: &[ReprocessTarget],
+        version: u32,
+        trace_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<u64>;
 }
 
 /// The per-user change feed: the results of processing, in the order they
@@ -579,7 +637,15 @@ pub trait ChangeFeed: Send + Sync {
     /// one transaction, keyed by `event_id`: completing the same event again
     /// changes nothing and returns what was stored the first time.
     /// [`StoreError::NotFound`] if the game does not exist for that user or
-    /// `event_id` is not its event (a forged or stray event changes nothing).
+    /// `event_id` is neither its event nor its reprocessing event of
+    /// `algorithm_version` (a forged or stray event changes nothing).
+    ///
+    /// Results are versioned: every result stays in the feed (the game's
+    /// history), and the game shows the newest version's. A game has one
+    /// result per version: completing a second event of a version the game
+    /// has a result of changes nothing and returns that result. A result of
+    /// an older version than the game's newest is kept as history without
+    /// replacing it. A reprocessing's change is `game.reprocessed`.
     async fn complete_game(&self, completion: Completion) -> Result<Completed>;
 
     /// The user's changes strictly after `since` (all if `None`), in cursor

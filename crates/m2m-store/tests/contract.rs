@@ -449,6 +449,7 @@ fn processed(game: &NewGame, processed_at: DateTime<Utc>) -> Completion {
         processed_at,
         metrics: Some(game.submission.analyze()),
         error: None,
+        algorithm_version: 1,
     }
 }
 
@@ -866,6 +867,7 @@ async fn games_list_newest_first_in_pages(store: Arc<dyn Store>) {
             processed_at: t0() + secs(100),
             metrics: Some(submission(4, None).analyze()),
             error: None,
+            algorithm_version: 1,
         })
         .await
         .unwrap();
@@ -2968,7 +2970,12 @@ mod sqlite_only {
         // Back to version 1, with an account stored in its shape.
         let conn = rusqlite::Connection::open(&path).unwrap();
         conn.execute_batch(
-            "DROP TABLE invites;
+            "DROP INDEX changes_by_game_version;
+             ALTER TABLE changes DROP COLUMN reprocessed;
+             ALTER TABLE changes DROP COLUMN algorithm_version;
+             ALTER TABLE games DROP COLUMN algorithm_version;
+             ALTER TABLE outbox DROP COLUMN algorithm_version;
+             DROP TABLE invites;
              DROP TABLE links;
              DROP INDEX games_by_start;
              ALTER TABLE users DROP COLUMN tz;
@@ -3651,5 +3658,541 @@ mod mongodb_erasure_only {
         assert!(store.account_exists(bob).await.unwrap());
         assert_eq!(store.list_games(bob, None, 100).await.unwrap().len(), 3);
         create_user(&*store, "ada").await;
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Results that can be recomputed (docs/data-lifecycle.md): versioned
+// results, the games to reprocess, and their events in the outbox.
+
+contract!(reprocessing_sqlite = super::sqlite_fixture, super::sqlite_raw_fixture;
+    one:
+    a_newer_version_is_read_and_the_older_kept_as_history,
+    one_result_per_game_and_version,
+    an_older_version_arriving_late_is_history_only,
+    a_failed_reprocessing_replaces_the_whole_result,
+    only_the_games_own_or_reprocessing_event_completes_it,
+    games_to_reprocess_page_by_game_below_a_version,
+    reprocessing_events_are_stored_once_and_published_like_uploads,
+    unfinished_reprocessing_is_republished_after_a_restart;
+    two:
+    two_processes_reprocess_a_game_once;
+    raw:
+    results_stored_before_versions_are_version_1;
+);
+#[cfg(feature = "mongodb")]
+contract!(reprocessing_mongodb = super::mongodb_fixture, super::mongodb_raw_fixture;
+    one:
+    a_newer_version_is_read_and_the_older_kept_as_history,
+    one_result_per_game_and_version,
+    an_older_version_arriving_late_is_history_only,
+    a_failed_reprocessing_replaces_the_whole_result,
+    only_the_games_own_or_reprocessing_event_completes_it,
+    games_to_reprocess_page_by_game_below_a_version,
+    reprocessing_events_are_stored_once_and_published_like_uploads,
+    unfinished_reprocessing_is_republished_after_a_restart;
+    two:
+    two_processes_reprocess_a_game_once;
+    raw:
+    results_stored_before_versions_are_version_1;
+);
+
+use m2m_domain::{reprocessing_event_id, ChangeType};
+use m2m_store::{ReprocessSelection, ReprocessTarget};
+
+/// The result of reprocessing `game` under `version`, with the metrics
+/// of another game (so that versions are told apart by their values).
+fn reprocessed(game: &NewGame, version: u32, seed: u64) -> Completion {
+    Completion {
+        event_id: reprocessing_event_id(game.game_id, version),
+        reconciliation_event_id: Uuid::now_v7(),
+        metrics: Some(submission(seed, None).analyze()),
+        processed_at: t0() + secs(1000 + i64::from(version)),
+        algorithm_version: version,
+        ..processed(game, t0())
+    }
+}
+
+fn target(game: &NewGame) -> ReprocessTarget {
+    ReprocessTarget {
+        game_id: game.game_id,
+        user_id: game.user_id,
+    }
+}
+
+fn below(version: u32) -> ReprocessSelection {
+    ReprocessSelection {
+        below: version,
+        users: Vec::new(),
+    }
+}
+
+async fn a_newer_version_is_read_and_the_older_kept_as_history(store: Arc<dyn Store>) {
+    let ada = create_user(&*store, "ada").await;
+    let game = submit(&*store, ada, 1, t0()).await;
+    let first = store
+        .complete_game(processed(&game, t0() + secs(5)))
+        .await
+        .unwrap();
+    assert_eq!(first.change.kind, ChangeType::GameProcessed);
+    assert_eq!(first.change.algorithm_version, 1);
+    let stored = store.game(ada, game.game_id).await.unwrap().unwrap();
+    assert_eq!(stored.algorithm_version, Some(1));
+
+    let v2 = reprocessed(&game, 2, 7);
+    let second = store.complete_game(v2.clone()).await.unwrap();
+    assert!(second.first);
+    assert_eq!(second.change.kind, ChangeType::GameReprocessed);
+    assert_eq!(second.change.algorithm_version, 2);
+    assert_eq!(second.change.status, GameStatus::Processed);
+
+    // Every read serves the newest…
+    let stored = store.game(ada, game.game_id).await.unwrap().unwrap();
+    assert_eq!(stored.algorithm_version, Some(2));
+    assert_eq!(stored.processed_at, Some(v2.processed_at));
+    assert_same_metrics(
+        stored.metrics.as_ref().unwrap(),
+        v2.metrics.as_ref().unwrap(),
+    );
+    let listed = store.list_games(ada, None, 10).await.unwrap();
+    assert_eq!(listed[0].algorithm_version, Some(2));
+    let progress = store.processed_games(ada).await.unwrap();
+    assert_eq!(progress.len(), 1);
+    assert_eq!(progress[0].algorithm_version, 2);
+    assert_same_metrics(&progress[0].metrics, v2.metrics.as_ref().unwrap());
+
+    // …and the feed keeps both results, in order: the game's history.
+    let feed = store.changes_since(ada, None, 10).await.unwrap();
+    assert_eq!(feed, [first.change.clone(), second.change.clone()]);
+    assert_eq!(
+        store.latest_cursor(ada).await.unwrap(),
+        Some(second.change.cursor.clone())
+    );
+    let since = store
+        .changes_since(ada, Some(&first.change.cursor), 10)
+        .await
+        .unwrap();
+    assert_eq!(since, [second.change]);
+}
+
+async fn one_result_per_game_and_version(store: Arc<dyn Store>) {
+    let ada = create_user(&*store, "ada").await;
+    let game = submit(&*store, ada, 1, t0()).await;
+    store
+        .complete_game(processed(&game, t0() + secs(5)))
+        .await
+        .unwrap();
+    let first = store.complete_game(reprocessed(&game, 2, 7)).await.unwrap();
+    // The same reprocessing delivered again, with another result: the
+    // first stands.
+    let again = Completion {
+        reconciliation_event_id: Uuid::now_v7(),
+        status: GameStatus::Failed,
+        metrics: None,
+        error: Some("should not be stored".into()),
+        ..reprocessed(&game, 2, 8)
+    };
+    let second = store.complete_game(again).await.unwrap();
+    assert!(!second.first);
+    assert_eq!(second.change, first.change);
+    assert_eq!(
+        second.reconciliation_event_id,
+        first.reconciliation_event_id
+    );
+    // The game's own event redelivered under version 2: version 1's
+    // result is what that event made; nothing changes.
+    let own = Completion {
+        algorithm_version: 2,
+        ..processed(&game, t0() + secs(50))
+    };
+    assert!(!store.complete_game(own).await.unwrap().first);
+    assert_eq!(store.changes_since(ada, None, 10).await.unwrap().len(), 2);
+    let stored = store.game(ada, game.game_id).await.unwrap().unwrap();
+    assert_eq!(stored.status, GameStatus::Processed);
+    assert_eq!(stored.algorithm_version, Some(2));
+}
+
+async fn an_older_version_arriving_late_is_history_only(store: Arc<dyn Store>) {
+    let ada = create_user(&*store, "ada").await;
+    let game = submit(&*store, ada, 1, t0()).await;
+    store
+        .complete_game(processed(&game, t0() + secs(5)))
+        .await
+        .unwrap();
+    let v3 = reprocessed(&game, 3, 7);
+    store.complete_game(v3.clone()).await.unwrap();
+    let late = store.complete_game(reprocessed(&game, 2, 8)).await.unwrap();
+    assert!(late.first);
+    assert_eq!(late.change.algorithm_version, 2);
+    let stored = store.game(ada, game.game_id).await.unwrap().unwrap();
+    assert_eq!(stored.algorithm_version, Some(3));
+    assert_eq!(stored.processed_at, Some(v3.processed_at));
+    assert_same_metrics(
+        stored.metrics.as_ref().unwrap(),
+        v3.metrics.as_ref().unwrap(),
+    );
+    let versions: Vec<u32> = store
+        .changes_since(ada, None, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|c| c.algorithm_version)
+        .collect();
+    assert_eq!(versions, [1, 3, 2]);
+}
+
+async fn a_failed_reprocessing_replaces_the_whole_result(store: Arc<dyn Store>) {
+    let ada = create_user(&*store, "ada").await;
+    let game = submit(&*store, ada, 1, t0()).await;
+    store
+        .complete_game(processed(&game, t0() + secs(5)))
+        .await
+        .unwrap();
+    let failed = Completion {
+        status: GameStatus::Failed,
+        metrics: None,
+        error: Some("the new definitions cannot read it".into()),
+        ..reprocessed(&game, 2, 7)
+    };
+    let done = store.complete_game(failed.clone()).await.unwrap();
+    assert_eq!(done.change.kind, ChangeType::GameReprocessed);
+    assert_eq!(done.change.status, GameStatus::Failed);
+    let stored = store.game(ada, game.game_id).await.unwrap().unwrap();
+    assert_eq!(stored.status, GameStatus::Failed);
+    assert_eq!(stored.metrics, None, "no metrics of version 1 beside it");
+    assert_eq!(stored.error, failed.error);
+    assert!(store.processed_games(ada).await.unwrap().is_empty());
+
+    // And back: a later version that succeeds leaves no error behind.
+    store.complete_game(reprocessed(&game, 3, 8)).await.unwrap();
+    let stored = store.game(ada, game.game_id).await.unwrap().unwrap();
+    assert_eq!(stored.status, GameStatus::Processed);
+    assert_eq!(stored.error, None);
+    assert!(stored.metrics.is_some());
+}
+
+async fn only_the_games_own_or_reprocessing_event_completes_it(store: Arc<dyn Store>) {
+    let ada = create_user(&*store, "ada").await;
+    let grace = create_user(&*store, "grace").await;
+    let game = submit(&*store, ada, 1, t0()).await;
+    store
+        .complete_game(processed(&game, t0() + secs(5)))
+        .await
+        .unwrap();
+    for forged in [
+        // A reprocessing id of another version than the result's.
+        Completion {
+            event_id: reprocessing_event_id(game.game_id, 3),
+            ..reprocessed(&game, 2, 7)
+        },
+        // Another game's reprocessing id.
+        Completion {
+            event_id: reprocessing_event_id(Uuid::now_v7(), 2),
+            ..reprocessed(&game, 2, 7)
+        },
+        // Another user's game.
+        Completion {
+            user_id: grace,
+            ..reprocessed(&game, 2, 7)
+        },
+    ] {
+        assert!(matches!(
+            store.complete_game(forged).await,
+            Err(StoreError::NotFound)
+        ));
+    }
+    assert_eq!(
+        store
+            .game(ada, game.game_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .algorithm_version,
+        Some(1)
+    );
+    assert_eq!(store.changes_since(ada, None, 10).await.unwrap().len(), 1);
+}
+
+async fn games_to_reprocess_page_by_game_below_a_version(store: Arc<dyn Store>) {
+    let ada = create_user(&*store, "ada").await;
+    let grace = create_user(&*store, "grace").await;
+    let a1 = submit(&*store, ada, 1, t0()).await;
+    let a2 = submit(&*store, ada, 2, t0() + secs(1)).await;
+    let a3 = submit(&*store, ada, 3, t0() + secs(2)).await;
+    let g1 = submit(&*store, grace, 4, t0() + secs(3)).await;
+    let queued = submit(&*store, ada, 5, t0() + secs(4)).await;
+    for game in [&a1, &a2, &a3, &g1] {
+        store
+            .complete_game(processed(game, t0() + secs(10)))
+            .await
+            .unwrap();
+    }
+    store
+        .complete_game(Completion {
+            status: GameStatus::Failed,
+            metrics: None,
+            error: Some("bad glove".into()),
+            ..reprocessed(&a2, 2, 9)
+        })
+        .await
+        .unwrap();
+
+    let ids = |page: Vec<ReprocessTarget>| page.iter().map(|t| t.game_id).collect::<Vec<_>>();
+    let all = store
+        .games_to_reprocess(&below(2), None, 100)
+        .await
+        .unwrap();
+    assert_eq!(all, [target(&a1), target(&a3), target(&g1)]);
+    assert!(!ids(all).contains(&queued.game_id));
+    assert_eq!(store.count_to_reprocess(&below(2)).await.unwrap(), 3);
+
+    // Keyset pages, by game id.
+    let mut after = None;
+    let mut paged = Vec::new();
+    loop {
+        let page = store.games_to_reprocess(&below(2), after, 2).await.unwrap();
+        assert!(page.len() <= 2);
+        let Some(last) = page.last() else { break };
+        after = Some(last.game_id);
+        paged.extend(page);
+    }
+    assert_eq!(ids(paged), [a1.game_id, a3.game_id, g1.game_id]);
+
+    // Of some users only; below another version.
+    let graces = ReprocessSelection {
+        below: 2,
+        users: vec![grace],
+    };
+    assert_eq!(
+        store.games_to_reprocess(&graces, None, 100).await.unwrap(),
+        [target(&g1)]
+    );
+    assert_eq!(store.count_to_reprocess(&graces).await.unwrap(), 1);
+    assert!(store
+        .games_to_reprocess(&below(1), None, 100)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(store.count_to_reprocess(&below(1)).await.unwrap(), 0);
+    assert_eq!(
+        ids(store
+            .games_to_reprocess(&below(3), None, 100)
+            .await
+            .unwrap()),
+        [a1.game_id, a2.game_id, a3.game_id, g1.game_id]
+    );
+    assert_eq!(store.count_to_reprocess(&below(3)).await.unwrap(), 4);
+}
+
+async fn reprocessing_events_are_stored_once_and_published_like_uploads(store: Arc<dyn Store>) {
+    let ada = create_user(&*store, "ada").await;
+    let game = submit(&*store, ada, 1, t0()).await;
+    let lease = Duration::from_secs(600);
+    let now = t0() + secs(60);
+    let first = store.advance_outbox(&[], now, lease, 10).await.unwrap();
+    store
+        .advance_outbox(&[first[0].event.event_id], now, lease, 0)
+        .await
+        .unwrap();
+    store
+        .complete_game(processed(&game, now + secs(1)))
+        .await
+        .unwrap();
+    assert_eq!(store.unpublished_count().await.unwrap(), 0);
+
+    let gone = ReprocessTarget {
+        game_id: Uuid::now_v7(),
+        user_id: ada,
+    };
+    let later = now + secs(100);
+    assert_eq!(
+        store
+            .enqueue_reprocessing(&[target(&game), gone], 2, "trace-r", later)
+            .await
+            .unwrap(),
+        1,
+        "a game that does not exist is skipped"
+    );
+    assert_eq!(
+        store
+            .enqueue_reprocessing(&[target(&game)], 2, "trace-r", later)
+            .await
+            .unwrap(),
+        0,
+        "stored once"
+    );
+    assert_eq!(store.unpublished_count().await.unwrap(), 1);
+
+    let claimed = store.advance_outbox(&[], later, lease, 10).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    let event = &claimed[0].event;
+    assert_eq!(event.event_id, reprocessing_event_id(game.game_id, 2));
+    assert_eq!(event.reprocess, Some(2));
+    assert_eq!((event.game_id, event.user_id), (game.game_id, ada));
+    assert_eq!(event.game.game, game.submission.game());
+    assert_eq!(event.sample_rate_hz, game.submission.sample_rate_hz());
+    assert_eq!(claimed[0].trace_id, "trace-r");
+    // Its wire form says it is a reprocessing, and reads back.
+    let json = serde_json::to_value(event).unwrap();
+    assert_eq!(json["reprocess"], true);
+    assert_eq!(json["algorithm_version"], 2);
+    assert_eq!(
+        &ProcessingEvent::from_json(json.to_string().as_bytes()).unwrap(),
+        event
+    );
+
+    store
+        .advance_outbox(&[event.event_id], later, lease, 0)
+        .await
+        .unwrap();
+    assert_eq!(store.unpublished_count().await.unwrap(), 0);
+    // Asked again while the game is still below the version: published
+    // again (its message may be lost).
+    assert_eq!(
+        store
+            .enqueue_reprocessing(&[target(&game)], 2, "trace-s", later)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(store.unpublished_count().await.unwrap(), 1);
+    let again = store.advance_outbox(&[], later, lease, 10).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].event.event_id, event.event_id);
+    assert_eq!(again[0].trace_id, "trace-s");
+}
+
+async fn unfinished_reprocessing_is_republished_after_a_restart(store: Arc<dyn Store>) {
+    let ada = create_user(&*store, "ada").await;
+    let todo = submit(&*store, ada, 1, t0()).await;
+    let done = submit(&*store, ada, 2, t0() + secs(1)).await;
+    let lease = Duration::from_secs(600);
+    let now = t0() + secs(60);
+    let uploads = store.advance_outbox(&[], now, lease, 10).await.unwrap();
+    let ids: Vec<Uuid> = uploads.iter().map(|e| e.event.event_id).collect();
+    store.advance_outbox(&ids, now, lease, 0).await.unwrap();
+    for game in [&todo, &done] {
+        store
+            .complete_game(processed(game, now + secs(1)))
+            .await
+            .unwrap();
+    }
+    store
+        .enqueue_reprocessing(&[target(&todo), target(&done)], 2, "trace-r", now)
+        .await
+        .unwrap();
+    let claimed = store.advance_outbox(&[], now, lease, 10).await.unwrap();
+    let ids: Vec<Uuid> = claimed.iter().map(|e| e.event.event_id).collect();
+    store.advance_outbox(&ids, now, lease, 0).await.unwrap();
+    store.complete_game(reprocessed(&done, 2, 7)).await.unwrap();
+    assert_eq!(store.unpublished_count().await.unwrap(), 0);
+
+    // A bus that kept nothing: the one still below its version goes
+    // again, the one done does not.
+    assert_eq!(store.republish_unfinished().await.unwrap(), 1);
+    let again = store.advance_outbox(&[], now, lease, 10).await.unwrap();
+    let ids: Vec<Uuid> = again.iter().map(|e| e.event.event_id).collect();
+    assert_eq!(ids, [reprocessing_event_id(todo.game_id, 2)]);
+}
+
+async fn two_processes_reprocess_a_game_once(store: Arc<dyn Store>, twin: Arc<dyn Store>) {
+    let ada = create_user(&*store, "ada").await;
+    let mut games = Vec::new();
+    for i in 0..6 {
+        let game = submit(&*store, ada, i, t0()).await;
+        store
+            .complete_game(processed(&game, t0() + secs(5)))
+            .await
+            .unwrap();
+        games.push(game);
+    }
+    for game in &games {
+        let (a, b) = (reprocessed(game, 2, 7), reprocessed(game, 2, 8));
+        let (sa, sb) = (Arc::clone(&store), Arc::clone(&twin));
+        let (ra, rb) = tokio::join!(
+            tokio::spawn(async move { sa.complete_game(a).await }),
+            tokio::spawn(async move { sb.complete_game(b).await }),
+        );
+        let (ra, rb) = (ra.unwrap().unwrap(), rb.unwrap().unwrap());
+        assert!(ra.first != rb.first, "exactly one stored it");
+        assert_eq!(ra.change, rb.change);
+    }
+    let feed = store.changes_since(ada, None, 100).await.unwrap();
+    assert_eq!(feed.len(), 12);
+    assert_eq!(
+        feed.iter()
+            .filter(|c| c.kind == ChangeType::GameReprocessed)
+            .count(),
+        6
+    );
+}
+
+/// What the stores held before versions: a processed game and its
+/// change with no version at all (MongoDB), or version 1 from the
+/// migration (SQLite, checked in its schema tests): version 1, and
+/// reprocessed like any other.
+async fn results_stored_before_versions_are_version_1(store: Arc<dyn Store>, raw: Raw) {
+    let ada = create_user(&*store, "ada").await;
+    let game = submit(&*store, ada, 1, t0()).await;
+    store
+        .complete_game(processed(&game, t0() + secs(5)))
+        .await
+        .unwrap();
+    raw.forget_versions(&game).await;
+    let stored = store.game(ada, game.game_id).await.unwrap().unwrap();
+    assert_eq!(stored.algorithm_version, Some(1));
+    let feed = store.changes_since(ada, None, 10).await.unwrap();
+    assert_eq!(feed[0].algorithm_version, 1);
+    assert_eq!(feed[0].kind, ChangeType::GameProcessed);
+    assert_eq!(
+        store.processed_games(ada).await.unwrap()[0].algorithm_version,
+        1
+    );
+    assert_eq!(
+        store.games_to_reprocess(&below(2), None, 10).await.unwrap(),
+        [target(&game)]
+    );
+    store.complete_game(reprocessed(&game, 2, 7)).await.unwrap();
+    assert_eq!(
+        store
+            .game(ada, game.game_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .algorithm_version,
+        Some(2)
+    );
+    assert_eq!(store.count_to_reprocess(&below(2)).await.unwrap(), 0);
+}
+impl Raw {
+    /// Removes the algorithm version of a game and of its changes, as the
+    /// stores held them before versions (SQLite: as its migration would
+    /// have set them, 1 for the game; the changes' column has a default).
+    async fn forget_versions(&self, game: &NewGame) {
+        let id = game.game_id.hyphenated().to_string();
+        match self {
+            Raw::Sqlite(_) => {
+                self.set("games", "game_id", &id, "algorithm_version", "1")
+                    .await
+            }
+            #[cfg(feature = "mongodb")]
+            Raw::Mongo(db) => {
+                use ::mongodb::bson::{doc, Document};
+                db.collection::<Document>("games")
+                    .update_one(
+                        doc! { "_id": &id },
+                        doc! { "$unset": { "algorithm_version": "" } },
+                    )
+                    .await
+                    .unwrap();
+                db.collection::<Document>("changes")
+                    .update_many(
+                        doc! { "game_id": &id },
+                        doc! { "$unset": { "algorithm_version": "", "reprocessed": "" } },
+                    )
+                    .await
+                    .unwrap();
+            }
+        }
     }
 }

@@ -147,6 +147,7 @@ fn processor_config(max_attempts: u32) -> ProcessorConfig {
     ProcessorConfig {
         concurrency: 2,
         max_attempts,
+        ..ProcessorConfig::default()
     }
 }
 

@@ -2,11 +2,13 @@
 //! function of that role; no logic lives here.
 
 mod analyze;
+mod reprocess;
 mod scaled;
 mod serve;
 mod telemetry;
 mod users;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use std::io::Write;
 use std::path::PathBuf;
@@ -59,6 +61,14 @@ enum Command {
     /// scaled-out deployment (--database-url): `m2m users add --role
     /// therapist --username NAME` creates a therapist's account.
     Users(users::UsersArgs),
+    /// Analyse stored games again under this release's metric definitions
+    /// (algorithm version), keeping their earlier results as history:
+    /// `m2m reprocess --all`, or `--before-version V`, optionally
+    /// `--user ID` (repeatable). Works on the store of `m2m serve`
+    /// (--data-dir; without a running serve it does the work itself) or of
+    /// a scaled-out deployment (--database-url; its processors do the
+    /// work). Interrupted and run again, it skips the games done.
+    Reprocess(reprocess::ReprocessArgs),
 }
 
 fn main() -> ExitCode {
@@ -70,7 +80,38 @@ fn main() -> ExitCode {
         Command::Processor(args) => service("processor", || scaled::run_processor(args)),
         Command::Simulate(args) => m2m_simulate::main_with(args),
         Command::Users(args) => users::run(args),
+        Command::Reprocess(args) => reprocess::run(args),
     }
+}
+
+/// The algorithm version this process stores its results under:
+/// [`m2m_analysis::ALGORITHM_VERSION`]. A debug build (the tests') also
+/// reads `M2M_TEST_ALGORITHM_VERSION`, a later version, to play a later
+/// release over the same metric definitions; a release build has no such
+/// setting, so results are never labelled with definitions they were not
+/// made with.
+fn algorithm_version() -> anyhow::Result<u32> {
+    let version = m2m_analysis::ALGORITHM_VERSION;
+    match test_algorithm_version() {
+        None => Ok(version),
+        Some(v) => v
+            .to_str()
+            .and_then(|v| v.parse::<u32>().ok())
+            .filter(|&v| v >= version)
+            .with_context(|| {
+                format!("M2M_TEST_ALGORITHM_VERSION must be a version from {version} on")
+            }),
+    }
+}
+
+#[cfg(debug_assertions)]
+fn test_algorithm_version() -> Option<std::ffi::OsString> {
+    std::env::var_os("M2M_TEST_ALGORITHM_VERSION")
+}
+
+#[cfg(not(debug_assertions))]
+fn test_algorithm_version() -> Option<std::ffi::OsString> {
+    None
 }
 
 /// Runs a long-lived role with logging; failures are reported on stderr.

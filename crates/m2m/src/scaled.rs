@@ -135,6 +135,7 @@ pub(crate) fn run_processor(args: ProcessorArgs) -> anyhow::Result<()> {
     runtime()?.block_on(async move {
         let mut processor = ProcessorConfig {
             max_attempts: args.max_attempts.max(1),
+            algorithm_version: crate::algorithm_version()?,
             ..ProcessorConfig::default()
         };
         if let Some(c) = args.concurrency {

@@ -92,7 +92,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     let mut gateway = GatewayConfig::new(secret);
     gateway.body_limit = args.body_limit;
-    let mut processor = ProcessorConfig::default();
+    let mut processor = ProcessorConfig {
+        algorithm_version: crate::algorithm_version()?,
+        ..ProcessorConfig::default()
+    };
     if let Some(c) = args.concurrency {
         processor.concurrency = c.max(1);
     }
@@ -136,6 +139,21 @@ pub(crate) fn print_line(line: &str) {
 /// operating system's (`flock`), so it goes with the process, even a killed
 /// one; the file keeps the holder's pid for the message of the next one.
 fn lock_data_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
+    match try_lock_data_dir(dir)? {
+        Ok(file) => Ok(file),
+        Err(holder) => anyhow::bail!(
+            "the data directory {} is in use by another m2m serve{holder}; \
+             stop it or choose another --data-dir",
+            dir.display()
+        ),
+    }
+}
+
+/// Like [`lock_data_dir`], but a lock held by another process is not an
+/// error: `Err` says who holds it (" (pid N)", or nothing when unknown).
+/// `m2m reprocess` works either way: with `m2m serve` running, that serve
+/// does the work.
+pub(crate) fn try_lock_data_dir(dir: &Path) -> anyhow::Result<Result<std::fs::File, String>> {
     let path = dir.join("lock");
     let mut file = std::fs::OpenOptions::new()
         .read(true)
@@ -152,11 +170,7 @@ fn lock_data_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
                 .and_then(|s| s.trim().parse::<u32>().ok())
                 .map(|pid| format!(" (pid {pid})"))
                 .unwrap_or_default();
-            anyhow::bail!(
-                "the data directory {} is in use by another m2m serve{holder}; \
-                 stop it or choose another --data-dir",
-                dir.display()
-            );
+            return Ok(Err(holder));
         }
         Err(std::fs::TryLockError::Error(e)) => {
             return Err(e).with_context(|| {
@@ -172,7 +186,7 @@ fn lock_data_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
     let _ = file
         .set_len(0)
         .and_then(|()| writeln!(file, "{}", std::process::id()));
-    Ok(file)
+    Ok(Ok(file))
 }
 
 /// The token secret when none is given: one generated once and kept in

@@ -1473,3 +1473,92 @@ fn a_processor_serves_its_metrics_and_health() {
     });
     env.progress("done (the whole test, set-up included)");
 }
+
+// ---------------------------------------------------------------------------
+// Reprocessing (docs/data-lifecycle.md)
+// ---------------------------------------------------------------------------
+
+/// `m2m reprocess --all` against the deployment's database stores its
+/// events in the outbox; the gateway publishes them to RabbitMQ like
+/// uploads, and two processors of the later release (algorithm version 2,
+/// played through `M2M_TEST_ALGORITHM_VERSION`) share the work.
+#[test]
+fn two_processors_share_the_reprocessing() {
+    const GAMES: u64 = 12;
+    let Some(env) = TestEnv::begin("two_processors_share_the_reprocessing") else {
+        return;
+    };
+    runtime().block_on(async {
+        let (gateway, base) = start_gateway(&env, "gateway").await;
+        let mut first = start_processor(&env, "processor-v1", &[]).await;
+        let api = Arc::new(Api::new(&base));
+        api.wait_readyz(200, READY_TIMEOUT, &[&gateway, &first])
+            .await;
+        let token = api.user("reprocessed-patient").await;
+        let accepted = api.submit_many(&token, 0..GAMES).await;
+        api.wait_processed(&token, &accepted, &[&gateway, &first])
+            .await;
+        first.terminate();
+        first.wait_exit(Duration::from_secs(20)).await;
+        drop(first);
+        env.progress(format!("{GAMES} games processed under version 1"));
+
+        let later = |name: &'static str| {
+            let mut cmd = m2m("processor", &env);
+            cmd.args(["--concurrency", "1"])
+                .env("M2M_TEST_ALGORITHM_VERSION", "2");
+            Proc::spawn(name, &mut cmd)
+        };
+        let (mut p1, mut p2) = (later("processor-1"), later("processor-2"));
+        for p in [&mut p1, &mut p2] {
+            p.wait_line("m2m processor consuming with concurrency ", START_TIMEOUT)
+                .await;
+        }
+
+        let mut cmd = m2m_command(env!("CARGO_BIN_EXE_m2m"));
+        cmd.args(["reprocess", "--all", "--database-url", &env.database_url()])
+            .env("M2M_TEST_ALGORITHM_VERSION", "2");
+        let mut command = Proc::spawn("m2m reprocess", &mut cmd);
+        let status = command.wait_exit(PROCESS_TIMEOUT).await;
+        let procs = [&gateway, &p1, &p2, &command];
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "m2m reprocess: {status:?}\n{}",
+            logs(&procs)
+        );
+        assert_eq!(
+            command.stdout,
+            [
+                format!("reprocessing {GAMES} games under algorithm version 2"),
+                format!("{GAMES} games reprocessed under algorithm version 2"),
+            ],
+            "{}",
+            logs(&procs)
+        );
+        env.progress("m2m reprocess done");
+
+        // Each processor did some of it, and no game was done twice.
+        let done = |p: &Proc| p.stderr().matches("game processed").count();
+        let (d1, d2) = (done(&p1), done(&p2));
+        env.progress(format!("processor-1 did {d1}, processor-2 did {d2}"));
+        assert!(
+            d1 > 0 && d2 > 0,
+            "one processor did it all\n{}",
+            logs(&procs)
+        );
+        let feed = api.feed(&token).await;
+        for id in &accepted {
+            let changes: Vec<&Value> = feed
+                .iter()
+                .filter(|c| c["game_id"] == id.as_str())
+                .collect();
+            assert_eq!(changes.len(), 2, "game {id}: {feed:#?}");
+            assert_eq!(changes[0]["algorithm_version"], 1);
+            assert_eq!(changes[1]["type"], "game.reprocessed");
+            assert_eq!(changes[1]["algorithm_version"], 2);
+            assert_eq!(api.game(&token, id).await["algorithm_version"], 2);
+        }
+        assert_eq!(d1 + d2, GAMES as usize, "{}", logs(&procs));
+    });
+    env.progress("done (the whole test, set-up included)");
+}

@@ -1,6 +1,6 @@
 //! A therapist's event stream: the changes of their linked patients, as
-//! `patient.game.processed` / `patient.game.failed` (docs/therapists.md,
-//! "Live updates").
+//! `patient.game.processed` / `patient.game.failed` /
+//! `patient.game.reprocessed` (docs/therapists.md, "Live updates").
 //!
 //! The stream follows each patient linked when it opens from that moment,
 //! and each patient linked later from their link (no history, no `id:`),
@@ -18,7 +18,7 @@ use axum::response::sse::Event;
 use chrono::{DateTime, Utc};
 use futures::future::{select_all, BoxFuture, FutureExt};
 use futures::stream::{self, BoxStream, StreamExt};
-use m2m_domain::{Change, GameStatus};
+use m2m_domain::{Change, ChangeType};
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
 use std::time::Duration;
@@ -231,9 +231,10 @@ async fn wait(st: &mut TherapistStream) -> Option<()> {
 }
 
 fn to_event(patient_id: Uuid, change: &Change) -> Event {
-    let name = match change.status {
-        GameStatus::Failed => "patient.game.failed",
-        _ => "patient.game.processed",
+    let name = match change.kind {
+        ChangeType::GameProcessed => "patient.game.processed",
+        ChangeType::GameFailed => "patient.game.failed",
+        ChangeType::GameReprocessed => "patient.game.reprocessed",
     };
     let mut data = serde_json::to_value(change).unwrap_or_default();
     if let Some(object) = data.as_object_mut() {

@@ -10,7 +10,7 @@ use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::Json;
 use futures::stream::{self, BoxStream, Stream};
-use m2m_domain::{Change, GameStatus, Role};
+use m2m_domain::{Change, Role};
 use m2m_store::StoreError;
 use serde::Serialize;
 use std::collections::VecDeque;
@@ -81,7 +81,7 @@ struct StreamState {
 #[utoipa::path(get, path = "/v1/events", tag = "feed", security(("bearer" = [])),
     params(("Last-Event-ID" = Option<String>, Header, description = "the id of the last event received: the missed ones come first (ignored on a therapist's stream)")),
     responses(
-        (status = 200, description = "A patient's stream: `event: game.processed` or `game.failed`, `id:` the change's cursor, `data:` the Change. A therapist's stream: `event: patient.game.processed` or `patient.game.failed`, no `id:`, `data:` the Change with `patient_id` added, for each patient linked when the stream opens from that moment, and for each patient linked later from their link", content_type = "text/event-stream"),
+        (status = 200, description = "A patient's stream: `event: game.processed`, `game.failed` or `game.reprocessed` (a newer algorithm version's result of a game; its `status` says whether it succeeded), `id:` the change's cursor, `data:` the Change. A therapist's stream: `event: patient.game.processed`, `patient.game.failed` or `patient.game.reprocessed`, no `id:`, `data:` the Change with `patient_id` added, for each patient linked when the stream opens from that moment, and for each patient linked later from their link", content_type = "text/event-stream"),
         (status = 400, description = "unknown Last-Event-ID", body = Problem, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn events(
@@ -184,12 +184,8 @@ async fn next_event(mut st: StreamState) -> Option<(Result<Event, Infallible>, S
 }
 
 fn to_event(change: &Change) -> Event {
-    let name = match change.status {
-        GameStatus::Failed => "game.failed",
-        _ => "game.processed",
-    };
     Event::default()
-        .event(name)
+        .event(change.kind.as_str())
         .id(change.cursor.clone())
         .json_data(change)
         .unwrap_or_else(|_| Event::default().comment("unencodable change"))

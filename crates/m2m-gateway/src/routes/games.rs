@@ -306,16 +306,21 @@ pub(crate) async fn progress(
     progress_of(&state, user.user_id).await.map(Json)
 }
 
-/// A user's progress over their processed games.
+/// A user's progress over their processed games of one algorithm version:
+/// the newest among them (docs/data-lifecycle.md).
 pub(crate) async fn progress_of(state: &AppState, user_id: Uuid) -> ApiResult<Progress> {
     let games = state.store().processed_games(user_id).await?;
+    let version = games.iter().map(|g| g.algorithm_version).max();
     let input: Vec<ProgressGame<'_>> = games
         .iter()
+        .filter(|g| Some(g.algorithm_version) == version)
         .map(|g| ProgressGame {
             game_id: g.game_id,
             at: g.started_at,
             metrics: &g.metrics,
         })
         .collect();
-    Ok(m2m_analysis::progress(&input))
+    let mut progress = m2m_analysis::progress(&input);
+    progress.algorithm_version = version;
+    Ok(progress)
 }

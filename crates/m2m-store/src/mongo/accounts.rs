@@ -312,7 +312,11 @@ impl MongoStore {
             .delete_many(by_user.clone())
             .await
             .map_err(db)?;
-        self.changes.delete_many(by_user).await.map_err(db)?;
+        self.changes
+            .delete_many(by_user.clone())
+            .await
+            .map_err(db)?;
+        self.reprocessing.delete_many(by_user).await.map_err(db)?;
         self.invites
             .delete_many(doc! { "$or": [{ "therapist_id": user }, { "used_by": user }] })
             .await

@@ -149,6 +149,33 @@ pub(super) struct GameDoc {
     /// unused (then `None`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) outbox: Option<OutboxDoc>,
+    /// The algorithm version of the game's newest result; absent while
+    /// queued and in games processed before versions (version 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) algorithm_version: Option<i64>,
+}
+
+/// A reprocessing event waiting in the outbox (collection `reprocessing`),
+/// stored by `enqueue_reprocessing`. A document of its own, not a field of
+/// the game: a game may be reprocessed under several versions, and the
+/// game document keeps its first event's outbox state.
+#[derive(Debug, Serialize, Deserialize)]
+pub(super) struct ReprocessDoc {
+    /// `reprocessing_event_id(game, version)`: one entry per game and
+    /// version, by the `_id` index.
+    #[serde(rename = "_id")]
+    pub(super) event_id: String,
+    pub(super) game_id: String,
+    pub(super) user_id: String,
+    pub(super) algorithm_version: i64,
+    pub(super) trace_id: String,
+    pub(super) created_at: String,
+    /// True until the bus confirms the event.
+    pub(super) pending: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) lease_until: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) published_at: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -205,6 +232,20 @@ pub(super) struct ChangeDoc {
     pub(super) metrics: Option<Metrics>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) error: Option<String>,
+    /// The version of the metric definitions that made this result; absent
+    /// in changes stored before versions (version 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) algorithm_version: Option<i64>,
+    /// True for a reprocessing's result (`game.reprocessed`); absent: false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(super) reprocessed: bool,
+}
+
+impl ChangeDoc {
+    /// Its algorithm version, absent being 1.
+    pub(super) fn version(&self) -> i64 {
+        self.algorithm_version.unwrap_or(1)
+    }
 }
 
 /// A `games` document rendered as a [`Game`] by the rule of
@@ -230,6 +271,7 @@ pub(super) fn game_from_doc(d: &Document, with_metrics: bool) -> Option<Game> {
                 Ok(None)
             },
             error: doc_text(d, "error"),
+            algorithm_version: doc_i64(d, "algorithm_version"),
         }
         .render(with_metrics),
     )
@@ -256,6 +298,8 @@ pub(super) fn change_from_doc(d: &Document, user_id: Uuid) -> Option<Change> {
             status: doc_text(d, "status"),
             processed_at: doc_text(d, "processed_at"),
             metrics: doc_value(d, "metrics"),
+            algorithm_version: doc_i64(d, "algorithm_version"),
+            reprocessed: doc_value(d, "reprocessed"),
         }
         .render(),
     )

@@ -12,7 +12,7 @@ use crate::{ChangeFeed, Completed, Completion, Result, StoreError};
 use async_trait::async_trait;
 use chrono::SubsecRound;
 use futures::TryStreamExt;
-use m2m_domain::Change;
+use m2m_domain::{reprocessing_event_id, Change, ChangeType};
 use mongodb::bson::{self, doc, Document};
 use sha2::{Digest as _, Sha256};
 use uuid::Uuid;
@@ -21,27 +21,66 @@ use uuid::Uuid;
 /// completions of the same user keep taking it first.
 const MAX_SEQ_ATTEMPTS: usize = 64;
 impl MongoStore {
-    /// Sets a game's result from its feed entry. Idempotent: the entry never
-    /// changes, so applying it again writes the same values.
+    /// Sets a game's result from its feed entry, unless the game shows a
+    /// newer version's already (then the entry is history only).
+    /// Idempotent: the entry never changes, so applying it again writes the
+    /// same values.
     async fn apply_change(&self, change: &ChangeDoc) -> Result<()> {
+        let version = change.version();
         let mut set = doc! {
             "status": &change.status,
             "processed_at": &change.processed_at,
+            "algorithm_version": version,
         };
-        if let Some(metrics) = &change.metrics {
-            set.insert("metrics", to_bson(metrics)?);
-        }
-        if let Some(error) = &change.error {
-            set.insert("error", error);
+        // A result replaces the whole of the one before (a version's error
+        // must not stand next to another version's metrics).
+        let mut unset = Document::new();
+        match &change.metrics {
+            Some(metrics) => set.insert("metrics", to_bson(metrics)?),
+            None => unset.insert("metrics", ""),
+        };
+        match &change.error {
+            Some(error) => set.insert("error", error),
+            None => unset.insert("error", ""),
+        };
+        let mut update = doc! { "$set": set };
+        if !unset.is_empty() {
+            update.insert("$unset", unset);
         }
         self.games
             .update_one(
-                doc! { "_id": &change.game_id, "event_id": &change.event_id },
-                doc! { "$set": set },
+                doc! {
+                    "_id": &change.game_id,
+                    "$or": [
+                        { "algorithm_version": null },
+                        { "algorithm_version": { "$lte": version } },
+                    ],
+                },
+                update,
             )
             .await
             .map_err(db)?;
         Ok(())
+    }
+
+    /// The stored change of another event with this game's result of
+    /// `version`, if any (one result per game and version). A change
+    /// stored before versions is version 1.
+    async fn result_of_version(&self, game: &str, version: u32) -> Result<Option<Document>> {
+        let version = i64::from(version);
+        let filter = if version == 1 {
+            doc! { "game_id": game, "$or": [
+                { "algorithm_version": 1_i64 },
+                { "algorithm_version": null },
+            ] }
+        } else {
+            doc! { "game_id": game, "algorithm_version": version }
+        };
+        self.changes
+            .clone_with_type::<Document>()
+            .find_one(filter)
+            .await
+            .map_err(db)
     }
 
     /// The latest position in a user's feed (0 if it is empty).
@@ -70,6 +109,9 @@ impl ChangeDoc {
                 status: parse_status(&self.status)?,
                 processed_at: Some(parse_time(&self.processed_at)?),
                 metrics: self.metrics.clone(),
+                kind: ChangeType::of(parse_status(&self.status)?, self.reprocessed),
+                algorithm_version: u32::try_from(self.version())
+                    .map_err(|e| corrupt("stored algorithm_version", e))?,
             },
             reconciliation_event_id: parse_id(&self.reconciliation_event_id)?,
             error: self.error.clone(),
@@ -138,17 +180,21 @@ impl ChangeFeed for MongoStore {
             processed_at,
             metrics,
             error,
+            algorithm_version,
         } = completion;
         let (event, game, user) = (id(event_id), id(game_id), id(user_id));
-        // Only the game's own event, for its own user, completes it.
+        // Only the game's own event, or its reprocessing event of this
+        // version, for its own user, completes it.
         let own = self
             .games
             .clone_with_type::<Document>()
-            .find_one(doc! { "_id": &game, "user_id": &user, "event_id": &event })
-            .projection(doc! { "_id": 1 })
+            .find_one(doc! { "_id": &game, "user_id": &user })
+            .projection(doc! { "event_id": 1 })
             .await
-            .map_err(db)?;
-        if own.is_none() {
+            .map_err(db)?
+            .ok_or(StoreError::NotFound)?;
+        let reprocessed = doc_text(&own, "event_id") != Ok(Some(event.clone()));
+        if reprocessed && event_id != reprocessing_event_id(game_id, algorithm_version) {
             return Err(StoreError::NotFound);
         }
         // What is stored is what every caller gets back, this one included.
@@ -156,12 +202,14 @@ impl ChangeFeed for MongoStore {
             event_id: event.clone(),
             user_id: user.clone(),
             seq: 0,
-            game_id: game,
+            game_id: game.clone(),
             reconciliation_event_id: id(reconciliation_event_id),
             status: status.as_str().to_owned(),
             processed_at: ts(processed_at.trunc_subsecs(6)),
             metrics: metrics.as_ref().map(as_stored).transpose()?,
             error,
+            algorithm_version: Some(i64::from(algorithm_version)),
+            reprocessed,
         };
         // Crash safety: the feed entry is the commit point, keyed by the
         // event id; the game is then updated *from the entry*. A crash
@@ -191,15 +239,23 @@ impl ChangeFeed for MongoStore {
                 }
                 return stored_completed(&stored, user_id);
             }
+            // One result per game and version (`game_version_unique`):
+            // another event's result of this version stands.
+            if let Some(twin) = self.result_of_version(&game, algorithm_version).await? {
+                if let Ok(typed) = bson::from_document::<ChangeDoc>(twin.clone()) {
+                    self.apply_change(&typed).await?;
+                }
+                return stored_completed(&twin, user_id);
+            }
             change.seq = self.latest_seq(&user).await? + 1;
             match self.changes.insert_one(&change).await {
                 Ok(_) => {
                     self.apply_change(&change).await?;
                     return change.completed(user_id, true);
                 }
-                // This event's entry (found at the top of the loop) or this
-                // position (taken by another change of the user: try the
-                // next one).
+                // This event's entry or this version's result (found at
+                // the top of the loop) or this position (taken by another
+                // change of the user: try the next one).
                 Err(e) if is_duplicate_key(&e) => continue,
                 Err(e) => return Err(db(e)),
             }

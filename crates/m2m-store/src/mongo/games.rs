@@ -8,11 +8,12 @@ use super::documents::{
 use super::error::{db, db_insert, is_duplicate_key};
 use super::{collect, MongoStore, MAX_DOCUMENT_BYTES};
 use crate::format::{
-    activity, corrupt, corrupt_detail, id, parse_time, required, started_at, stored_samples,
-    text_range, ts,
+    activity, algorithm_version, corrupt, corrupt_detail, id, parse_time, required, started_at,
+    stored_samples, text_range, ts,
 };
 use crate::{
-    Activity, Games, IdempotencyRecord, NewGame, ProcessedGame, Result, StoreError, SubmitOutcome,
+    Activity, Games, IdempotencyRecord, NewGame, ProcessedGame, ReprocessSelection,
+    ReprocessTarget, Result, StoreError, SubmitOutcome,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -140,6 +141,7 @@ impl Games for MongoStore {
                 lease_until: None,
                 published_at: None,
             }),
+            algorithm_version: None,
         };
         let doc = doc_for(&id(game_id), &id(event_id), submitted_at);
 
@@ -339,7 +341,9 @@ impl Games for MongoStore {
             .games
             .clone_with_type::<Document>()
             .find(doc! { "user_id": id(user_id), "status": GameStatus::Processed.as_str() })
-            .projection(doc! { "started_at": 1, "submitted_at": 1, "metrics": 1 })
+            .projection(
+                doc! { "started_at": 1, "submitted_at": 1, "metrics": 1, "algorithm_version": 1 },
+            )
             .await
             .map_err(db)?;
         let mut games = Vec::new();
@@ -363,6 +367,7 @@ impl Games for MongoStore {
                     doc_text(&d, "submitted_at"),
                 ),
                 metrics,
+                algorithm_version: algorithm_version(&game_id, doc_i64(&d, "algorithm_version")),
             });
         }
         Ok(games)
@@ -469,6 +474,75 @@ impl Games for MongoStore {
             .map_err(db)?;
         Ok(deleted.deleted_count)
     }
+
+    async fn games_to_reprocess(
+        &self,
+        selection: &ReprocessSelection,
+        after: Option<Uuid>,
+        limit: u32,
+    ) -> Result<Vec<ReprocessTarget>> {
+        let Some(mut filter) = reprocess_filter(selection) else {
+            return Ok(Vec::new());
+        };
+        if let Some(after) = after {
+            filter.insert("_id", doc! { "$gt": id(after) });
+        }
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        // No limit on the query: a game skipped for an unreadable id must
+        // not shorten the page.
+        let mut cursor = self
+            .games
+            .clone_with_type::<Document>()
+            .find(filter)
+            .sort(doc! { "_id": 1 })
+            .projection(doc! { "user_id": 1 })
+            .batch_size(limit.saturating_add(1))
+            .await
+            .map_err(db)?;
+        let mut games = Vec::new();
+        while games.len() < limit as usize {
+            let Some(d) = cursor.try_next().await.map_err(db)? else {
+                break;
+            };
+            if let (Some(game_id), Some(user_id)) = (
+                doc_id(&d, "_id", "game"),
+                doc_id(&d, "user_id", "game's user"),
+            ) {
+                games.push(ReprocessTarget { game_id, user_id });
+            }
+        }
+        Ok(games)
+    }
+
+    async fn count_to_reprocess(&self, selection: &ReprocessSelection) -> Result<u64> {
+        let Some(filter) = reprocess_filter(selection) else {
+            return Ok(0);
+        };
+        self.games.count_documents(filter).await.map_err(db)
+    }
+}
+
+/// The games of a [`ReprocessSelection`]: not queued, newest result below
+/// the version (absent: version 1), of its users. `None` when it selects
+/// nothing (no version is below 1).
+fn reprocess_filter(selection: &ReprocessSelection) -> Option<Document> {
+    if selection.below <= 1 {
+        return None;
+    }
+    let mut filter = doc! {
+        "status": { "$ne": GameStatus::Queued.as_str() },
+        "$or": [
+            { "algorithm_version": { "$lt": i64::from(selection.below) } },
+            { "algorithm_version": null },
+        ],
+    };
+    if !selection.users.is_empty() {
+        let users: Vec<String> = selection.users.iter().map(|u| id(*u)).collect();
+        filter.insert("user_id", doc! { "$in": users });
+    }
+    Some(filter)
 }
 
 #[cfg(test)]

@@ -76,6 +76,24 @@ impl MongoStore {
             ))
             .await
             .map_err(failed)?;
+        self.changes
+            .create_index(index(
+                doc! { "game_id": 1, "algorithm_version": 1 },
+                "game_version_unique",
+                true,
+                None,
+            ))
+            .await
+            .map_err(failed)?;
+        self.reprocessing
+            .create_index(index(
+                doc! { "pending": 1, "created_at": 1, "_id": 1 },
+                "reprocessing_pending",
+                false,
+                Some(doc! { "pending": true }),
+            ))
+            .await
+            .map_err(failed)?;
         self.invites
             .create_index(index(
                 doc! { "therapist_id": 1, "expires_at": 1 },

@@ -23,7 +23,12 @@
 //!   game always has its event and the publisher publishes it.
 //! - `complete_game`: the feed entry (keyed by `event_id`) is the commit
 //!   point; the game's status is then set *from* that entry, which a
-//!   redelivery of the event re-applies.
+//!   redelivery of the event re-applies. The game takes an entry's result
+//!   only when its version is at least the game's (results of older
+//!   versions stay as history in the feed).
+//! - `enqueue_reprocessing`: one upsert per event (`$setOnInsert` on its
+//!   `_id`), so a second request for the same game and version does
+//!   nothing.
 //! - Refresh tokens: the next token is stored before the presented one is
 //!   spent, by a conditional update that only one rotation can win.
 //! - `redeem_invite`: an update that only finds the code while it is unused
@@ -78,10 +83,11 @@
 //! | `users` | user id | `username` (as spelled), `username_key` (lower-cased), `password_hash`, `role`?, `created_at`, `tz`? (the IANA time zone the user set; absent: UTC), `deleting_since`? (present while the account is being deleted) |
 //! | `logins` | login id | `user_id`, `created_at`, `revoked_at` (absent until revoked) |
 //! | `refresh_tokens` | SHA-256 of the token (binary) | `login_id`, `created_at`, `expires_at`, `spent_at` (absent until spent) |
-//! | `games` | game id | `user_id`, `event_id`, `status`, `game`, `score`, `started_at`, `submitted_at`, `processed_at`?, `device`?, `sample_rate_hz`, `samples`, `channels` (names), `metrics`?, `error`?, `outbox: {created_at, trace_id, pending, lease_until?, published_at?}` |
+//! | `games` | game id | `user_id`, `event_id`, `status`, `game`, `score`, `started_at`, `submitted_at`, `processed_at`?, `device`?, `sample_rate_hz`, `samples`, `channels` (names), `metrics`?, `error`?, `outbox: {created_at, trace_id, pending, lease_until?, published_at?}`, `algorithm_version`? (of the newest result; absent while queued and in results stored before versions: 1) |
 //! | `game_columns` | game id | `user_id`, `columns: {name: binary}` ([`m2m_domain::encode_column`]: lossless, ~1.4 bytes a sample for glove values, at most 8) |
 //! | `idempotency_keys` | (generated) | `user_id`, `key`, `request_hash`, `status`, `body`, `game_id`, `event_id`, `submitted_at`, `created_at` |
-//! | `changes` | event id | `user_id`, `seq`, `game_id`, `reconciliation_event_id`, `status`, `processed_at`, `metrics`?, `error`? |
+//! | `changes` | event id | `user_id`, `seq`, `game_id`, `reconciliation_event_id`, `status`, `processed_at`, `metrics`?, `error`?, `algorithm_version`? (absent: 1), `reprocessed`? (absent: false) |
+//! | `reprocessing` | reprocessing event id (`m2m_domain::reprocessing_event_id`) | `game_id`, `user_id`, `algorithm_version`, `trace_id`, `created_at`, `pending`, `lease_until`?, `published_at`? |
 //! | `invites` | the code | `therapist_id`, `created_at`, `expires_at`, `used_by`? (the patient who redeemed it; absent while unused), `used_at`? |
 //! | `links` | `<therapist id>:<patient id>` (one link per pair) | `therapist_id`, `patient_id`, `linked_at` |
 //!
@@ -109,6 +115,8 @@
 //! | `idempotency_keys` | `user_key_unique` | `user_id`, `key` | unique | `submit_game`: one first answer per (user, key) |
 //! | `games` | `user_started` | `user_id`, `started_at` | | `activity` (a range of starts), `last_started_at` (the latest) |
 //! | `changes` | `user_seq_unique` | `user_id`, `seq` | unique | `changes_since`, `latest_cursor`, cursor checks; no two changes of a user share a position |
+//! | `changes` | `game_version_unique` | `game_id`, `algorithm_version` | unique | `complete_game`: one result per game and version (a change stored before versions has none, and is its game's only one) |
+//! | `reprocessing` | `reprocessing_pending` | `pending`, `created_at`, `_id` | partial: `pending: true` | `advance_outbox`, `unpublished_count` |
 //! | `invites` | `therapist_invites` | `therapist_id`, `expires_at` | | `create_invite`: counting a therapist's unexpired codes |
 //! | `links` | `patient_links` | `patient_id` | | `therapists_of` |
 //! | `links` | `therapist_links` | `therapist_id` | | `patients_of` |
@@ -151,7 +159,8 @@ mod outbox;
 use crate::{Health, Result, StoreError};
 use async_trait::async_trait;
 use documents::{
-    ChangeDoc, GameDoc, IdempotencyDoc, InviteDoc, LinkDoc, LoginDoc, TokenDoc, UserDoc,
+    ChangeDoc, GameDoc, IdempotencyDoc, InviteDoc, LinkDoc, LoginDoc, ReprocessDoc, TokenDoc,
+    UserDoc,
 };
 use error::{db, unavailable};
 use futures::TryStreamExt;
@@ -195,6 +204,7 @@ pub struct MongoStore {
     changes: Collection<ChangeDoc>,
     invites: Collection<InviteDoc>,
     links: Collection<LinkDoc>,
+    reprocessing: Collection<ReprocessDoc>,
 }
 
 impl fmt::Debug for MongoStore {
@@ -280,6 +290,7 @@ impl MongoStore {
             changes: db.collection("changes"),
             invites: db.collection("invites"),
             links: db.collection("links"),
+            reprocessing: db.collection("reprocessing"),
             db,
         };
         store.create_indexes().await?;

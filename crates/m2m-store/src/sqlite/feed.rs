@@ -2,14 +2,14 @@
 //! feed read by cursor.
 
 use super::error::{db, db_insert};
-use super::rows::{change_from_row, get_uuid, text, to_json};
+use super::rows::{change_from_row, get_uuid, text, to_json, CHANGE_FIELDS};
 use super::SqliteStore;
 use crate::format::{corrupt, corrupt_detail, id, ts, unreadable};
 use crate::{ChangeFeed, Completed, Completion, Result, StoreError};
 use async_trait::async_trait;
 use chrono::SubsecRound;
 use m2m_analysis::Metrics;
-use m2m_domain::Change;
+use m2m_domain::{reprocessing_event_id, Change, ChangeType};
 use rusqlite::{params, Connection, OptionalExtension};
 use uuid::Uuid;
 
@@ -34,10 +34,10 @@ pub(super) fn decode_cursor(cursor: &str) -> Option<i64> {
 /// The stored change of a processing event, if it was completed before.
 fn stored_change(tx: &Connection, event_id: Uuid) -> Result<Option<Completed>> {
     let mut stmt = tx
-        .prepare_cached(
-            "SELECT seq, game_id, status, processed_at, metrics, reconciliation_event_id, error
-             FROM changes WHERE event_id = ?1",
-        )
+        .prepare_cached(&format!(
+            "SELECT {CHANGE_FIELDS}, reconciliation_event_id, error
+             FROM changes WHERE event_id = ?1"
+        ))
         .map_err(db)?;
     let mut rows = stmt.query([id(event_id)]).map_err(db)?;
     let Some(row) = rows.next().map_err(db)? else {
@@ -47,8 +47,8 @@ fn stored_change(tx: &Connection, event_id: Uuid) -> Result<Option<Completed>> {
         .ok_or_else(|| corrupt_detail("stored change", format!("of event {event_id}")))?;
     Ok(Some(Completed {
         change,
-        reconciliation_event_id: get_uuid(row, 5)?,
-        error: text(row, 6)?.unwrap_or_else(|why| {
+        reconciliation_event_id: get_uuid(row, 7)?,
+        error: text(row, 8)?.unwrap_or_else(|why| {
             unreadable(&event_id, "error", &why, "absent");
             None
         }),
@@ -68,6 +68,7 @@ impl ChangeFeed for SqliteStore {
             processed_at,
             metrics,
             error,
+            algorithm_version,
         } = completion;
         // What is stored is what every caller gets back, this one included.
         let processed_at = processed_at.trunc_subsecs(6);
@@ -84,28 +85,60 @@ impl ChangeFeed for SqliteStore {
             if let Some(done) = stored_change(tx, event_id)? {
                 return Ok(done);
             }
-            let updated = tx
-                .execute(
-                    "UPDATE games SET status = ?3, processed_at = ?4, metrics = ?5, error = ?6
-                     WHERE game_id = ?1 AND user_id = ?2 AND event_id = ?7",
-                    params![
-                        id(game_id),
-                        id(user_id),
-                        status.as_str(),
-                        ts(processed_at),
-                        metrics_json,
-                        error,
-                        id(event_id),
-                    ],
+            // Only the game's own event, or its reprocessing event of
+            // this version, for its own user, completes it.
+            let own: Option<String> = tx
+                .query_row(
+                    "SELECT event_id FROM games WHERE game_id = ?1 AND user_id = ?2",
+                    params![id(game_id), id(user_id)],
+                    |row| row.get(0),
                 )
+                .optional()
                 .map_err(db)?;
-            if updated == 0 {
+            let Some(own) = own else {
+                return Err(StoreError::NotFound);
+            };
+            let reprocessed = own != id(event_id);
+            if reprocessed && event_id != reprocessing_event_id(game_id, algorithm_version) {
                 return Err(StoreError::NotFound);
             }
+            // One result per game and version: another event's result
+            // of this version stands.
+            let twin: Option<String> = tx
+                .query_row(
+                    "SELECT event_id FROM changes WHERE game_id = ?1 AND algorithm_version = ?2",
+                    params![id(game_id), algorithm_version],
+                    |row| row.get(0),
+                )
+                .optional()
+                .map_err(db)?;
+            if let Some(twin) = twin {
+                let twin = Uuid::parse_str(&twin).map_err(|e| corrupt("stored id", e))?;
+                return stored_change(tx, twin)?.ok_or_else(|| {
+                    corrupt_detail("stored change", format!("of event {twin}"))
+                });
+            }
+            // The game shows its newest version's result; an older
+            // version's is kept as history only.
+            tx.execute(
+                "UPDATE games SET status = ?2, processed_at = ?3, metrics = ?4, error = ?5,
+                     algorithm_version = ?6
+                 WHERE game_id = ?1
+                   AND (algorithm_version IS NULL OR algorithm_version <= ?6)",
+                params![
+                    id(game_id),
+                    status.as_str(),
+                    ts(processed_at),
+                    metrics_json,
+                    error,
+                    algorithm_version,
+                ],
+            )
+            .map_err(db)?;
             tx.execute(
                 "INSERT INTO changes (user_id, game_id, event_id, reconciliation_event_id,
-                     status, processed_at, metrics, error)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                     status, processed_at, metrics, error, algorithm_version, reprocessed)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                 params![
                     id(user_id),
                     id(game_id),
@@ -115,6 +148,8 @@ impl ChangeFeed for SqliteStore {
                     ts(processed_at),
                     metrics_json,
                     error,
+                    algorithm_version,
+                    reprocessed,
                 ],
             )
             .map_err(|e| db_insert(e, "change of this event exists"))?;
@@ -125,6 +160,8 @@ impl ChangeFeed for SqliteStore {
                     status,
                     processed_at: Some(processed_at),
                     metrics,
+                    kind: ChangeType::of(status, reprocessed),
+                    algorithm_version,
                 },
                 reconciliation_event_id,
                 error,
@@ -162,10 +199,10 @@ impl ChangeFeed for SqliteStore {
                 // not shorten the page, or a page of them would look like
                 // the end of the feed.
                 let mut stmt = tx
-                    .prepare_cached(
-                        "SELECT seq, game_id, status, processed_at, metrics FROM changes
-                         WHERE user_id = ?1 AND seq > ?2 ORDER BY seq",
-                    )
+                    .prepare_cached(&format!(
+                        "SELECT {CHANGE_FIELDS} FROM changes
+                         WHERE user_id = ?1 AND seq > ?2 ORDER BY seq"
+                    ))
                     .map_err(db)?;
                 let mut rows = stmt.query(params![user, after.unwrap_or(0)]).map_err(db)?;
                 let mut changes = Vec::new();

@@ -6,8 +6,13 @@ use super::rows::{
     GAME_FIELDS,
 };
 use super::SqliteStore;
-use crate::format::{activity, corrupt, id, required, started_at, stored_samples, text_range, ts};
-use crate::{Activity, Games, IdempotencyRecord, NewGame, ProcessedGame, Result, SubmitOutcome};
+use crate::format::{
+    activity, algorithm_version, corrupt, id, required, started_at, stored_samples, text_range, ts,
+};
+use crate::{
+    Activity, Games, IdempotencyRecord, NewGame, ProcessedGame, ReprocessSelection,
+    ReprocessTarget, Result, SubmitOutcome,
+};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use m2m_analysis::Metrics;
@@ -282,8 +287,8 @@ impl Games for SqliteStore {
             inner.read(|tx| {
                 let mut stmt = tx
                     .prepare_cached(
-                        "SELECT game_id, started_at, submitted_at, metrics FROM games
-                         WHERE user_id = ?1 AND status = 'processed'",
+                        "SELECT game_id, started_at, submitted_at, metrics, algorithm_version
+                         FROM games WHERE user_id = ?1 AND status = 'processed'",
                     )
                     .map_err(db)?;
                 let mut rows = stmt.query([id(user_id)]).map_err(db)?;
@@ -304,6 +309,7 @@ impl Games for SqliteStore {
                         game_id,
                         started_at: started_at(game_id, text(row, 1)?, text(row, 2)?),
                         metrics,
+                        algorithm_version: algorithm_version(&game_id, integer(row, 4)?),
                     });
                 }
                 Ok(games)
@@ -425,4 +431,73 @@ impl Games for SqliteStore {
         })
         .await
     }
+
+    async fn games_to_reprocess(
+        &self,
+        selection: &ReprocessSelection,
+        after: Option<Uuid>,
+        limit: u32,
+    ) -> Result<Vec<ReprocessTarget>> {
+        let (below, users) = (selection.below, users_json(&selection.users)?);
+        self.blocking(move |inner| {
+            inner.read(|tx| {
+                // By the primary key, read lazily: a row skipped for an
+                // unreadable id does not shorten the page.
+                let mut stmt = tx
+                    .prepare_cached(&format!(
+                        "SELECT game_id, user_id FROM games
+                         WHERE {REPROCESS_WHERE} AND (?3 IS NULL OR game_id > ?3)
+                         ORDER BY game_id"
+                    ))
+                    .map_err(db)?;
+                let mut rows = stmt
+                    .query(params![below, users, after.map(id)])
+                    .map_err(db)?;
+                let mut games = Vec::new();
+                while games.len() < limit as usize {
+                    let Some(row) = rows.next().map_err(db)? else {
+                        break;
+                    };
+                    let (Some(game_id), Some(user_id)) =
+                        (row_id(row, 0, "game")?, row_id(row, 1, "game's user")?)
+                    else {
+                        continue;
+                    };
+                    games.push(ReprocessTarget { game_id, user_id });
+                }
+                Ok(games)
+            })
+        })
+        .await
+    }
+
+    async fn count_to_reprocess(&self, selection: &ReprocessSelection) -> Result<u64> {
+        let (below, users) = (selection.below, users_json(&selection.users)?);
+        self.blocking(move |inner| {
+            inner.read(|tx| {
+                let n: i64 = tx
+                    .query_row(
+                        &format!("SELECT COUNT(*) FROM games WHERE {REPROCESS_WHERE}"),
+                        params![below, users],
+                        |row| row.get(0),
+                    )
+                    .map_err(db)?;
+                u64::try_from(n).map_err(|e| corrupt("count", e))
+            })
+        })
+        .await
+    }
+}
+
+/// The games of a [`ReprocessSelection`] (`?1`: below this version, `?2`:
+/// the users as a JSON array, `[]` for all). A version that cannot be read
+/// as a positive integer counts as 1, as reads show it.
+const REPROCESS_WHERE: &str = "status <> 'queued'
+    AND (CASE WHEN typeof(algorithm_version) = 'integer' AND algorithm_version >= 1
+              THEN algorithm_version ELSE 1 END) < ?1
+    AND (?2 = '[]' OR user_id IN (SELECT value FROM json_each(?2)))";
+
+/// User ids as the JSON array [`REPROCESS_WHERE`] reads.
+fn users_json(users: &[Uuid]) -> Result<String> {
+    to_json(&users.iter().map(|u| id(*u)).collect::<Vec<_>>())
 }

@@ -2,20 +2,23 @@
 //! the event rebuilt from a claimed row.
 
 use super::error::db;
-use super::rows::{get, json, real, text};
+use super::rows::{get, integer, json, real, text};
 use super::SqliteStore;
 use crate::format::{corrupt, id, plus, started_at, submitted_at, ts, unreadable, Field};
-use crate::{Outbox, OutboxEntry, Result};
+use crate::{Outbox, OutboxEntry, ReprocessTarget, Result};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use m2m_domain::{Device, EventGame, ProcessingEvent, PROCESSING_EVENT_VERSION};
+use m2m_domain::{
+    reprocessing_event_id, Device, EventGame, ProcessingEvent, PROCESSING_EVENT_VERSION,
+};
 use rusqlite::{params, Row};
 use std::fmt;
 use std::time::Duration;
 use uuid::Uuid;
 
 /// The outbox row `event_id, game_id, user_id, trace_id, created_at, game,
-/// score, started_at, device, sample_rate_hz` read for its event, with
+/// score, started_at, device, sample_rate_hz, algorithm_version` read for
+/// its event (a reprocessing event when `algorithm_version` is set), with
 /// fallbacks for what the event can do without; `Err` if it cannot be
 /// made into an event at all.
 fn claimed_row(row: &Row<'_>) -> std::result::Result<OutboxEntry, String> {
@@ -55,6 +58,11 @@ fn claimed_row(row: &Row<'_>) -> std::result::Result<OutboxEntry, String> {
         sample_rate_hz: match real(row, 9).map_err(|e| e.to_string())? {
             Ok(Some(x)) => x,
             _ => return Err("sample_rate_hz cannot be read".into()),
+        },
+        reprocess: match integer(row, 10).map_err(|e| e.to_string())? {
+            Ok(None) => None,
+            Ok(Some(v)) => Some(u32::try_from(v).map_err(|_| format!("version {v}"))?),
+            Err(why) => return Err(format!("algorithm_version: {why}")),
         },
     };
     Ok(OutboxEntry { event, trace_id })
@@ -100,7 +108,8 @@ impl Outbox for SqliteStore {
             let mut stmt = tx
                 .prepare_cached(
                     "SELECT o.event_id, o.game_id, o.user_id, o.trace_id, o.created_at,
-                            g.game, g.score, g.started_at, g.device, g.sample_rate_hz
+                            g.game, g.score, g.started_at, g.device, g.sample_rate_hz,
+                            o.algorithm_version
                      FROM outbox o JOIN games g ON g.game_id = o.game_id
                      WHERE o.published_at IS NULL
                        AND (o.lease_until IS NULL OR o.lease_until <= ?1)
@@ -141,7 +150,12 @@ impl Outbox for SqliteStore {
                 let reset = tx
                     .execute(
                         "UPDATE outbox SET published_at = NULL, lease_until = NULL
-                         WHERE game_id IN (SELECT game_id FROM games WHERE status = 'queued')",
+                         WHERE (algorithm_version IS NULL
+                                AND game_id IN (SELECT game_id FROM games WHERE status = 'queued'))
+                            OR (algorithm_version IS NOT NULL AND published_at IS NOT NULL
+                                AND algorithm_version > (
+                                    SELECT COALESCE(g.algorithm_version, 0) FROM games g
+                                    WHERE g.game_id = outbox.game_id))",
                         [],
                     )
                     .map_err(db)?;
@@ -162,6 +176,56 @@ impl Outbox for SqliteStore {
                     )
                     .map_err(db)?;
                 u64::try_from(n).map_err(|e| corrupt("count", e))
+            })
+        })
+        .await
+    }
+
+    async fn enqueue_reprocessing(
+        &self,
+        games: &[ReprocessTarget],
+        version: u32,
+        trace_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<u64> {
+        if games.is_empty() {
+            return Ok(0);
+        }
+        let games = games.to_vec();
+        let trace_id = trace_id.to_owned();
+        self.blocking(move |inner| {
+            inner.write(|tx| {
+                // Keyed by the event id, only for a game that (still)
+                // exists, of its own user. An entry there already is
+                // published again if it was published: its game is still
+                // to do, so its message was lost (a bus that keeps
+                // nothing, a dead letter) or is still queued (then the
+                // second delivery finds the game done and does nothing).
+                let mut insert = tx
+                    .prepare_cached(
+                        "INSERT INTO outbox (event_id, game_id, user_id, trace_id, created_at,
+                             algorithm_version)
+                         SELECT ?1, game_id, user_id, ?4, ?5, ?6 FROM games
+                         WHERE game_id = ?2 AND user_id = ?3
+                         ON CONFLICT (event_id) DO UPDATE
+                         SET published_at = NULL, lease_until = NULL, trace_id = excluded.trace_id
+                         WHERE published_at IS NOT NULL",
+                    )
+                    .map_err(db)?;
+                let mut added = 0;
+                for game in &games {
+                    added += insert
+                        .execute(params![
+                            id(reprocessing_event_id(game.game_id, version)),
+                            id(game.game_id),
+                            id(game.user_id),
+                            trace_id,
+                            ts(now),
+                            version,
+                        ])
+                        .map_err(db)?;
+                }
+                Ok(added as u64)
             })
         })
         .await

@@ -15,7 +15,7 @@ use uuid::Uuid;
 /// The columns of `games` that make a [`Game`], in [`game_from_row`]'s order.
 pub(super) const GAME_FIELDS: &str =
     "game_id, status, game, score, started_at, submitted_at, processed_at, \
-     device, sample_rate_hz, samples, channels, metrics, error";
+     device, sample_rate_hz, samples, channels, metrics, error, algorithm_version";
 
 pub(super) fn get<T: rusqlite::types::FromSql>(row: &Row<'_>, i: usize) -> Result<T> {
     row.get(i).map_err(db)
@@ -116,12 +116,18 @@ pub(super) fn game_from_row(row: &Row<'_>, with_metrics: bool) -> Result<Option<
                 Ok(None)
             },
             error: text(row, 12)?,
+            algorithm_version: integer(row, 13)?,
         }
         .render(with_metrics),
     ))
 }
 
-/// A [`Change`] from a row `seq, game_id, status, processed_at, metrics`,
+/// The columns of `changes` that make a [`Change`], in [`change_from_row`]'s
+/// order.
+pub(super) const CHANGE_FIELDS: &str =
+    "seq, game_id, status, processed_at, metrics, algorithm_version, reprocessed";
+
+/// A [`Change`] from a row selected with [`CHANGE_FIELDS`],
 /// rendered by the rule of [`StoredChange`]; `None` (logged) if its game id
 /// cannot be read.
 pub(super) fn change_from_row(row: &Row<'_>) -> Result<Option<Change>> {
@@ -136,6 +142,8 @@ pub(super) fn change_from_row(row: &Row<'_>) -> Result<Option<Change>> {
             status: text(row, 2)?,
             processed_at: text(row, 3)?,
             metrics: json(row, 4)?,
+            algorithm_version: integer(row, 5)?,
+            reprocessed: integer(row, 6)?.map(|v| v.map(|n| n != 0)),
         }
         .render(),
     ))

@@ -127,6 +127,25 @@ pub(super) const MIGRATIONS: &[&str] = &[
 
     CREATE INDEX games_by_start ON games (user_id, started_at);
     ",
+    // Version 4: results that can be recomputed (docs/data-lifecycle.md).
+    // A game's newest result carries the algorithm version that made it;
+    // those stored before are version 1. Every result stays in `changes`
+    // with its version (the game's history), one per game and version:
+    // `complete_game` checks it in its write transaction (SQLite runs one
+    // writer at a time), so the index is not UNIQUE and a hand-edited
+    // file whose changes share a game id still opens.
+    // The outbox also holds reprocessing events (`algorithm_version` set:
+    // the version they ask for; NULL: a game's first event).
+    "
+    ALTER TABLE games ADD COLUMN algorithm_version INTEGER;
+    UPDATE games SET algorithm_version = 1 WHERE status <> 'queued';
+
+    ALTER TABLE changes ADD COLUMN algorithm_version INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE changes ADD COLUMN reprocessed INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX changes_by_game_version ON changes (game_id, algorithm_version);
+
+    ALTER TABLE outbox ADD COLUMN algorithm_version INTEGER;
+    ",
 ];
 
 /// Applies the [`MIGRATIONS`] the database has not seen yet.
@@ -207,7 +226,7 @@ mod tests {
             .lock()
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .unwrap();
-        assert_eq!(version, 3);
+        assert_eq!(version as usize, MIGRATIONS.len());
         let (ada, grace, game) = (
             Uuid::parse_str(ada).unwrap(),
             Uuid::parse_str(grace).unwrap(),
@@ -252,6 +271,102 @@ mod tests {
             RedeemOutcome::Linked(link) if link.therapist_id == grace
         ));
         assert_eq!(store.patients_of(grace).await.unwrap()[0].username, "Ada");
+    }
+
+    /// A database made by version 3 (its own scripts), with a processed
+    /// game and its change, a failed one and a queued one with its event,
+    /// opens after version 4: the results are algorithm version 1, the
+    /// queued game has none, and its event is still a first event.
+    #[tokio::test]
+    async fn a_version_3_database_opens_with_its_results_as_version_1() {
+        use crate::{ChangeFeed, Games, Outbox, ReprocessSelection};
+        use m2m_domain::{ChangeType, GameStatus};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m2m.db");
+        let ada = "0190c6a4-0000-7000-8000-000000000001";
+        let (done, failed, queued) = (
+            "0190c6a4-0000-7000-8000-000000000003",
+            "0190c6a4-0000-7000-8000-000000000005",
+            "0190c6a4-0000-7000-8000-000000000007",
+        );
+        {
+            let mut conn = Connection::open(&path).unwrap();
+            let tx = conn.transaction().unwrap();
+            for script in &MIGRATIONS[..3] {
+                tx.execute_batch(script).unwrap();
+            }
+            tx.pragma_update(None, "user_version", 3).unwrap();
+            let game = |id: &str, status: &str, event: &str, metrics: &str, error: &str| {
+                format!(
+                    "INSERT INTO games (game_id, user_id, status, game, score, started_at,
+                         submitted_at, processed_at, sample_rate_hz, samples, channels,
+                         metrics, error, event_id)
+                     VALUES ('{id}', '{ada}', '{status}', 'pinch-garden', 12.5,
+                         '2024-07-02T10:00:00.000000Z', '2024-07-02T10:05:00.000000Z',
+                         {processed}, 100.0, 3000, '[\"flex_index\"]', {metrics}, {error},
+                         '{event}');",
+                    processed = if status == "queued" {
+                        "NULL"
+                    } else {
+                        "'2024-07-02T10:06:00.000000Z'"
+                    },
+                )
+            };
+            tx.execute_batch(&format!(
+                "INSERT INTO users (user_id, username, username_key, password_hash, role, created_at)
+                 VALUES ('{ada}', 'Ada', 'ada', 'hash-a', 'patient', '2024-07-01T00:00:00.000000Z');
+                 {}{}{}
+                 INSERT INTO changes (user_id, game_id, event_id, reconciliation_event_id, status,
+                                      processed_at, metrics, error)
+                 VALUES ('{ada}', '{done}', '0190c6a4-0000-7000-8000-000000000004',
+                         '0190c6a4-0000-7000-8000-000000000009', 'processed',
+                         '2024-07-02T10:06:00.000000Z',
+                         '{{\"duration_s\":30.0,\"score\":12.5}}', NULL);
+                 INSERT INTO outbox (event_id, game_id, user_id, trace_id, created_at)
+                 VALUES ('0190c6a4-0000-7000-8000-000000000008', '{queued}', '{ada}', 'trace',
+                         '2024-07-02T10:05:00.000000Z');",
+                game(done, "processed", "0190c6a4-0000-7000-8000-000000000004",
+                     "'{\"duration_s\":30.0,\"score\":12.5}'", "NULL"),
+                game(failed, "failed", "0190c6a4-0000-7000-8000-000000000006",
+                     "NULL", "'bad glove'"),
+                game(queued, "queued", "0190c6a4-0000-7000-8000-000000000008", "NULL", "NULL"),
+            ))
+            .unwrap();
+            tx.commit().unwrap();
+        }
+
+        let store = SqliteStore::open(&path).unwrap();
+        let (ada, done, failed, queued) = (
+            Uuid::parse_str(ada).unwrap(),
+            Uuid::parse_str(done).unwrap(),
+            Uuid::parse_str(failed).unwrap(),
+            Uuid::parse_str(queued).unwrap(),
+        );
+        let version = |g: Option<m2m_domain::Game>| g.unwrap().algorithm_version;
+        assert_eq!(version(store.game(ada, done).await.unwrap()), Some(1));
+        assert_eq!(version(store.game(ada, failed).await.unwrap()), Some(1));
+        assert_eq!(version(store.game(ada, queued).await.unwrap()), None);
+        let processed = store.processed_games(ada).await.unwrap();
+        assert_eq!(processed.len(), 1);
+        assert_eq!(processed[0].algorithm_version, 1);
+        let feed = store.changes_since(ada, None, 10).await.unwrap();
+        assert_eq!(feed.len(), 1);
+        assert_eq!(
+            (feed[0].algorithm_version, feed[0].kind, feed[0].status),
+            (1, ChangeType::GameProcessed, GameStatus::Processed)
+        );
+        let now = parse_time("2024-07-03T00:00:00.000000Z").unwrap();
+        let claimed = store
+            .advance_outbox(&[], now, std::time::Duration::from_secs(60), 10)
+            .await
+            .unwrap();
+        assert_eq!(claimed.len(), 1);
+        assert_eq!(claimed[0].event.reprocess, None);
+        let below_2 = ReprocessSelection {
+            below: 2,
+            users: Vec::new(),
+        };
+        assert_eq!(store.count_to_reprocess(&below_2).await.unwrap(), 2);
     }
 
     #[test]

@@ -14,5 +14,6 @@ mod me_data;
 mod ops;
 mod patients;
 mod processing;
+mod reprocessing;
 mod robust_reads;
 mod web;
