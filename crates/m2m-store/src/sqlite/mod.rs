@@ -8,7 +8,8 @@
 //! - [`error`]: rusqlite errors as [`StoreError`]s;
 //! - [`accounts`], [`games`], [`outbox`], [`feed`], [`care`]: one trait of
 //!   the crate each (`Accounts`, `Games`, `Outbox`, `ChangeFeed`, `Care`);
-//! - [`group`]: the group commit of uploads.
+//! - [`group`]: the group commit of uploads;
+//! - [`export`]: `Export`, every user's games for `m2m export`.
 //!
 //! # Connection settings
 //! - `journal_mode=WAL`: readers never block the writer and the file can be
@@ -135,6 +136,7 @@
 mod accounts;
 mod care;
 mod error;
+mod export;
 mod feed;
 mod games;
 mod group;
