@@ -2,6 +2,7 @@
 //! function of that role; no logic lives here.
 
 mod analyze;
+mod export;
 mod scaled;
 mod serve;
 mod telemetry;
@@ -59,6 +60,10 @@ enum Command {
     /// scaled-out deployment (--database-url): `m2m users add --role
     /// therapist --username NAME` creates a therapist's account.
     Users(users::UsersArgs),
+    /// Export every game (or those of a time range or of some users) as
+    /// two research tables, games and samples, in Parquet or CSV, with
+    /// user ids pseudonymised: `m2m export --out DIR`.
+    Export(export::ExportArgs),
 }
 
 fn main() -> ExitCode {
@@ -70,6 +75,7 @@ fn main() -> ExitCode {
         Command::Processor(args) => service("processor", || scaled::run_processor(args)),
         Command::Simulate(args) => m2m_simulate::main_with(args),
         Command::Users(args) => users::run(args),
+        Command::Export(args) => export::run(args),
     }
 }
 
