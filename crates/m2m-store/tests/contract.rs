@@ -3004,7 +3004,7 @@ mod export_contract {
     pub(super) async fn export_filters_by_start_and_user(store: Arc<dyn Store>) {
         let ada = create_user(&*store, "ada").await;
         let bob = create_user(&*store, "bob").await;
-        let cy = create_user(&*store, "cy").await;
+        let cy = create_user(&*store, "cyd").await;
         // Submitted in one order, played in another: the range is on the
         // start, never on the submission.
         let late = played(&*store, ada, 1, "2026-11-03T00:00:00Z", t0()).await;
