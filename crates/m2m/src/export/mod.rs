@@ -304,15 +304,16 @@ struct Run<'a> {
     with_usernames: bool,
 }
 
-/// The two tables, in either format.
+/// The two tables, in either format (boxed: the writers are large, and
+/// the two formats' of different sizes).
 enum Tables {
     Parquet {
-        games: ParquetTable,
-        samples: ParquetTable,
+        games: Box<ParquetTable>,
+        samples: Box<ParquetTable>,
     },
     Csv {
-        games: CsvTable,
-        samples: CsvTable,
+        games: Box<CsvTable>,
+        samples: Box<CsvTable>,
     },
 }
 
@@ -321,17 +322,22 @@ impl Tables {
         let (games, samples) = (staged[0].file()?, staged[1].file()?);
         Ok(match format {
             Format::Parquet => Tables::Parquet {
-                games: ParquetTable::new(games, "games", &schema.game_columns(), GAMES_PER_GROUP)?,
-                samples: ParquetTable::new(
+                games: Box::new(ParquetTable::new(
+                    games,
+                    "games",
+                    &schema.game_columns(),
+                    GAMES_PER_GROUP,
+                )?),
+                samples: Box::new(ParquetTable::new(
                     samples,
                     "samples",
                     &schema.sample_columns(),
                     SAMPLES_PER_GROUP,
-                )?,
+                )?),
             },
             Format::Csv => Tables::Csv {
-                games: CsvTable::new(games, &schema.game_columns())?,
-                samples: CsvTable::new(samples, &schema.sample_columns())?,
+                games: Box::new(CsvTable::new(games, &schema.game_columns())?),
+                samples: Box::new(CsvTable::new(samples, &schema.sample_columns())?),
             },
         })
     }
