@@ -68,7 +68,9 @@ def main():
     if duckdb is not None:
         for name, n in counts.items():
             path = f"{directory}/{name}.parquet".replace("'", "''")
-            (rows,) = duckdb.sql(f"SELECT count(*) FROM read_parquet('{path}')").fetchone()
+            [(rows,)] = duckdb.connect().execute(
+                f"SELECT count(*) FROM read_parquet('{path}')"
+            ).fetchall()
             assert rows == n, f"DuckDB reads {rows} rows of {name}, pyarrow {n}"
         out["readers"].append("duckdb")
     json.dump(out, sys.stdout)
