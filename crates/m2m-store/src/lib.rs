@@ -1,8 +1,8 @@
 //! Storage of m2m behind the [`Store`] trait.
 //!
 //! # Traits by responsibility
-//! [`Store`] is the sum of six small traits, each owning one part of the
-//! data; every type that implements all six is a `Store` (a blanket impl),
+//! [`Store`] is the sum of seven small traits, each owning one part of the
+//! data; every type that implements all seven is a `Store` (a blanket impl),
 //! so the gateway and the processor keep holding one `Arc<dyn Store>`:
 //! - [`Accounts`]: users, logins and their refresh tokens.
 //! - [`Games`]: storing an upload (`submit_game`, with its outbox entry and
@@ -292,7 +292,7 @@ pub struct Completed {
 /// The storage of m2m: every responsibility in one object, as the gateway
 /// and the processor hold it (`Arc<dyn Store>`).
 ///
-/// Implemented for every type that implements the six traits it is made
+/// Implemented for every type that implements the seven traits it is made
 /// of, so a store implements those and never `Store` itself. Calling a
 /// method through `dyn Store` needs its trait in scope (`use
 /// m2m_store::{Accounts, Games, …}`).

@@ -12,7 +12,7 @@
 use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
 use m2m_domain::{Game, GameSamples};
-use m2m_store::{Games, Store};
+use m2m_store::Store;
 use m2m_synth::GameSpec;
 use m2m_testkit::{small_game_at, spawn_app_with, Options};
 use parquet::file::reader::{FileReader, SerializedFileReader};
@@ -872,7 +872,7 @@ fn the_export_refuses_what_it_cannot_do_safely() {
 #[test]
 fn a_mongodb_database_exports_like_a_data_dir() {
     use m2m_domain::{GameStatus, GameSubmission, Role, Username};
-    use m2m_store::{Accounts, ChangeFeed, Completion, MongoStore, NewGame, NewUser};
+    use m2m_store::{Accounts, ChangeFeed, Completion, Games, MongoStore, NewGame, NewUser};
 
     let Some(base) = std::env::var("M2M_TEST_MONGODB_URL")
         .ok()
