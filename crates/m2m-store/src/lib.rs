@@ -1,8 +1,8 @@
 //! Storage of m2m behind the [`Store`] trait.
 //!
 //! # Traits by responsibility
-//! [`Store`] is the sum of six small traits, each owning one part of the
-//! data; every type that implements all six is a `Store` (a blanket impl),
+//! [`Store`] is the sum of seven small traits, each owning one part of the
+//! data; every type that implements all seven is a `Store` (a blanket impl),
 //! so the gateway and the processor keep holding one `Arc<dyn Store>`:
 //! - [`Accounts`]: users, logins and their refresh tokens; deleting an
 //!   account with everything that names it (`delete_account`).
@@ -17,6 +17,8 @@
 //! - [`Care`]: therapists' invite codes and their links to patients
 //!   (docs/therapists.md).
 //! - [`Health`]: `ping`, for readiness.
+//! - [`Export`]: every user's games, page by page, for `m2m export` (the
+//!   research tables; docs/data-lifecycle.md).
 //!
 //! Each backend is one folder split the same way (`sqlite/` and `mongo/`:
 //! `accounts.rs`, `games.rs`, `outbox.rs`, `feed.rs`, `care.rs`, plus its
@@ -316,17 +318,17 @@ pub struct Completed {
 /// The storage of m2m: every responsibility in one object, as the gateway
 /// and the processor hold it (`Arc<dyn Store>`).
 ///
-/// Implemented for every type that implements the six traits it is made
+/// Implemented for every type that implements the seven traits it is made
 /// of, so a store implements those and never `Store` itself. Calling a
 /// method through `dyn Store` needs its trait in scope (`use
 /// m2m_store::{Accounts, Games, …}`).
 pub trait Store:
-    Accounts + Games + Outbox + ChangeFeed + Care + Health + Send + Sync + 'static
+    Accounts + Games + Outbox + ChangeFeed + Care + Health + Export + Send + Sync + 'static
 {
 }
 
 impl<T> Store for T where
-    T: Accounts + Games + Outbox + ChangeFeed + Care + Health + Send + Sync + 'static
+    T: Accounts + Games + Outbox + ChangeFeed + Care + Health + Export + Send + Sync + 'static
 {
 }
 
@@ -669,4 +671,66 @@ pub trait ChangeFeed: Send + Sync {
 pub trait Health: Send + Sync {
     /// Whether the database answers.
     async fn ping(&self) -> Result<()>;
+}
+
+/// Which games an export takes ([`Export::export_games`]).
+///
+/// The range is on `started_at` (when the game was played, the same time
+/// adherence counts), read by the rule of the crate documentation: a game
+/// whose `started_at` cannot be read is placed at its `submitted_at`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExportFilter {
+    /// Games started at or after this time (inclusive); all if `None`.
+    pub started_from: Option<DateTime<Utc>>,
+    /// Games started before this time (exclusive); all if `None`.
+    pub started_before: Option<DateTime<Utc>>,
+    /// Only the games of these users; every user's if empty.
+    pub users: Vec<Uuid>,
+}
+
+impl ExportFilter {
+    /// Whether a game started at `t` is in the range.
+    pub fn contains(&self, t: DateTime<Utc>) -> bool {
+        self.started_from.is_none_or(|from| t >= from)
+            && self.started_before.is_none_or(|before| t < before)
+    }
+
+    /// The text bounds of the range for a query over stored times:
+    /// `Some(None)` for no range at all, `None` when the range is empty.
+    pub(crate) fn text_range(&self) -> Option<Option<(String, String)>> {
+        if self.started_from.is_none() && self.started_before.is_none() {
+            return Some(None);
+        }
+        let from = self.started_from.unwrap_or(DateTime::<Utc>::MIN_UTC);
+        let to = self.started_before.unwrap_or(DateTime::<Utc>::MAX_UTC);
+        format::text_range(from, to).map(Some)
+    }
+}
+
+/// One game as the export reads it: the game with its metrics, and whose
+/// it is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExportedGame {
+    pub user_id: Uuid,
+    /// Every field by the rule of the crate documentation (fallbacks for
+    /// what cannot be read), `metrics` included when stored.
+    pub game: Game,
+}
+
+/// Reading every user's games for research (`m2m export`): a page at a
+/// time, so an export of any size holds one page of metadata at once. The
+/// samples of each game are read with [`Games::game_samples`].
+#[async_trait]
+pub trait Export: Send + Sync {
+    /// The games the filter takes, in game id order (UUIDv7: about the
+    /// order of submission), only those whose id is greater than `after`
+    /// if given, at most `limit`. A game whose id or user id cannot be read
+    /// is left out (logged) and the page filled from the games after it;
+    /// other unreadable values show their fallbacks.
+    async fn export_games(
+        &self,
+        filter: &ExportFilter,
+        after: Option<Uuid>,
+        limit: u32,
+    ) -> Result<Vec<ExportedGame>>;
 }

@@ -2900,6 +2900,229 @@ async fn unreadable_care_values_read_as_their_fallbacks(store: Arc<dyn Store>, r
 }
 
 // ---------------------------------------------------------------------------
+// Export: every user's games for research (`m2m_store::Export`)
+//
+// Its own `contract!` invocations (modules `export_sqlite` and
+// `export_mongodb`), so that this section stands alone.
+
+mod export_contract {
+    use super::*;
+    use m2m_store::{ExportFilter, ExportedGame};
+
+    /// Every page of `filter`, `limit` games at a time, as one list.
+    async fn all_pages(store: &dyn Store, filter: &ExportFilter, limit: u32) -> Vec<ExportedGame> {
+        let mut games: Vec<ExportedGame> = Vec::new();
+        loop {
+            let after = games.last().map(|g| g.game.game_id);
+            let page = store.export_games(filter, after, limit).await.unwrap();
+            assert!(page.len() <= limit as usize, "a page of {}", page.len());
+            let done = page.len() < limit as usize;
+            games.extend(page);
+            if done {
+                return games;
+            }
+        }
+    }
+
+    fn ids(games: &[ExportedGame]) -> Vec<Uuid> {
+        games.iter().map(|g| g.game.game_id).collect()
+    }
+
+    /// A game of `user_id` played at `started_at` and submitted at
+    /// `submitted_at`.
+    async fn played(
+        store: &dyn Store,
+        user_id: Uuid,
+        seed: u64,
+        started_at: &str,
+        submitted_at: DateTime<Utc>,
+    ) -> NewGame {
+        let game = new_game(user_id, submission(seed, Some(started_at)), submitted_at);
+        let outcome = store.submit_game(game.clone(), None).await.unwrap();
+        assert_eq!(outcome, SubmitOutcome::Created);
+        game
+    }
+
+    pub(super) async fn export_pages_every_users_games_in_id_order(store: Arc<dyn Store>) {
+        let ada = create_user(&*store, "ada").await;
+        let bob = create_user(&*store, "bob").await;
+        let mut stored = Vec::new();
+        for (i, user) in [ada, bob, ada, bob, bob].into_iter().enumerate() {
+            stored.push(submit(&*store, user, i as u64 + 1, t0() + secs(i as i64)).await);
+        }
+        // The second game processed, the fourth failed: both results show.
+        let done = processed(&stored[1], t0() + secs(60));
+        store.complete_game(done.clone()).await.unwrap();
+        let mut failed = processed(&stored[3], t0() + secs(61));
+        failed.status = GameStatus::Failed;
+        failed.metrics = None;
+        failed.error = Some("the analysis failed".into());
+        store.complete_game(failed).await.unwrap();
+
+        let all = ExportFilter::default();
+        for limit in [1, 2, 5, 100] {
+            let games = all_pages(&*store, &all, limit).await;
+            let mut want: Vec<Uuid> = stored.iter().map(|g| g.game_id).collect();
+            want.sort();
+            assert_eq!(ids(&games), want, "pages of {limit}");
+        }
+        let games = all_pages(&*store, &all, 2).await;
+        for g in &games {
+            let new = stored.iter().find(|s| s.game_id == g.game.game_id).unwrap();
+            assert_eq!(g.user_id, new.user_id);
+            let read = store.game(new.user_id, new.game_id).await.unwrap().unwrap();
+            assert_eq!(
+                g.game, read,
+                "the game as `game` reads it, metrics included"
+            );
+            assert_eq!(
+                g.game.channels,
+                new.submission.channels().names().collect::<Vec<_>>()
+            );
+        }
+        let processed_game = games.iter().find(|g| g.game.game_id == stored[1].game_id);
+        let processed_game = &processed_game.unwrap().game;
+        assert_eq!(processed_game.status, GameStatus::Processed);
+        assert_same_metrics(
+            processed_game.metrics.as_ref().expect("its metrics"),
+            done.metrics.as_ref().unwrap(),
+        );
+        let failed_game = games.iter().find(|g| g.game.game_id == stored[3].game_id);
+        let failed_game = &failed_game.unwrap().game;
+        assert_eq!(failed_game.status, GameStatus::Failed);
+        assert_eq!(failed_game.error.as_deref(), Some("the analysis failed"));
+        assert_eq!(failed_game.metrics, None);
+
+        // After the last game, and with a limit of 0: nothing.
+        let last = *ids(&games).last().unwrap();
+        assert!(store
+            .export_games(&all, Some(last), 10)
+            .await
+            .unwrap()
+            .is_empty());
+        assert!(store.export_games(&all, None, 0).await.unwrap().is_empty());
+    }
+
+    pub(super) async fn export_filters_by_start_and_user(store: Arc<dyn Store>) {
+        let ada = create_user(&*store, "ada").await;
+        let bob = create_user(&*store, "bob").await;
+        let cy = create_user(&*store, "cyd").await;
+        // Submitted in one order, played in another: the range is on the
+        // start, never on the submission.
+        let late = played(&*store, ada, 1, "2026-11-03T00:00:00Z", t0()).await;
+        let first = played(&*store, bob, 2, "2026-11-01T00:00:00Z", t0() + secs(1)).await;
+        let edge = played(
+            &*store,
+            ada,
+            3,
+            "2026-11-02T23:59:59.999999Z",
+            t0() + secs(2),
+        )
+        .await;
+        let offset = played(&*store, cy, 4, "2026-11-02T01:30:00+02:00", t0() + secs(3)).await;
+        let day = |d: &str| Some(at(&format!("2026-11-{d}T00:00:00Z")));
+        let range = |from, before, users: &[Uuid]| ExportFilter {
+            started_from: from,
+            started_before: before,
+            users: users.to_vec(),
+        };
+        let sorted = |games: &[&NewGame]| {
+            let mut v: Vec<Uuid> = games.iter().map(|g| g.game_id).collect();
+            v.sort();
+            v
+        };
+        let cases: Vec<(ExportFilter, Vec<Uuid>)> = vec![
+            // From inclusive, before exclusive.
+            (range(day("01"), day("02"), &[]), sorted(&[&first, &offset])),
+            (range(day("02"), day("03"), &[]), sorted(&[&edge])),
+            (range(day("03"), None, &[]), sorted(&[&late])),
+            (range(None, day("01"), &[]), vec![]),
+            (
+                range(None, None, &[]),
+                sorted(&[&late, &first, &edge, &offset]),
+            ),
+            (range(None, None, &[ada]), sorted(&[&late, &edge])),
+            (
+                range(None, None, &[ada, cy]),
+                sorted(&[&late, &edge, &offset]),
+            ),
+            (
+                range(day("01"), day("03"), &[ada, bob]),
+                sorted(&[&first, &edge]),
+            ),
+            // A user without games, and an empty range.
+            (range(None, None, &[Uuid::now_v7()]), vec![]),
+            (range(day("03"), day("03"), &[]), vec![]),
+            (range(day("03"), day("01"), &[]), vec![]),
+        ];
+        for (filter, want) in cases {
+            for limit in [1, 3, 100] {
+                let games = all_pages(&*store, &filter, limit).await;
+                assert_eq!(ids(&games), want, "{filter:?}, pages of {limit}");
+                for g in &games {
+                    assert!(filter.contains(g.game.started_at), "{filter:?}: {g:?}");
+                }
+            }
+        }
+    }
+
+    pub(super) async fn export_reads_unreadable_values_by_their_fallbacks(
+        store: Arc<dyn Store>,
+        raw: Raw,
+    ) {
+        let ada = create_user(&*store, "ada").await;
+        let a = played(&*store, ada, 1, "2026-11-01T12:00:00Z", t0()).await;
+        let b = played(&*store, ada, 2, "2026-11-01T12:00:00Z", t0()).await;
+        let c = played(&*store, ada, 3, "2026-11-01T12:00:00Z", t0()).await;
+        let d = played(&*store, ada, 4, "2026-11-01T12:00:00Z", t0()).await;
+        let text = |g: &NewGame| g.game_id.hyphenated().to_string();
+        // A start that cannot be read counts at the submission (t0, on
+        // 2026-11-27); a game whose user cannot be read is left out and
+        // the page filled from the games after it.
+        raw.set("games", "game_id", &text(&b), "started_at", "yesterday")
+            .await;
+        raw.set("games", "game_id", &text(&c), "user_id", "not-a-uuid")
+            .await;
+        let all = ExportFilter::default();
+        let page = store.export_games(&all, None, 3).await.unwrap();
+        assert_eq!(ids(&page), vec![a.game_id, b.game_id, d.game_id]);
+        assert_eq!(page[1].game.started_at, t0());
+
+        let november_first = ExportFilter {
+            started_from: Some(at("2026-11-01T00:00:00Z")),
+            started_before: Some(at("2026-11-02T00:00:00Z")),
+            users: vec![],
+        };
+        let games = all_pages(&*store, &november_first, 2).await;
+        assert_eq!(ids(&games), vec![a.game_id, d.game_id]);
+        let at_submission = ExportFilter {
+            started_from: Some(t0()),
+            started_before: Some(t0() + secs(1)),
+            users: vec![ada],
+        };
+        let games = all_pages(&*store, &at_submission, 2).await;
+        assert_eq!(ids(&games), vec![b.game_id]);
+    }
+}
+
+use export_contract::{
+    export_filters_by_start_and_user, export_pages_every_users_games_in_id_order,
+    export_reads_unreadable_values_by_their_fallbacks,
+};
+
+contract!(export_sqlite = super::sqlite_fixture, super::sqlite_raw_fixture;
+    one: export_pages_every_users_games_in_id_order, export_filters_by_start_and_user;
+    two: ;
+    raw: export_reads_unreadable_values_by_their_fallbacks;
+);
+#[cfg(feature = "mongodb")]
+contract!(export_mongodb = super::mongodb_fixture, super::mongodb_raw_fixture;
+    one: export_pages_every_users_games_in_id_order, export_filters_by_start_and_user;
+    two: ;
+    raw: export_reads_unreadable_values_by_their_fallbacks;
+);
+
+// ---------------------------------------------------------------------------
 // SQLite only
 
 mod sqlite_only {

@@ -2,6 +2,7 @@
 //! function of that role; no logic lives here.
 
 mod analyze;
+mod export;
 mod reprocess;
 mod scaled;
 mod serve;
@@ -69,6 +70,10 @@ enum Command {
     /// a scaled-out deployment (--database-url; its processors do the
     /// work). Interrupted and run again, it skips the games done.
     Reprocess(reprocess::ReprocessArgs),
+    /// Export every game (or those of a time range or of some users) as
+    /// two research tables, games and samples, in Parquet or CSV, with
+    /// user ids pseudonymised: `m2m export --out DIR`.
+    Export(export::ExportArgs),
 }
 
 fn main() -> ExitCode {
@@ -81,6 +86,7 @@ fn main() -> ExitCode {
         Command::Simulate(args) => m2m_simulate::main_with(args),
         Command::Users(args) => users::run(args),
         Command::Reprocess(args) => reprocess::run(args),
+        Command::Export(args) => export::run(args),
     }
 }
 

@@ -8,7 +8,9 @@
 //! - [`documents`]: the stored documents and reading them field by field;
 //! - [`error`]: driver errors as [`StoreError`]s;
 //! - [`accounts`], [`games`], [`outbox`], [`feed`], [`care`]: one trait of
-//!   the crate each (`Accounts`, `Games`, `Outbox`, `ChangeFeed`, `Care`).
+//!   the crate each (`Accounts`, `Games`, `Outbox`, `ChangeFeed`, `Care`);
+//! - [`export`]: `Export`, every user's games for `m2m export` (by the
+//!   `_id` index, in its order).
 //!
 //! # No multi-document transactions
 //! It runs on a standalone server (4.4 or newer) as well as on a replica
@@ -151,6 +153,7 @@ mod accounts;
 mod care;
 mod documents;
 mod error;
+mod export;
 mod feed;
 mod games;
 mod indexes;

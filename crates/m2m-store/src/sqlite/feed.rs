@@ -114,9 +114,8 @@ impl ChangeFeed for SqliteStore {
                 .map_err(db)?;
             if let Some(twin) = twin {
                 let twin = Uuid::parse_str(&twin).map_err(|e| corrupt("stored id", e))?;
-                return stored_change(tx, twin)?.ok_or_else(|| {
-                    corrupt_detail("stored change", format!("of event {twin}"))
-                });
+                return stored_change(tx, twin)?
+                    .ok_or_else(|| corrupt_detail("stored change", format!("of event {twin}")));
             }
             // The game shows its newest version's result; an older
             // version's is kept as history only.

@@ -485,6 +485,7 @@ mod tests {
             processed_at: t0(),
             metrics: None,
             error: Some("test".into()),
+            algorithm_version: 1,
         }
     }
 

@@ -9,7 +9,8 @@
 //! - [`accounts`], [`games`], [`outbox`], [`feed`], [`care`]: one trait of
 //!   the crate each (`Accounts`, `Games`, `Outbox`, `ChangeFeed`, `Care`);
 //! - [`group`]: the group commit of uploads, completions and publisher
-//!   steps.
+//!   steps;
+//! - [`export`]: `Export`, every user's games for `m2m export`.
 //!
 //! # Connection settings
 //! - `journal_mode=WAL`: readers never block the writer and the file can be
@@ -154,6 +155,7 @@
 mod accounts;
 mod care;
 mod error;
+mod export;
 mod feed;
 mod games;
 mod group;
