@@ -71,7 +71,9 @@ impl Export for SqliteStore {
                         continue;
                     };
                     let what = format!("user of game {}", game.game_id);
-                    let Some(user_id) = row_id(row, 13, &what)? else {
+                    // The column after the game's fields.
+                    let user_column = GAME_FIELDS.split(',').count();
+                    let Some(user_id) = row_id(row, user_column, &what)? else {
                         continue;
                     };
                     if filter.contains(game.started_at) {
