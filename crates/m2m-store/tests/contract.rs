@@ -1828,11 +1828,18 @@ async fn rows_without_a_readable_id_are_skipped_not_fatal(store: Arc<dyn Store>,
             .unwrap();
         games.push(game);
     }
-    // The first two changes name no game that can be read.
-    for game in &games[..2] {
+    // The first two changes name no game that can be read (each its own
+    // unreadable text: a change is unique by game and algorithm version).
+    for (i, game) in games[..2].iter().enumerate() {
         let id = game.game_id.hyphenated().to_string();
-        raw.set("changes", "game_id", &id, "game_id", "not-a-uuid")
-            .await;
+        raw.set(
+            "changes",
+            "game_id",
+            &id,
+            "game_id",
+            &format!("not-a-uuid-{i}"),
+        )
+        .await;
     }
     // A page is filled past them, so a client never takes them for the end.
     let page = store.changes_since(ada, None, 1).await.unwrap();

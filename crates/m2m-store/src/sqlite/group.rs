@@ -501,6 +501,11 @@ mod tests {
         let stray = new_game(ada, 2);
         let fresh = new_game(ada, 3);
 
+        // The drainer of that upload may still be running after its answer:
+        // wait until it has stopped, so the next push starts a new one.
+        while store.inner.writes.lock().draining {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         // Hold the writer. The first completion's batch (it alone) waits
         // for it; the three writes after it queue up as the next batch.
         let held = store.inner.writer.lock();
@@ -509,7 +514,15 @@ mod tests {
             let (s, stored) = (store.clone(), stored.clone());
             tokio::spawn(async move { s.complete_game(completion(&stored)).await })
         };
+        let waited = std::time::Instant::now();
+        let bounded = || {
+            assert!(
+                waited.elapsed() < Duration::from_secs(30),
+                "the writes never queued up as expected"
+            );
+        };
         while !(pending() == 0 && store.inner.writes.lock().draining) {
+            bounded();
             // A blocking wait: the writer is held, and tasks run on the
             // runtime's workers.
             std::thread::sleep(Duration::from_millis(5));
@@ -526,6 +539,7 @@ mod tests {
             })
         };
         while pending() < 3 {
+            bounded();
             // A blocking wait: the writer is held, and tasks run on the
             // runtime's workers.
             std::thread::sleep(Duration::from_millis(5));
