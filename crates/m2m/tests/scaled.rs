@@ -1,12 +1,14 @@
 //! The scaled-out deployment as an operator runs it: `m2m gateway` ×N and
 //! `m2m processor` ×M as real processes, a real RabbitMQ broker and one
-//! SQLite file, stopped by SIGKILL and by a broker restart. These are the
-//! tests of the promise that an accepted game (a 202) is never lost and that
-//! every gateway hears about every game.
+//! SQLite file (or, for one test, a MongoDB database), stopped by SIGKILL
+//! and by a broker restart. These are the tests of the promise that an
+//! accepted game (a 202) is never lost and that every gateway hears about
+//! every game.
 //!
 //! Needs RabbitMQ at 127.0.0.1:5672 (guest/guest) and `rabbitmqctl`. Each
 //! test gets its own vhost (deleted at the end), temporary directory and
-//! SQLite file. The tests run one at a time (one of them stops the broker),
+//! SQLite file; the MongoDB test runs only when `M2M_TEST_MONGODB_URL` names
+//! a server, on a database of its own (dropped at the end). The tests run one at a time (one of them stops the broker),
 //! serialised by [`SERIAL`]. When the broker is not reachable they are
 //! skipped with a printed reason, except under `CI=true`, where that is a
 //! failure.
@@ -209,6 +211,9 @@ struct TestEnv {
     name: &'static str,
     started: Instant,
     dir: tempfile::TempDir,
+    /// Every role's `--database-url`: the SQLite file in `dir`, unless a
+    /// test points it elsewhere.
+    database_url: String,
     vhost: Vhost,
     _turn: MutexGuard<'static, ()>,
 }
@@ -229,17 +234,19 @@ impl TestEnv {
         }
         let vhost = Vhost::create();
         println!("{name}: vhost {}", vhost.name);
+        let dir = tempfile::tempdir().expect("a temporary directory");
         Some(TestEnv {
             name,
             started,
-            dir: tempfile::tempdir().expect("a temporary directory"),
+            database_url: format!("sqlite://{}", dir.path().join("m2m.db").display()),
+            dir,
             vhost,
             _turn: turn,
         })
     }
 
     fn database_url(&self) -> String {
-        format!("sqlite://{}", self.dir.path().join("m2m.db").display())
+        self.database_url.clone()
     }
 
     fn progress(&self, what: impl std::fmt::Display) {
@@ -1561,4 +1568,158 @@ fn two_processors_share_the_reprocessing() {
         assert_eq!(d1 + d2, GAMES as usize, "{}", logs(&procs));
     });
     env.progress("done (the whole test, set-up included)");
+}
+
+/// The same on MongoDB, when `M2M_TEST_MONGODB_URL` names a server: a
+/// gateway and a processor on a fresh database (dropped after), the
+/// processor restarted as the later release, and `m2m reprocess --all`
+/// pointed at the database; run again, it finds nothing to do.
+#[cfg(feature = "mongodb")]
+#[test]
+fn reprocessing_a_mongodb_deployment_is_done_once() {
+    const GAMES: u64 = 3;
+    let Some(base) = std::env::var("M2M_TEST_MONGODB_URL")
+        .ok()
+        .filter(|u| !u.trim().is_empty())
+    else {
+        println!("not run: M2M_TEST_MONGODB_URL is not set");
+        return;
+    };
+    let Some(mut env) = TestEnv::begin("reprocessing_a_mongodb_deployment_is_done_once") else {
+        return;
+    };
+    // The database in the URL's path (a URL with a path or options of its
+    // own is not supported here).
+    let database = format!("m2m_test_reprocess_{}", uuid::Uuid::now_v7().simple());
+    env.database_url = format!("{}/{database}", base.trim_end_matches('/'));
+    let _drop = DropDatabase {
+        url: base.clone(),
+        database,
+    };
+    env.progress(format!("database {}", env.database_url));
+    runtime().block_on(async {
+        let (gateway, base) = start_gateway(&env, "gateway").await;
+        let mut first = start_processor(&env, "processor-v1", &[]).await;
+        let api = Arc::new(Api::new(&base));
+        api.wait_readyz(200, READY_TIMEOUT, &[&gateway, &first])
+            .await;
+        let token = api.user("mongo-reprocessed").await;
+        let accepted = api.submit_many(&token, 0..GAMES).await;
+        api.wait_processed(&token, &accepted, &[&gateway, &first])
+            .await;
+        for id in &accepted {
+            assert_eq!(api.game(&token, id).await["algorithm_version"], 1);
+        }
+        first.terminate();
+        first.wait_exit(Duration::from_secs(20)).await;
+        drop(first);
+        env.progress(format!("{GAMES} games processed under version 1"));
+
+        let mut cmd = m2m("processor", &env);
+        cmd.env("M2M_TEST_ALGORITHM_VERSION", "2");
+        let mut later = Proc::spawn("processor-v2", &mut cmd);
+        later
+            .wait_line("m2m processor consuming with concurrency ", START_TIMEOUT)
+            .await;
+
+        let run = |name: &'static str| {
+            let mut cmd = m2m_command(env!("CARGO_BIN_EXE_m2m"));
+            cmd.args(["reprocess", "--all", "--database-url", &env.database_url()])
+                .env("M2M_TEST_ALGORITHM_VERSION", "2");
+            Proc::spawn(name, &mut cmd)
+        };
+        let mut command = run("m2m reprocess");
+        let status = command.wait_exit(PROCESS_TIMEOUT).await;
+        let procs = [&gateway, &later, &command];
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "m2m reprocess: {status:?}\n{}",
+            logs(&procs)
+        );
+        assert_eq!(
+            command.stdout,
+            [
+                format!("reprocessing {GAMES} games under algorithm version 2"),
+                format!("{GAMES} games reprocessed under algorithm version 2"),
+            ],
+            "{}",
+            logs(&procs)
+        );
+        env.progress("m2m reprocess done");
+
+        let feed = api.feed(&token).await;
+        for id in &accepted {
+            let changes: Vec<&Value> = feed
+                .iter()
+                .filter(|c| c["game_id"] == id.as_str())
+                .collect();
+            assert_eq!(changes.len(), 2, "game {id}: {feed:#?}");
+            assert_eq!(changes[0]["type"], "game.processed", "{feed:#?}");
+            assert_eq!(changes[0]["algorithm_version"], 1, "{feed:#?}");
+            assert_eq!(changes[1]["type"], "game.reprocessed", "{feed:#?}");
+            assert_eq!(changes[1]["algorithm_version"], 2, "{feed:#?}");
+            assert_eq!(changes[1]["status"], "processed", "{feed:#?}");
+            let game = api.game(&token, id).await;
+            assert_eq!(game["algorithm_version"], 2, "{game}");
+            assert_eq!(game["status"], "processed", "{game}");
+        }
+        assert_eq!(
+            later.stderr().matches("game processed").count(),
+            GAMES as usize,
+            "{}",
+            logs(&procs)
+        );
+
+        // Again: nothing left below version 2, nothing done.
+        let mut again = run("m2m reprocess (again)");
+        let status = again.wait_exit(PROCESS_TIMEOUT).await;
+        let procs = [&gateway, &later, &again];
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "m2m reprocess (again): {status:?}\n{}",
+            logs(&procs)
+        );
+        assert_eq!(
+            again.stdout,
+            [
+                "reprocessing 0 games under algorithm version 2",
+                "0 games reprocessed under algorithm version 2",
+            ],
+            "{}",
+            logs(&procs)
+        );
+        let feed_after = api.feed(&token).await;
+        assert_eq!(feed_after.len(), feed.len(), "{feed_after:#?}");
+    });
+    env.progress("done (the whole test, set-up included)");
+}
+
+/// Drops a test database when the test ends, passed or not.
+#[cfg(feature = "mongodb")]
+struct DropDatabase {
+    url: String,
+    database: String,
+}
+
+#[cfg(feature = "mongodb")]
+impl Drop for DropDatabase {
+    fn drop(&mut self) {
+        let (url, database) = (self.url.clone(), self.database.clone());
+        // A runtime of its own, on a thread of its own: this may run while
+        // another runtime is being torn down.
+        let dropped = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(async {
+                    let client = mongodb::Client::with_uri_str(&url).await?;
+                    client.database(&database).drop().await
+                })
+        })
+        .join();
+        if !matches!(dropped, Ok(Ok(()))) {
+            eprintln!("could not drop test database {}", self.database);
+        }
+    }
 }
