@@ -426,7 +426,37 @@ fn tricky_game() -> (String, BTreeMap<&'static str, Vec<&'static str>>) {
 
 #[tokio::test]
 async fn the_export_holds_the_account_every_game_and_the_exact_samples() {
-    let app = spawn_app().await;
+    export_holds_everything(&spawn_app().await).await;
+}
+
+/// The same on MongoDB, when `M2M_TEST_MONGODB_URL` names a server (in a
+/// fresh database, dropped afterwards).
+#[cfg(feature = "mongodb")]
+#[tokio::test]
+async fn the_export_on_mongodb_holds_the_account_every_game_and_the_exact_samples() {
+    let Some(url) = std::env::var("M2M_TEST_MONGODB_URL")
+        .ok()
+        .filter(|u| !u.trim().is_empty())
+    else {
+        println!("MongoDB API test not run: M2M_TEST_MONGODB_URL is not set");
+        return;
+    };
+    let database = format!("m2m_api_test_{}", Uuid::now_v7().simple());
+    let store = m2m_store::MongoStore::connect_database(&url, &database)
+        .await
+        .expect("M2M_TEST_MONGODB_URL: connect");
+    let app = spawn_app_on(std::sync::Arc::new(store), Options::default()).await;
+    export_holds_everything(&app).await;
+    mongodb::Client::with_uri_str(&url)
+        .await
+        .unwrap()
+        .database(&database)
+        .drop()
+        .await
+        .unwrap();
+}
+
+async fn export_holds_everything(app: &TestApp) {
     let (grace_id, therapist) = app.therapist("dr.grace").await;
     let ada_id = app.register("Ada").await;
     let token = app.access_token("ada").await;
@@ -457,7 +487,7 @@ async fn the_export_holds_the_account_every_game_and_the_exact_samples() {
     let bob = app.user("bob").await;
     let bobs = app.submit(&bob, 8).await;
 
-    let files = export(&app, &token, "Ada").await;
+    let files = export(app, &token, "Ada").await;
     let names: Vec<&str> = files.keys().map(String::as_str).collect();
     let mut expected = vec![
         "account.json".to_owned(),
