@@ -140,29 +140,39 @@ async fn deleting_an_account_ends_its_tokens_and_frees_its_username() {
     }
 }
 
-/// The same on MongoDB, when `M2M_TEST_MONGODB_URL` names a server (in a
-/// fresh database, dropped afterwards).
+/// The app on a MongoDB store in a fresh database (the caller drops it),
+/// when `M2M_TEST_MONGODB_URL` names a server; `None` (saying so) when not.
 #[cfg(feature = "mongodb")]
-#[tokio::test]
-async fn deleting_an_account_on_mongodb_leaves_no_document_naming_it() {
-    use futures::TryStreamExt;
+async fn mongodb_app() -> Option<(TestApp, mongodb::Database)> {
     let Some(url) = std::env::var("M2M_TEST_MONGODB_URL")
         .ok()
         .filter(|u| !u.trim().is_empty())
     else {
         println!("MongoDB API test not run: M2M_TEST_MONGODB_URL is not set");
-        return;
+        return None;
     };
     let database = format!("m2m_api_test_{}", Uuid::now_v7().simple());
     let store = m2m_store::MongoStore::connect_database(&url, &database)
         .await
         .expect("M2M_TEST_MONGODB_URL: connect");
     let app = spawn_app_on(std::sync::Arc::new(store), Options::default()).await;
-    let gone = delete_a_linked_patient(&app).await;
     let db = mongodb::Client::with_uri_str(&url)
         .await
         .unwrap()
         .database(&database);
+    Some((app, db))
+}
+
+/// The same on MongoDB, when `M2M_TEST_MONGODB_URL` names a server (in a
+/// fresh database, dropped afterwards).
+#[cfg(feature = "mongodb")]
+#[tokio::test]
+async fn deleting_an_account_on_mongodb_leaves_no_document_naming_it() {
+    use futures::TryStreamExt;
+    let Some((app, db)) = mongodb_app().await else {
+        return;
+    };
+    let gone = delete_a_linked_patient(&app).await;
     for collection in db.list_collection_names().await.unwrap() {
         let docs: Vec<mongodb::bson::RawDocumentBuf> = db
             .collection::<mongodb::bson::RawDocumentBuf>(&collection)
@@ -434,26 +444,12 @@ async fn the_export_holds_the_account_every_game_and_the_exact_samples() {
 #[cfg(feature = "mongodb")]
 #[tokio::test]
 async fn the_export_on_mongodb_holds_the_account_every_game_and_the_exact_samples() {
-    let Some(url) = std::env::var("M2M_TEST_MONGODB_URL")
-        .ok()
-        .filter(|u| !u.trim().is_empty())
-    else {
-        println!("MongoDB API test not run: M2M_TEST_MONGODB_URL is not set");
+    let Some((app, db)) = mongodb_app().await else {
         return;
     };
-    let database = format!("m2m_api_test_{}", Uuid::now_v7().simple());
-    let store = m2m_store::MongoStore::connect_database(&url, &database)
-        .await
-        .expect("M2M_TEST_MONGODB_URL: connect");
-    let app = spawn_app_on(std::sync::Arc::new(store), Options::default()).await;
     export_holds_everything(&app).await;
-    mongodb::Client::with_uri_str(&url)
-        .await
-        .unwrap()
-        .database(&database)
-        .drop()
-        .await
-        .unwrap();
+    app.stop().await;
+    db.drop().await.unwrap();
 }
 
 async fn export_holds_everything(app: &TestApp) {
