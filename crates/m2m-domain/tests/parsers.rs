@@ -168,18 +168,22 @@ fn submission_text() -> impl Strategy<Value = String> {
     let column = prop::collection::vec(finite_json_number(), 1..40);
     let channels = prop::collection::vec(("[a-z_][a-z0-9_]{0,6}", column), 1..6);
     let ws = prop_oneof![Just(""), Just(" "), Just("\n  "), Just("\t")];
+    // Compact columns (`[1,2]`, the scanner's fast case) as well as spaced.
+    let separator = prop_oneof![Just(","), Just(", "), Just(" ,")];
     (
-        channels,
+        (channels, separator),
         "[a-z -]{0,12}",
         finite_json_number(),
         prop_oneof![Just("100"), Just("50.5"), Just("1e3"), Just("5")],
         any::<bool>(),
         ws,
     )
-        .prop_map(|(channels, game, score, rate, device, ws)| {
+        .prop_map(|((channels, separator), game, score, rate, device, ws)| {
             let columns: Vec<String> = channels
                 .iter()
-                .map(|(name, col)| format!("{ws}\"{name}\"{ws}:{ws}[{ws}{}{ws}]", col.join(", ")))
+                .map(|(name, col)| {
+                    format!("{ws}\"{name}\"{ws}:{ws}[{ws}{}{ws}]", col.join(separator))
+                })
                 .collect();
             let device = if device {
                 r#""device": {"glove_id": "G-1", "hand": "left"},"#
