@@ -76,6 +76,15 @@ fn variants() -> Vec<(&'static str, SqliteSettings)> {
             },
         ),
         (
+            // SQLite's default: a savepoint's journal spills into a
+            // temporary file past 64 KiB.
+            "temp_store_file",
+            SqliteSettings {
+                temp_in_memory: false,
+                ..product
+            },
+        ),
+        (
             "cache_16m",
             SqliteSettings {
                 cache_kib: 16 << 10,
