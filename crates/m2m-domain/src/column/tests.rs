@@ -366,3 +366,40 @@ proptest! {
         prop_assert!(decode_column(&encoded[..i]).is_err());
     }
 }
+
+/// The order as first written: both residual sequences in full.
+fn order_by_both_residuals(ints: &[i64]) -> u8 {
+    let bits = |r: Vec<u64>| {
+        r.iter()
+            .map(|&x| u64::from(64 - x.leading_zeros()))
+            .sum::<u64>()
+    };
+    if bits(residuals(ints, 2)) < bits(residuals(ints, 1)) {
+        2
+    } else {
+        1
+    }
+}
+
+proptest! {
+    #[test]
+    fn the_one_pass_order_is_the_order_of_both_residuals(
+        ints in prop::collection::vec(-(1i64 << 53)..=(1 << 53), 0..300),
+        smooth in any::<bool>(),
+    ) {
+        // Smooth sequences too, where order 2 wins.
+        let ints: Vec<i64> = if smooth {
+            ints.iter().scan(0i64, |acc, &d| { *acc = acc.wrapping_add(d >> 40); Some(*acc) }).collect()
+        } else {
+            ints
+        };
+        prop_assert_eq!(best_order(&ints), order_by_both_residuals(&ints));
+    }
+
+    #[test]
+    fn a_decimal_value_gives_back_its_integer(m in -(1i64 << 53)..=(1 << 53), k in 0usize..=9) {
+        let v = m as f64 / POW10[k];
+        let found = mantissa(v, k).expect("decimal at its own scale");
+        prop_assert_eq!((found as f64 / POW10[k]).to_bits(), v.to_bits());
+    }
+}
