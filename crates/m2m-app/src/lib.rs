@@ -20,7 +20,7 @@ use m2m_gateway::{AppState, GatewayConfig};
 use m2m_processor::{Processor, ProcessorConfig};
 #[cfg(feature = "mongodb")]
 use m2m_store::MongoStore;
-use m2m_store::{SqliteStore, Store, StoreError};
+use m2m_store::{SqliteSettings, SqliteStore, Store, StoreError};
 use prometheus_client::registry::Registry;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -243,7 +243,14 @@ impl Application {
             Some(listen) => Some(listen.listener().await?),
             None => None,
         };
-        let store = open_store(config.store).await?;
+        // A process that both takes uploads and processes them (`m2m
+        // serve`) hands each upload's samples to its processor in memory.
+        let recent_samples = if gateway_listener.is_some() && config.processor.is_some() {
+            RECENT_SAMPLES
+        } else {
+            0
+        };
+        let store = open_store_with(config.store, recent_samples).await?;
         let (bus, owned_bus): (Arc<dyn Bus>, OwnedBus) = match config.bus {
             BusSource::InProcess { capacity } => {
                 let bus = InProcessBus::with_capacity(capacity);
@@ -449,17 +456,34 @@ impl Drop for Application {
 /// Opens the store `source` names (as [`Application::build`] does, for
 /// tools that use the store without running a service: `m2m users add`).
 pub async fn open_store(source: StoreSource) -> Result<Arc<dyn Store>, AppError> {
+    open_store_with(source, 0).await
+}
+
+/// Uploads whose samples a SQLite store keeps for the processor of the
+/// same process (`SqliteSettings::recent_samples`): as many as the
+/// in-process bus holds events.
+const RECENT_SAMPLES: usize = 32;
+
+async fn open_store_with(
+    source: StoreSource,
+    recent_samples: usize,
+) -> Result<Arc<dyn Store>, AppError> {
+    let settings = SqliteSettings {
+        recent_samples,
+        ..SqliteSettings::default()
+    };
     match source {
         StoreSource::Ready(store) => Ok(store),
         StoreSource::Sqlite(path) => {
-            let store = SqliteStore::open(&path).map_err(|source| AppError::Store {
-                what: path.display().to_string(),
-                source,
-            })?;
+            let store =
+                SqliteStore::open_with(&path, settings).map_err(|source| AppError::Store {
+                    what: path.display().to_string(),
+                    source,
+                })?;
             Ok(Arc::new(store))
         }
         StoreSource::Url(url) if url.starts_with("sqlite:") => {
-            let store = SqliteStore::open_url(&url)
+            let store = SqliteStore::open_url_with(&url, settings)
                 .map_err(|source| AppError::Store { what: url, source })?;
             Ok(Arc::new(store))
         }

@@ -235,6 +235,15 @@ impl GameSubmission {
     pub fn analyze(&self) -> m2m_analysis::Metrics {
         crate::samples::analyze(self.sample_rate_hz, self.score, &self.channels)
     }
+
+    /// What the analysis takes of this game, its columns moved, not copied.
+    pub fn into_samples(self) -> crate::GameSamples {
+        crate::GameSamples {
+            sample_rate_hz: self.sample_rate_hz,
+            score: self.score,
+            channels: self.channels,
+        }
+    }
 }
 
 /// The submission as JSON gives it, before the contract's rules are checked.

@@ -243,6 +243,7 @@ impl Accounts for SqliteStore {
             })
         })
         .await
+        .inspect(|_| self.inner.recent.forget_user(user_id))
     }
 
     async fn account_exists(&self, user_id: Uuid) -> Result<bool> {

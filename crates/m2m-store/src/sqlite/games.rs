@@ -44,7 +44,11 @@ pub(super) struct EncodedGame {
 }
 
 impl EncodedGame {
-    pub(super) fn new(game: NewGame, idempotency: Option<IdempotencyRecord>) -> Result<Self> {
+    /// The upload ready to be written, and its samples as parsed.
+    pub(super) fn with_samples(
+        game: NewGame,
+        idempotency: Option<IdempotencyRecord>,
+    ) -> Result<(Self, GameSamples)> {
         let NewGame {
             game_id,
             event_id,
@@ -59,7 +63,7 @@ impl EncodedGame {
             .map(|(name, col)| (name.to_owned(), encode_column(col)))
             .collect();
         let names: Vec<&str> = submission.channels().names().collect();
-        Ok(EncodedGame {
+        let encoded = EncodedGame {
             game_id: id(game_id),
             event_id: id(event_id),
             user_id: id(user_id),
@@ -74,7 +78,8 @@ impl EncodedGame {
             columns,
             trace_id,
             idempotency,
-        })
+        };
+        Ok((encoded, submission.into_samples()))
     }
 
     /// The bytes of its columns: what bounds a batch's size.
@@ -190,10 +195,16 @@ impl Games for SqliteStore {
         game: NewGame,
         idempotency: Option<IdempotencyRecord>,
     ) -> Result<SubmitOutcome> {
-        let game = self
-            .blocking(move |_| EncodedGame::new(game, idempotency))
+        let (game_id, user_id) = (game.game_id, game.user_id);
+        let (game, samples) = self
+            .blocking(move |_| EncodedGame::with_samples(game, idempotency))
             .await?;
-        self.group_commit(game).await
+        let outcome = self.group_commit(game).await?;
+        let recent = &self.inner.recent;
+        if matches!(outcome, SubmitOutcome::Created) && recent.enabled() {
+            recent.put(game_id, user_id, samples);
+        }
+        Ok(outcome)
     }
 
     async fn game(&self, user_id: Uuid, game_id: Uuid) -> Result<Option<Game>> {
@@ -249,6 +260,9 @@ impl Games for SqliteStore {
     }
 
     async fn game_samples(&self, user_id: Uuid, game_id: Uuid) -> Result<Option<GameSamples>> {
+        if let Some(samples) = self.inner.recent.take(user_id, game_id) {
+            return Ok(Some(samples));
+        }
         self.blocking(move |inner| {
             inner.read(|tx| {
                 let game = tx

@@ -312,7 +312,9 @@ mod tests {
     }
 
     fn encoded(game: &NewGame, idempotency: Option<IdempotencyRecord>) -> EncodedGame {
-        EncodedGame::new(game.clone(), idempotency).unwrap()
+        EncodedGame::with_samples(game.clone(), idempotency)
+            .unwrap()
+            .0
     }
 
     /// One batch of uploads, as the writer takes it when these arrive

@@ -10,7 +10,9 @@
 //!   the crate each (`Accounts`, `Games`, `Outbox`, `ChangeFeed`, `Care`);
 //! - [`group`]: the group commit of uploads, completions and publisher
 //!   steps;
-//! - [`export`]: `Export`, every user's games for `m2m export`.
+//! - [`export`]: `Export`, every user's games for `m2m export`;
+//! - [`recent`]: the samples of games just uploaded, handed to the
+//!   processor of the same process (`m2m serve`) without a read.
 //!
 //! # Connection settings
 //! - `journal_mode=WAL`: readers never block the writer and the file can be
@@ -169,6 +171,7 @@ mod feed;
 mod games;
 mod group;
 mod outbox;
+mod recent;
 mod rows;
 mod schema;
 
@@ -218,6 +221,12 @@ pub struct SqliteSettings {
     /// never to recover from a crash (the WAL does that), so nothing
     /// durable depends on it.
     pub temp_in_memory: bool,
+    /// How many just-uploaded games keep their parsed samples in memory
+    /// for the processor of the same process, which then does not read
+    /// them back (`recent.rs`); 0, the default, keeps none. `m2m serve`
+    /// keeps 32, the in-process bus's capacity: at most ~20 MB of
+    /// standard games.
+    pub recent_samples: usize,
 }
 
 impl Default for SqliteSettings {
@@ -233,6 +242,7 @@ impl Default for SqliteSettings {
             mmap_size: 0,
             cache_kib: 2000,
             temp_in_memory: true,
+            recent_samples: 0,
         }
     }
 }
@@ -266,6 +276,8 @@ struct Inner {
     /// readers run in parallel with each other and with the writer). Same
     /// reasoning for the std `Mutex`, which is held only to push or pop.
     readers: Mutex<Vec<Connection>>,
+    /// Samples of games just uploaded, for the processor of this process.
+    recent: recent::RecentSamples,
 }
 
 impl fmt::Debug for SqliteStore {
@@ -326,6 +338,7 @@ impl SqliteStore {
                 writer: parking_lot::Mutex::new(writer),
                 writes: WriteQueue::default(),
                 readers: Mutex::new(Vec::new()),
+                recent: recent::RecentSamples::new(settings.recent_samples),
             }),
         })
     }
@@ -335,6 +348,11 @@ impl SqliteStore {
     /// percent-encoding are not supported, so a URL that has them is refused
     /// rather than misread.
     pub fn open_url(url: &str) -> Result<SqliteStore> {
+        SqliteStore::open_url_with(url, SqliteSettings::default())
+    }
+
+    /// [`open_url`](Self::open_url) with settings other than the defaults.
+    pub fn open_url_with(url: &str, settings: SqliteSettings) -> Result<SqliteStore> {
         let refuse = |why: &str| {
             StoreError::unavailable_because(format!("invalid SQLite URL {url:?}: {why}"))
         };
@@ -351,7 +369,7 @@ impl SqliteStore {
                 "query strings and percent-encoding are not supported",
             ));
         }
-        SqliteStore::open(Path::new(path))
+        SqliteStore::open_with(Path::new(path), settings)
     }
 
     /// Runs `f` on the blocking pool (rusqlite calls block), carrying the
