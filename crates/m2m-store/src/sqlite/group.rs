@@ -269,7 +269,7 @@ fn commit_batch(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::{ChangeFeed, Completion, Games, IdempotencyRecord, NewGame, Outbox};
     use chrono::{DateTime, Utc};
@@ -285,7 +285,8 @@ mod tests {
             .with_timezone(&Utc)
     }
 
-    fn new_game(user_id: Uuid, seed: u64) -> NewGame {
+    /// A short standard game of `user_id`'s (the seed varies its samples).
+    pub(in crate::sqlite) fn new_game(user_id: Uuid, seed: u64) -> NewGame {
         let spec = GameSpec {
             duration_s: 1.0,
             seed,

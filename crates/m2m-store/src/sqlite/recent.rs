@@ -162,27 +162,11 @@ mod tests {
     }
 
     mod in_the_store {
-        use crate::{Accounts, Games, NewGame, SqliteSettings, SqliteStore, SubmitOutcome};
-        use m2m_domain::{GameSamples, GameSubmission};
-        use m2m_synth::GameSpec;
+        use crate::sqlite::group::tests::new_game;
+        use crate::{Accounts, Games, SqliteSettings, SqliteStore, SubmitOutcome};
+        use m2m_domain::GameSamples;
         use std::path::Path;
         use uuid::Uuid;
-
-        fn new_game(user_id: Uuid) -> NewGame {
-            let spec = GameSpec {
-                duration_s: 1.0,
-                ..GameSpec::standard()
-            };
-            let json = spec.submission_json("pinch-garden", 1234.0);
-            NewGame {
-                game_id: Uuid::now_v7(),
-                event_id: Uuid::now_v7(),
-                user_id,
-                submission: GameSubmission::from_json(json.as_bytes()).unwrap(),
-                submitted_at: chrono::Utc::now(),
-                trace_id: "trace".into(),
-            }
-        }
 
         fn bits(samples: &GameSamples) -> Vec<(String, Vec<u64>)> {
             samples
@@ -215,7 +199,7 @@ mod tests {
             let path = dir.path().join("m2m.db");
             let store = store(&path, 4);
             let user = Uuid::now_v7();
-            let game = new_game(user);
+            let game = new_game(user, 1);
             let (game_id, want) = (game.game_id, game.submission.clone().into_samples());
             let outcome = store.submit_game(game, None).await.unwrap();
             assert!(matches!(outcome, SubmitOutcome::Created));
@@ -237,7 +221,7 @@ mod tests {
             let path = dir.path().join("m2m.db");
             let store = store(&path, 0);
             let user = Uuid::now_v7();
-            let game = new_game(user);
+            let game = new_game(user, 1);
             let game_id = game.game_id;
             store.submit_game(game, None).await.unwrap();
             drop_columns(&path);
@@ -250,7 +234,7 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let store = store(&dir.path().join("m2m.db"), 4);
             let user = Uuid::now_v7();
-            let game = new_game(user);
+            let game = new_game(user, 1);
             let game_id = game.game_id;
             store.submit_game(game, None).await.unwrap();
             store.delete_account(user).await.unwrap();
