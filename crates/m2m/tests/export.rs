@@ -25,6 +25,12 @@ use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 use uuid::Uuid;
 
+#[cfg(feature = "mongodb")]
+#[path = "support/mongodb.rs"]
+mod mongodb_support;
+#[cfg(feature = "mongodb")]
+use mongodb_support::DropDatabase;
+
 /// Usernames that no pseudonym (hex) or other value can contain by chance.
 const ADA: &str = "ada.lovelace-export";
 const BOB: &str = "bob.babbage-export";
@@ -970,35 +976,5 @@ fn a_mongodb_database_exports_like_a_data_dir() {
         let (games, samples) = read_tables(&o, format);
         check_tables(&games, &samples, &want, KEY_A.as_bytes(), false);
         check_nobody_named(&[&games, &samples], &want, false);
-    }
-}
-
-/// Drops a test database when the test ends, passed or not.
-#[cfg(feature = "mongodb")]
-struct DropDatabase {
-    url: String,
-    database: String,
-}
-
-#[cfg(feature = "mongodb")]
-impl Drop for DropDatabase {
-    fn drop(&mut self) {
-        let (url, database) = (self.url.clone(), self.database.clone());
-        // A runtime of its own, on a thread of its own: this may run while
-        // another runtime is being torn down.
-        let dropped = std::thread::spawn(move || {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap()
-                .block_on(async {
-                    let client = mongodb::Client::with_uri_str(&url).await?;
-                    client.database(&database).drop().await
-                })
-        })
-        .join();
-        if !matches!(dropped, Ok(Ok(()))) {
-            eprintln!("could not drop test database {}", self.database);
-        }
     }
 }

@@ -33,6 +33,12 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+#[cfg(feature = "mongodb")]
+#[path = "support/mongodb.rs"]
+mod mongodb_support;
+#[cfg(feature = "mongodb")]
+use mongodb_support::DropDatabase;
+
 const BROKER_ADDR: &str = "127.0.0.1:5672";
 /// How long a gateway may take to answer `/readyz` 200 (its bus connects in
 /// the background).
@@ -1692,34 +1698,4 @@ fn reprocessing_a_mongodb_deployment_is_done_once() {
         assert_eq!(feed_after.len(), feed.len(), "{feed_after:#?}");
     });
     env.progress("done (the whole test, set-up included)");
-}
-
-/// Drops a test database when the test ends, passed or not.
-#[cfg(feature = "mongodb")]
-struct DropDatabase {
-    url: String,
-    database: String,
-}
-
-#[cfg(feature = "mongodb")]
-impl Drop for DropDatabase {
-    fn drop(&mut self) {
-        let (url, database) = (self.url.clone(), self.database.clone());
-        // A runtime of its own, on a thread of its own: this may run while
-        // another runtime is being torn down.
-        let dropped = std::thread::spawn(move || {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap()
-                .block_on(async {
-                    let client = mongodb::Client::with_uri_str(&url).await?;
-                    client.database(&database).drop().await
-                })
-        })
-        .join();
-        if !matches!(dropped, Ok(Ok(()))) {
-            eprintln!("could not drop test database {}", self.database);
-        }
-    }
 }
