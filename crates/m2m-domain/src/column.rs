@@ -165,22 +165,68 @@ fn mantissa(v: f64, k: usize) -> Option<i64> {
 fn decimal_integers(col: &[f64]) -> Option<(usize, Vec<i64>)> {
     let mut k = 0;
     let mut ints: Vec<i64> = Vec::with_capacity(col.len());
-    for &v in col {
-        let m = loop {
-            if is_negative_zero(v) {
-                break 0;
-            }
-            if let Some(m) = mantissa(v, k) {
-                break m;
-            }
-            // This value needs a larger scale: the values before are
-            // converted to it again (near 2^53 one may no longer fit).
-            k = (k + 1..=usize::from(MAX_SCALE))
-                .find(|&k| rescale(&col[..ints.len()], &mut ints, k))?;
-        };
-        ints.push(m);
+    let mut chunks = col.chunks_exact(LANES);
+    for chunk in &mut chunks {
+        let chunk: &[f64; LANES] = chunk.try_into().expect("chunks_exact");
+        if let Some(found) = small_mantissas(chunk, k) {
+            ints.extend_from_slice(&found);
+            continue;
+        }
+        for &v in chunk {
+            k = push_integer(col, &mut ints, v, k)?;
+        }
+    }
+    for &v in chunks.remainder() {
+        k = push_integer(col, &mut ints, v, k)?;
     }
     Some((k, ints))
+}
+
+/// Values converted together by [`small_mantissas`].
+const LANES: usize = 4;
+
+/// The integers of `LANES` values at scale `k`, when each is decimal there
+/// with an integer below 2^51 in magnitude (`-0.0` giving 0), else `None`.
+/// It finds what [`mantissa`] finds, without a branch per value, so that the
+/// compiler can convert two values an instruction.
+fn small_mantissas(vs: &[f64; LANES], k: usize) -> Option<[i64; LANES]> {
+    // Adding 1.5 · 2^52 to |t| < 2^51 rounds it to the nearest integer,
+    // which is then the low bits of the sum.
+    const ROUND: f64 = 6_755_399_441_055_744.0;
+    const LIMIT: f64 = (1u64 << 51) as f64;
+    let p = POW10[k];
+    let mut ok = true;
+    let mut out = [0i64; LANES];
+    for (v, m) in vs.iter().zip(&mut out) {
+        let t = v * p;
+        let sum = t + ROUND;
+        // Both comparisons are false for NaN. `==` takes 0.0 for -0.0,
+        // whose integer is 0; any other value must come back bit for bit,
+        // and for values other than zero `==` is exactly that.
+        ok &= t.abs() < LIMIT;
+        ok &= (sum - ROUND) / p == *v;
+        *m = (sum.to_bits() as i64).wrapping_sub(ROUND.to_bits() as i64);
+    }
+    ok.then_some(out)
+}
+
+/// Pushes the integer of `v` at scale `k`, or at the smallest larger scale
+/// that holds it and every value before it (converted again); the scale it
+/// used, or `None` if there is none.
+fn push_integer(col: &[f64], ints: &mut Vec<i64>, v: f64, mut k: usize) -> Option<usize> {
+    let m = loop {
+        if is_negative_zero(v) {
+            break 0;
+        }
+        if let Some(m) = mantissa(v, k) {
+            break m;
+        }
+        // This value needs a larger scale: the values before are
+        // converted to it again (near 2^53 one may no longer fit).
+        k = (k + 1..=usize::from(MAX_SCALE)).find(|&k| rescale(&col[..ints.len()], ints, k))?;
+    };
+    ints.push(m);
+    Some(k)
 }
 
 /// Converts `col` to integers at scale `k` into `ints`, if all are decimal
@@ -214,10 +260,28 @@ fn predict(ints: &[i64], i: usize, order: u8) -> i64 {
     }
 }
 
-fn residuals(ints: &[i64], order: u8) -> Vec<u64> {
-    (0..ints.len())
-        .map(|i| zigzag(ints[i].wrapping_sub(predict(ints, i, order))))
-        .collect()
+/// The residuals of `ints[start..start + out.len()]` into `out`.
+fn block_residuals(ints: &[i64], order: u8, start: usize, out: &mut [u64]) {
+    let end = start + out.len();
+    // The first two samples have their own predictions; the rest one
+    // expression each, which the compiler can vectorise.
+    let head = end.min(2).saturating_sub(start);
+    for (j, x) in out[..head].iter_mut().enumerate() {
+        let i = start + j;
+        *x = zigzag(ints[i].wrapping_sub(predict(ints, i, order)));
+    }
+    let from = start + head;
+    let out = &mut out[head..];
+    if order == 1 {
+        for ((x, &m), &prev) in out.iter_mut().zip(&ints[from..end]).zip(&ints[from - 1..]) {
+            *x = zigzag(m.wrapping_sub(prev));
+        }
+    } else {
+        let pairs = ints[from - 1..end].iter().zip(&ints[from - 2..]);
+        for ((x, &m), (&prev, &before)) in out.iter_mut().zip(&ints[from..end]).zip(pairs) {
+            *x = zigzag(m.wrapping_sub(prev.wrapping_mul(2).wrapping_sub(before)));
+        }
+    }
 }
 
 /// The prediction order whose residuals have the smaller sum of bit
@@ -251,45 +315,60 @@ fn rice_bits(x: u64, p: u32) -> u64 {
     }
 }
 
-/// The cheapest Rice parameter for a block, and its size in bits, or `None`
-/// for a block of zeros. The optimum of a geometric-like distribution lies
-/// 1–2 below log2 of the mean; a few spikes (escaped anyway) pull the mean
-/// up, so the parameters from there down to the mean bit length are tried.
-fn block_parameter(block: &[u64]) -> Option<(u32, u64)> {
-    let sum: u128 = block.iter().map(|&x| u128::from(x)).sum();
+/// The cheapest Rice parameter for a block, or `None` for a block of
+/// zeros. The optimum of a geometric-like distribution lies 1–2 below log2
+/// of the mean; a few spikes (escaped anyway) pull the mean up, so the
+/// parameters from there down to the mean bit length are tried, the
+/// smallest of equal cost first.
+///
+/// Residuals of integers within ±2^53 are below 2^56, so a block's sum
+/// fits in a `u64`.
+fn block_parameter(block: &[u64]) -> Option<u32> {
+    let (mut sum, mut total_bits, mut max) = (0u64, 0u32, 0u64);
+    for &x in block {
+        sum += x;
+        total_bits += 64 - x.leading_zeros();
+        max = max.max(x);
+    }
     if sum == 0 {
         return None;
     }
-    let mean = sum / block.len() as u128;
-    let by_mean = 128 - mean.leading_zeros();
-    let total_bits: u32 = block.iter().map(|&x| 64 - x.leading_zeros()).sum();
+    let n = block.len() as u64;
+    let by_mean = 64 - (sum / n).leading_zeros();
     let by_bits = total_bits / block.len() as u32 + 1;
     let low = by_mean.min(by_bits).saturating_sub(3);
     let high = by_mean.max(by_bits).min(63);
     (low..=high)
-        .map(|p| (p, block.iter().map(|&x| rice_bits(x, p)).sum::<u64>()))
+        .map(|p| {
+            let bits = if max >> p < u64::from(ESCAPE) {
+                // Nothing escapes: the quotients, then a 1 and p bits each.
+                block.iter().map(|&x| x >> p).sum::<u64>() + n * u64::from(1 + p)
+            } else {
+                block.iter().map(|&x| rice_bits(x, p)).sum::<u64>()
+            };
+            (p, bits)
+        })
         .min_by_key(|&(_, bits)| bits)
-}
-
-/// Each block's Rice parameter, `None` for a block of zeros.
-fn plan_blocks(residuals: &[u64]) -> Vec<Option<u32>> {
-    residuals
-        .chunks(BLOCK)
-        .map(|b| block_parameter(b).map(|(p, _)| p))
-        .collect()
+        .map(|(p, _)| p)
 }
 
 fn encode_decimal(col: &[f64]) -> Option<Vec<u8>> {
     let (k, ints) = decimal_integers(col)?;
     let order = best_order(&ints);
-    let residuals = residuals(&ints, order);
-    let plan = plan_blocks(&residuals);
     let mut out = Vec::with_capacity(16 + col.len() * 2);
     out.extend_from_slice(&[TAG_DECIMAL, k as u8, order]);
     write_varint(&mut out, col.len() as u64);
-    let zeros: Vec<usize> = (0..col.len())
-        .filter(|&i| is_negative_zero(col[i]))
-        .collect();
+    // Counted first, without a branch a value: most columns have none.
+    let zero_count = col
+        .iter()
+        .fold(0usize, |n, &v| n + usize::from(is_negative_zero(v)));
+    let zeros: Vec<usize> = if zero_count == 0 {
+        Vec::new()
+    } else {
+        (0..col.len())
+            .filter(|&i| is_negative_zero(col[i]))
+            .collect()
+    };
     write_varint(&mut out, zeros.len() as u64);
     let mut next = 0;
     for &i in &zeros {
@@ -297,31 +376,16 @@ fn encode_decimal(col: &[f64]) -> Option<Vec<u8>> {
         next = i + 1;
     }
     let mut bits = BitWriter::new(out);
-    for (block, p) in residuals.chunks(BLOCK).zip(plan) {
-        let Some(p) = p else {
+    let mut residuals = [0u64; BLOCK];
+    for start in (0..ints.len()).step_by(BLOCK) {
+        let block = &mut residuals[..BLOCK.min(ints.len() - start)];
+        block_residuals(&ints, order, start, block);
+        let Some(p) = block_parameter(block) else {
             bits.write(1, 1);
             continue;
         };
         bits.write(u64::from(p) << 1, 7);
-        for &x in block {
-            let q = x >> p;
-            if q < u64::from(ESCAPE) {
-                // q zeros, a one, then the low p bits (least significant
-                // bit first), in one write when they fit.
-                let q = q as u32;
-                if q + 1 + p <= 32 {
-                    bits.write(((x & low_bits(p)) << (q + 1)) | (1 << q), q + 1 + p);
-                } else {
-                    bits.write(1 << q, q + 1);
-                    bits.write(x & low_bits(p), p);
-                }
-            } else {
-                let w = 64 - x.leading_zeros();
-                bits.write(0, ESCAPE);
-                bits.write(u64::from(w - 1), 6);
-                bits.write(x, w);
-            }
-        }
+        bits.rice_block(block, p);
     }
     Some(bits.finish())
 }
@@ -556,46 +620,121 @@ fn read_varint(data: &[u8]) -> Result<(u64, &[u8]), ColumnError> {
 }
 
 /// Appends bits to a byte vector, least significant bit first.
+///
+/// The vector is kept at least 8 bytes longer than what is written (zeros),
+/// so that a write stores the whole 64-bit accumulator and then counts only
+/// the bytes it completed, without a branch on how many that is.
 struct BitWriter {
     out: Vec<u8>,
+    /// Bytes written.
+    pos: usize,
+    /// Bits not yet counted in `pos`, fewer than 8 between writes; the bits
+    /// above them are 0.
     acc: u64,
     len: u32,
+}
+
+/// Bits [`Bits::put`] takes at once.
+const SHORT: u32 = 56;
+
+/// A [`BitWriter`] with room made for a number of bytes: its state in
+/// locals, which the compiler keeps in registers.
+struct Bits<'a> {
+    buf: &'a mut [u8],
+    pos: usize,
+    acc: u64,
+    len: u32,
+}
+
+impl Bits<'_> {
+    /// Writes the low `n` ≤ [`SHORT`] bits of `v` (the bits above must be
+    /// 0).
+    #[inline]
+    fn put(&mut self, v: u64, n: u32) {
+        // len < 8, so len + n < 64.
+        self.acc |= v << self.len;
+        self.len += n;
+        self.buf[self.pos..self.pos + 8].copy_from_slice(&self.acc.to_le_bytes());
+        let whole = self.len / 8;
+        self.pos += whole as usize;
+        // whole < 8: the shift is below 64.
+        self.acc >>= whole * 8;
+        self.len -= whole * 8;
+    }
+
+    /// Writes the low `n` ≤ 64 bits of `v` (the bits above must be 0).
+    fn put_long(&mut self, v: u64, n: u32) {
+        if n > 32 {
+            self.put(v & low_bits(32), 32);
+            self.put(v >> 32, n - 32);
+        } else {
+            self.put(v, n);
+        }
+    }
 }
 
 impl BitWriter {
     fn new(out: Vec<u8>) -> Self {
         BitWriter {
+            pos: out.len(),
             out,
             acc: 0,
             len: 0,
         }
     }
 
-    /// Writes the low `n` bits of `v` (`n` ≤ 64; the bits above must be 0).
-    #[inline]
+    /// Runs `write` with room for `bytes` more bytes.
+    fn with_room(&mut self, bytes: usize, write: impl FnOnce(&mut Bits<'_>)) {
+        let needed = self.pos + bytes + 8;
+        if self.out.len() < needed {
+            let grown = needed.max(2 * self.out.len());
+            self.out.resize(grown, 0);
+        }
+        let mut bits = Bits {
+            buf: &mut self.out,
+            pos: self.pos,
+            acc: self.acc,
+            len: self.len,
+        };
+        write(&mut bits);
+        (self.pos, self.acc, self.len) = (bits.pos, bits.acc, bits.len);
+    }
+
+    /// Writes the low `n` ≤ 64 bits of `v` (the bits above must be 0).
     fn write(&mut self, v: u64, n: u32) {
-        if n > 32 {
-            self.write(v & low_bits(32), 32);
-            self.write(v >> 32, n - 32);
-            return;
-        }
-        if n == 0 {
-            return;
-        }
-        // len < 32 here, so len + n < 64.
-        self.acc |= v << self.len;
-        self.len += n;
-        if self.len >= 32 {
-            self.out.extend_from_slice(&(self.acc as u32).to_le_bytes());
-            self.acc >>= 32;
-            self.len -= 32;
-        }
+        self.with_room(8, |bits| bits.put_long(v, n));
+    }
+
+    /// Writes the Rice codes of `block` with parameter `p`.
+    fn rice_block(&mut self, block: &[u64], p: u32) {
+        // A code takes at most ESCAPE + 6 + 64 bits: 12 bytes.
+        self.with_room(block.len() * 12, |bits| {
+            for &x in block {
+                let q = x >> p;
+                if q < u64::from(ESCAPE) && q as u32 + 1 + p <= SHORT {
+                    // q zeros, a one, then the low p bits (least
+                    // significant bit first), in one write.
+                    let q = q as u32;
+                    bits.put(((x & low_bits(p)) << (q + 1)) | (1 << q), q + 1 + p);
+                } else if q < u64::from(ESCAPE) {
+                    bits.put(1 << q, q as u32 + 1);
+                    bits.put_long(x & low_bits(p), p);
+                } else {
+                    let w = 64 - x.leading_zeros();
+                    bits.put(0, ESCAPE);
+                    bits.put(u64::from(w - 1), 6);
+                    bits.put_long(x, w);
+                }
+            }
+        });
     }
 
     /// The bytes, the last one padded with 0 bits.
     fn finish(mut self) -> Vec<u8> {
-        let bytes = self.len.div_ceil(8) as usize;
-        self.out.extend_from_slice(&self.acc.to_le_bytes()[..bytes]);
+        self.out.truncate(self.pos);
+        if self.len > 0 {
+            self.out.push(self.acc as u8);
+        }
         self.out
     }
 }

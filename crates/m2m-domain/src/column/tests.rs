@@ -367,6 +367,157 @@ proptest! {
     }
 }
 
+/// The residuals of a whole column, as first written.
+fn residuals(ints: &[i64], order: u8) -> Vec<u64> {
+    (0..ints.len())
+        .map(|i| zigzag(ints[i].wrapping_sub(predict(ints, i, order))))
+        .collect()
+}
+
+/// The integers as first found: one value at a time.
+fn integers_one_by_one(col: &[f64]) -> Option<(usize, Vec<i64>)> {
+    let mut k = 0;
+    let mut ints = Vec::new();
+    for &v in col {
+        k = push_integer(col, &mut ints, v, k)?;
+    }
+    Some((k, ints))
+}
+
+/// The Rice parameter as first chosen: each candidate's exact size, in
+/// `u128`.
+fn parameter_by_exact_sizes(block: &[u64]) -> Option<u32> {
+    let sum: u128 = block.iter().map(|&x| u128::from(x)).sum();
+    if sum == 0 {
+        return None;
+    }
+    let mean = sum / block.len() as u128;
+    let by_mean = 128 - mean.leading_zeros();
+    let total_bits: u32 = block.iter().map(|&x| 64 - x.leading_zeros()).sum();
+    let by_bits = total_bits / block.len() as u32 + 1;
+    let low = by_mean.min(by_bits).saturating_sub(3);
+    let high = by_mean.max(by_bits).min(63);
+    (low..=high)
+        .map(|p| (p, block.iter().map(|&x| rice_bits(x, p)).sum::<u64>()))
+        .min_by_key(|&(_, bits)| bits)
+        .map(|(p, _)| p)
+}
+
+/// The decimal encoding as first written, from the definitions above and
+/// one write a code: the faster encoder must write the very same bytes.
+fn decimal_as_first_written(col: &[f64]) -> Option<Vec<u8>> {
+    let (k, ints) = integers_one_by_one(col)?;
+    let order = order_by_both_residuals(&ints);
+    let residuals = residuals(&ints, order);
+    let mut out = vec![TAG_DECIMAL, k as u8, order];
+    write_varint(&mut out, col.len() as u64);
+    let zeros: Vec<usize> = (0..col.len())
+        .filter(|&i| is_negative_zero(col[i]))
+        .collect();
+    write_varint(&mut out, zeros.len() as u64);
+    let mut next = 0;
+    for &i in &zeros {
+        write_varint(&mut out, (i - next) as u64);
+        next = i + 1;
+    }
+    let mut bits = BitWriter::new(out);
+    for block in residuals.chunks(BLOCK) {
+        let Some(p) = parameter_by_exact_sizes(block) else {
+            bits.write(1, 1);
+            continue;
+        };
+        bits.write(u64::from(p) << 1, 7);
+        for &x in block {
+            let q = x >> p;
+            if q < u64::from(ESCAPE) {
+                bits.write(1 << q, q as u32 + 1);
+                bits.write(x & low_bits(p), p);
+            } else {
+                let w = 64 - x.leading_zeros();
+                bits.write(0, ESCAPE);
+                bits.write(u64::from(w - 1), 6);
+                bits.write(x, w);
+            }
+        }
+    }
+    Some(bits.finish())
+}
+
+/// A column of decimals: a walk of `steps` from `start` at `scale`, with
+/// each `spikes` step multiplied, the values at `specials` replaced by
+/// `-0.0`, `0.0`, a value of more decimals or NaN.
+fn decimal_walk(
+    scale: u8,
+    start: i64,
+    steps: &[i64],
+    spikes: &[(prop::sample::Index, i64)],
+    specials: &[(prop::sample::Index, u8)],
+) -> Vec<f64> {
+    let p = POW10[usize::from(scale)];
+    let mut steps = steps.to_vec();
+    for (i, factor) in spikes {
+        let i = i.index(steps.len());
+        steps[i] = steps[i].saturating_mul(*factor);
+    }
+    let mut m = start;
+    let mut col: Vec<f64> = steps
+        .iter()
+        .map(|s| {
+            m = m.saturating_add(*s).clamp(-(1 << 53), 1 << 53);
+            m as f64 / p
+        })
+        .collect();
+    for (i, kind) in specials {
+        col[i.index(steps.len())] = match kind % 4 {
+            0 => -0.0,
+            1 => 0.0,
+            2 => 0.123_456_7,
+            _ => f64::NAN,
+        };
+    }
+    col
+}
+
+proptest! {
+    #[test]
+    fn the_encoder_writes_the_bytes_of_the_first_written_one(
+        scale in 0..=MAX_SCALE,
+        start in prop_oneof![-(1i64 << 20)..(1i64 << 20), -(1i64 << 53)..=(1i64 << 53)],
+        steps in prop_oneof![
+            prop::collection::vec(-3i64..=3, 1..700),
+            prop::collection::vec(-5000i64..5000, 1..700),
+            prop::collection::vec(-(1i64 << 40)..(1i64 << 40), 1..300),
+        ],
+        spikes in prop::collection::vec((any::<prop::sample::Index>(), 1i64..1_000_000), 0..4),
+        specials in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..3),
+    ) {
+        let col = decimal_walk(scale, start, &steps, &spikes, &specials);
+        prop_assert_eq!(decimal_integers(&col), integers_one_by_one(&col));
+        prop_assert_eq!(encode_decimal(&col), decimal_as_first_written(&col));
+    }
+
+    #[test]
+    fn a_blocks_parameter_is_the_cheapest_priced_in_full(
+        bits in 0u32..56,
+        block in prop::collection::vec(any::<u64>(), 1..=BLOCK),
+        spikes in prop::collection::vec((any::<prop::sample::Index>(), 0u32..56), 0..3),
+    ) {
+        // Residuals of about `bits` bits, and a few of up to 56.
+        let mut block: Vec<u64> = block.iter().map(|&x| x >> (64 - bits.max(1)) >> u32::from(bits == 0)).collect();
+        for (i, width) in &spikes {
+            let i = i.index(block.len());
+            block[i] |= 1 << width;
+        }
+        prop_assert_eq!(block_parameter(&block), parameter_by_exact_sizes(&block));
+    }
+
+    #[test]
+    fn any_column_is_encoded_as_first_written(col in prop::collection::vec(any_f64(), 0..300)) {
+        prop_assert_eq!(decimal_integers(&col), integers_one_by_one(&col));
+        prop_assert_eq!(encode_decimal(&col), decimal_as_first_written(&col));
+    }
+}
+
 /// The order as first written: both residual sequences in full.
 fn order_by_both_residuals(ints: &[i64]) -> u8 {
     let bits = |r: Vec<u64>| {
