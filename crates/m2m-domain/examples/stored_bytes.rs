@@ -7,7 +7,7 @@
 //! `cargo run --release -p m2m-domain --example stored_bytes`
 
 use m2m_domain::{decode_column, encode_column, GameSubmission};
-use m2m_synth::GameSpec;
+use m2m_synth::{CborColumns, GameSpec};
 
 fn main() {
     let games = [
@@ -22,9 +22,20 @@ fn main() {
     ];
     println!("| game | samples | format 1 (f32) | format 2 | bytes a sample | of format 1 |");
     println!("|---|---|---|---|---|---|");
-    for (name, spec) in games {
+    let uploads = games.iter().map(|(name, spec)| {
         let json = spec.submission_json("pinch-garden", 1234.0);
-        let game = GameSubmission::from_json(json.as_bytes()).expect("a valid game");
+        (
+            name.to_string(),
+            GameSubmission::from_json(json.as_bytes()).expect("a valid game"),
+        )
+    });
+    let float32 = {
+        let cbor =
+            GameSpec::standard().submission_cbor("pinch-garden", 1234.0, CborColumns::Float32);
+        let game = GameSubmission::from_cbor(&cbor).expect("a valid game");
+        ("16-channel game, CBOR float32".to_string(), game)
+    };
+    for (name, game) in uploads.chain([float32]) {
         let (mut samples, mut before, mut after) = (0, 0, 0);
         for (channel, col) in game.channels().iter() {
             let encoded = encode_column(col);

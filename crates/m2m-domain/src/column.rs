@@ -6,9 +6,11 @@
 //! keeps every value bit for bit, so a game is analysed on exactly the
 //! values that were uploaded, whether it is analysed at once or read back
 //! later. It writes tag 3 when the column is decimal (the usual case: a
-//! glove reports each value with a few decimals), else tag 4, and tag 2 when
-//! neither is smaller than 8 bytes a sample (incompressible values, or a
-//! column longer than [`MAX_SAMPLES`], which no validated game has).
+//! glove reports each value with a few decimals), tag 5 when it is decimal
+//! as float32 values (the same glove's values sent in a CBOR float32 typed
+//! array), else tag 4, and tag 2 when none is smaller than 8 bytes a
+//! sample (incompressible values, or a column longer than [`MAX_SAMPLES`],
+//! which no validated game has).
 //!
 //! | tag | encoding | written |
 //! |---|---|---|
@@ -16,6 +18,7 @@
 //! | 2 | f64 little-endian, 8 bytes a sample | by format 1, and by format 2 as the fallback |
 //! | 3 | decimal: integers at a power-of-ten scale, predicted, Rice-coded | by format 2 |
 //! | 4 | XOR of consecutive f64 bit patterns (Gorilla, Pelkonen et al., VLDB 2015) | by format 2 |
+//! | 5 | decimal float32: as tag 3, each value the float32 nearest to the decimal | by format 2 |
 //!
 //! Tags are never reused: every tag ever written stays readable, so data
 //! directories and MongoDB documents of any version read without migration.
@@ -45,6 +48,17 @@
 //! [`ESCAPE`] or more, [`ESCAPE`] 0 bits, 6 bits holding `w - 1` and the `w`
 //! significant bits of `x` instead.
 //!
+//! ## Tag 5, decimal float32
+//!
+//! The layout of tag 3, and the same integers `m` at a scale `k`, but each
+//! value is `m / 10^k` in f64 rounded to float32, bit for bit: what a phone
+//! that sends float32 values made of the decimal it measured. Such values
+//! are seldom decimal in f64 at a scale of at most [`MAX_SCALE`] (45.123
+//! as float32 is 45.12300109863281…), and when they are it is often at a
+//! larger scale than here (-16368.73 as float32 is -16368.73046875: scale 8
+//! as tag 3, 2 as tag 5). So a column of float32 values takes tag 5 when
+//! its scale is smaller than tag 3's, and tag 3 otherwise.
+//!
 //! ## Tag 4, XOR
 //!
 //! ```text
@@ -65,6 +79,7 @@ const TAG_F32: u8 = 1;
 const TAG_F64: u8 = 2;
 const TAG_DECIMAL: u8 = 3;
 const TAG_XOR: u8 = 4;
+const TAG_DECIMAL_F32: u8 = 5;
 
 /// Largest decimal scale tried: nanounits, far beyond any glove's
 /// resolution, while `m / 10^k` stays one correctly rounded division.
@@ -126,7 +141,8 @@ pub fn decode_column(bytes: &[u8]) -> Result<Vec<f64>, ColumnError> {
         Some((&TAG_F32 | &TAG_F64, _)) => {
             Err(ColumnError::new("length is not a whole number of samples"))
         }
-        Some((&TAG_DECIMAL, data)) => decode_decimal(data),
+        Some((&TAG_DECIMAL, data)) => decode_decimal::<false>(data),
+        Some((&TAG_DECIMAL_F32, data)) => decode_decimal::<true>(data),
         Some((&TAG_XOR, data)) => decode_xor(data),
         Some(_) => Err(ColumnError::new("unknown encoding tag")),
         None => Err(ColumnError::new("empty")),
@@ -139,8 +155,21 @@ fn is_negative_zero(v: f64) -> bool {
     v.to_bits() == (-0.0f64).to_bits()
 }
 
-/// `v` as `m` at scale `k`, if `m / 10^k` gives `v` back bit for bit.
-fn mantissa(v: f64, k: usize) -> Option<i64> {
+/// What a decimal column stores `m` at scale `k` as (`p` = 10^k): the f64
+/// nearest to `m / p`, or with `NARROW` (tag 5) the float32 nearest to
+/// that.
+#[inline]
+fn decimal_value<const NARROW: bool>(m: f64, p: f64) -> f64 {
+    let v = m / p;
+    if NARROW {
+        f64::from(v as f32)
+    } else {
+        v
+    }
+}
+
+/// `v` as `m` at scale `k`, if [`decimal_value`] gives `v` back bit for bit.
+fn mantissa<const NARROW: bool>(v: f64, k: usize) -> Option<i64> {
     let p = POW10[k];
     let t = v * p;
     // The infinities are caught by the comparison.
@@ -153,7 +182,10 @@ fn mantissa(v: f64, k: usize) -> Option<i64> {
     // |t| ≤ 2^53 to an integer without a call to `round`, to within one.)
     const ROUND: f64 = 6_755_399_441_055_744.0;
     let nearest = ((t + ROUND) - ROUND) as i64;
-    let fits = |m: i64| m.unsigned_abs() <= MAX_MANTISSA && (m as f64 / p).to_bits() == v.to_bits();
+    let fits = |m: i64| {
+        m.unsigned_abs() <= MAX_MANTISSA
+            && decimal_value::<NARROW>(m as f64, p).to_bits() == v.to_bits()
+    };
     if fits(nearest) {
         return Some(nearest);
     }
@@ -161,23 +193,24 @@ fn mantissa(v: f64, k: usize) -> Option<i64> {
 }
 
 /// The smallest scale at which the whole column is decimal, and its
-/// integers (0 for `-0.0`).
-fn decimal_integers(col: &[f64]) -> Option<(usize, Vec<i64>)> {
+/// integers (0 for `-0.0`); with `NARROW`, decimal as float32 values
+/// (tag 5).
+fn decimal_integers<const NARROW: bool>(col: &[f64]) -> Option<(usize, Vec<i64>)> {
     let mut k = 0;
     let mut ints: Vec<i64> = Vec::with_capacity(col.len());
     let mut chunks = col.chunks_exact(LANES);
     for chunk in &mut chunks {
         let chunk: &[f64; LANES] = chunk.try_into().expect("chunks_exact");
-        if let Some(found) = small_mantissas(chunk, k) {
+        if let Some(found) = small_mantissas::<NARROW>(chunk, k) {
             ints.extend_from_slice(&found);
             continue;
         }
         for &v in chunk {
-            k = push_integer(col, &mut ints, v, k)?;
+            k = push_integer::<NARROW>(col, &mut ints, v, k)?;
         }
     }
     for &v in chunks.remainder() {
-        k = push_integer(col, &mut ints, v, k)?;
+        k = push_integer::<NARROW>(col, &mut ints, v, k)?;
     }
     Some((k, ints))
 }
@@ -189,7 +222,7 @@ const LANES: usize = 4;
 /// with an integer below 2^51 in magnitude (`-0.0` giving 0), else `None`.
 /// It finds what [`mantissa`] finds, without a branch per value, so that the
 /// compiler can convert two values an instruction.
-fn small_mantissas(vs: &[f64; LANES], k: usize) -> Option<[i64; LANES]> {
+fn small_mantissas<const NARROW: bool>(vs: &[f64; LANES], k: usize) -> Option<[i64; LANES]> {
     // Adding 1.5 · 2^52 to |t| < 2^51 rounds it to the nearest integer,
     // which is then the low bits of the sum.
     const ROUND: f64 = 6_755_399_441_055_744.0;
@@ -204,7 +237,7 @@ fn small_mantissas(vs: &[f64; LANES], k: usize) -> Option<[i64; LANES]> {
         // whose integer is 0; any other value must come back bit for bit,
         // and for values other than zero `==` is exactly that.
         ok &= t.abs() < LIMIT;
-        ok &= (sum - ROUND) / p == *v;
+        ok &= decimal_value::<NARROW>(sum - ROUND, p) == *v;
         *m = (sum.to_bits() as i64).wrapping_sub(ROUND.to_bits() as i64);
     }
     ok.then_some(out)
@@ -213,17 +246,23 @@ fn small_mantissas(vs: &[f64; LANES], k: usize) -> Option<[i64; LANES]> {
 /// Pushes the integer of `v` at scale `k`, or at the smallest larger scale
 /// that holds it and every value before it (converted again); the scale it
 /// used, or `None` if there is none.
-fn push_integer(col: &[f64], ints: &mut Vec<i64>, v: f64, mut k: usize) -> Option<usize> {
+fn push_integer<const NARROW: bool>(
+    col: &[f64],
+    ints: &mut Vec<i64>,
+    v: f64,
+    mut k: usize,
+) -> Option<usize> {
     let m = loop {
         if is_negative_zero(v) {
             break 0;
         }
-        if let Some(m) = mantissa(v, k) {
+        if let Some(m) = mantissa::<NARROW>(v, k) {
             break m;
         }
         // This value needs a larger scale: the values before are
         // converted to it again (near 2^53 one may no longer fit).
-        k = (k + 1..=usize::from(MAX_SCALE)).find(|&k| rescale(&col[..ints.len()], ints, k))?;
+        k = (k + 1..=usize::from(MAX_SCALE))
+            .find(|&k| rescale::<NARROW>(&col[..ints.len()], ints, k))?;
     };
     ints.push(m);
     Some(k)
@@ -231,12 +270,12 @@ fn push_integer(col: &[f64], ints: &mut Vec<i64>, v: f64, mut k: usize) -> Optio
 
 /// Converts `col` to integers at scale `k` into `ints`, if all are decimal
 /// there.
-fn rescale(col: &[f64], ints: &mut [i64], k: usize) -> bool {
+fn rescale<const NARROW: bool>(col: &[f64], ints: &mut [i64], k: usize) -> bool {
     col.iter().zip(ints).all(|(&v, m)| {
         let at_k = if is_negative_zero(v) {
             Some(0)
         } else {
-            mantissa(v, k)
+            mantissa::<NARROW>(v, k)
         };
         at_k.map(|at_k| *m = at_k).is_some()
     })
@@ -352,11 +391,34 @@ fn block_parameter(block: &[u64]) -> Option<u32> {
         .map(|(p, _)| p)
 }
 
+/// Tag 3 or tag 5, whichever holds the column at the smaller scale (tag 3
+/// on a tie), if either does. Tag 5 can only hold float32 values, and
+/// holds any that tag 3 holds at the same scale or a smaller one: values
+/// sent as float32 often have a short decimal expansion too (-16368.73 as
+/// float32 is -16368.73046875, tag 3 at scale 8), but tag 5 has them at
+/// scale 2, with integers a million times smaller.
 fn encode_decimal(col: &[f64]) -> Option<Vec<u8>> {
-    let (k, ints) = decimal_integers(col)?;
-    let order = best_order(&ints);
+    let plain = decimal_integers::<false>(col);
+    let narrow_may_be_smaller = plain.as_ref().is_none_or(|&(k, _)| k > 0)
+        && col
+            .iter()
+            .all(|&v| f64::from(v as f32).to_bits() == v.to_bits());
+    if narrow_may_be_smaller {
+        if let Some((k, ints)) = decimal_integers::<true>(col) {
+            if plain.as_ref().is_none_or(|&(plain_k, _)| k < plain_k) {
+                return Some(encode_integers(TAG_DECIMAL_F32, col, k, &ints));
+            }
+        }
+    }
+    let (k, ints) = plain?;
+    Some(encode_integers(TAG_DECIMAL, col, k, &ints))
+}
+
+/// The decimal encoding, tag 3 or 5, of `col` as `ints` at scale `k`.
+fn encode_integers(tag: u8, col: &[f64], k: usize, ints: &[i64]) -> Vec<u8> {
+    let order = best_order(ints);
     let mut out = Vec::with_capacity(16 + col.len() * 2);
-    out.extend_from_slice(&[TAG_DECIMAL, k as u8, order]);
+    out.extend_from_slice(&[tag, k as u8, order]);
     write_varint(&mut out, col.len() as u64);
     // Counted first, without a branch a value: most columns have none.
     let zero_count = col
@@ -379,7 +441,7 @@ fn encode_decimal(col: &[f64]) -> Option<Vec<u8>> {
     let mut residuals = [0u64; BLOCK];
     for start in (0..ints.len()).step_by(BLOCK) {
         let block = &mut residuals[..BLOCK.min(ints.len() - start)];
-        block_residuals(&ints, order, start, block);
+        block_residuals(ints, order, start, block);
         let Some(p) = block_parameter(block) else {
             bits.write(1, 1);
             continue;
@@ -387,7 +449,7 @@ fn encode_decimal(col: &[f64]) -> Option<Vec<u8>> {
         bits.write(u64::from(p) << 1, 7);
         bits.rice_block(block, p);
     }
-    Some(bits.finish())
+    bits.finish()
 }
 
 /// Reads one block's residuals with Rice parameter `p`.
@@ -417,7 +479,7 @@ fn read_rice_block(bits: &mut BitReader<'_>, p: u32, out: &mut [u64]) -> Result<
     Ok(())
 }
 
-fn decode_decimal(data: &[u8]) -> Result<Vec<f64>, ColumnError> {
+fn decode_decimal<const NARROW: bool>(data: &[u8]) -> Result<Vec<f64>, ColumnError> {
     let (&k, data) = data.split_first().ok_or_else(truncated)?;
     let (&order, data) = data.split_first().ok_or_else(truncated)?;
     if k > MAX_SCALE {
@@ -479,7 +541,7 @@ fn decode_decimal(data: &[u8]) -> Result<Vec<f64>, ColumnError> {
             }
             before = if col.is_empty() { m } else { prev };
             prev = m;
-            col.push(m as f64 / scale);
+            col.push(decimal_value::<NARROW>(m as f64, scale));
         }
     }
     bits.finish()?;

@@ -37,6 +37,45 @@ fn glove_values_are_stored_as_decimals_exactly() {
     assert_eq!(encoded[1], 3, "three decimals");
 }
 
+/// `col` as a phone sends it in a float32 typed array: each value the
+/// float32 nearest to it, widened to f64 by the parser.
+fn as_float32(col: &[f64]) -> Vec<f64> {
+    col.iter().map(|&v| f64::from(v as f32)).collect()
+}
+
+#[test]
+fn glove_values_sent_as_float32_are_stored_as_decimals_exactly() {
+    let col = as_float32(&[12.5, -0.001, 179.999, 0.0, 1e-3, 42.0, -17.25, -0.0]);
+    let encoded = round_trip(&col);
+    assert_eq!(encoded[0], TAG_DECIMAL_F32);
+    assert_eq!(encoded[1], 3, "three decimals");
+    // A game's worth: the same size as the same values sent as decimals.
+    let walk: Vec<f64> = (0..6000)
+        .map(|i| f64::from((i * 37 % 1000) - 500 + 1000 * (i / 100)) / 1000.0)
+        .collect();
+    let as_decimals = round_trip(&walk);
+    let as_floats = round_trip(&as_float32(&walk));
+    assert_eq!(as_floats[0], TAG_DECIMAL_F32);
+    assert_eq!(as_floats.len(), as_decimals.len());
+}
+
+#[test]
+fn float32_values_with_a_short_decimal_expansion_take_the_smaller_scale() {
+    // -16368.73 as float32 is -16368.73046875: decimal at scale 9 in f64
+    // with the others, at scale 2 as float32.
+    let col = as_float32(&[-16368.73, -16382.73, -16383.9, -16383.98]);
+    assert_eq!(decimal_integers::<false>(&col).map(|(k, _)| k), Some(9));
+    let encoded = round_trip(&col);
+    assert_eq!((encoded[0], encoded[1]), (TAG_DECIMAL_F32, 2));
+}
+
+#[test]
+fn float32_values_that_are_also_decimal_in_f64_stay_tag_3() {
+    // 0.5 and 0.25 are the same in f32 and f64.
+    let encoded = round_trip(&as_float32(&[0.5, 0.25, -3.0]));
+    assert_eq!((encoded[0], encoded[1]), (TAG_DECIMAL, 2));
+}
+
 #[test]
 fn the_smallest_scale_that_holds_every_value_is_chosen() {
     for (col, scale) in [
@@ -170,6 +209,12 @@ fn corrupt_columns_are_errors() {
         ("decimal scale 10", vec![TAG_DECIMAL, 10, 1, 0, 0]),
         ("decimal order 0", vec![TAG_DECIMAL, 0, 0, 0, 0]),
         ("decimal order 3", vec![TAG_DECIMAL, 0, 3, 0, 0]),
+        ("float32 decimal without header", vec![TAG_DECIMAL_F32]),
+        (
+            "float32 decimal scale 10",
+            vec![TAG_DECIMAL_F32, 10, 1, 0, 0],
+        ),
+        ("float32 decimal order 0", vec![TAG_DECIMAL_F32, 0, 0, 0, 0]),
         ("varint never ends", vec![TAG_DECIMAL, 0, 1, 0x80, 0x80]),
         ("varint beyond 64 bits", {
             let mut v = vec![TAG_XOR];
@@ -239,9 +284,19 @@ fn corrupt_columns_are_errors() {
 fn every_strict_prefix_of_an_encoding_is_an_error() {
     let decimal: Vec<f64> = (0..300).map(|i| f64::from(i * i % 97) / 8.0).collect();
     let xor: Vec<f64> = (0..300).map(|i| f64::from(i).sqrt()).collect();
-    for col in [decimal, xor, vec![-0.0, 1.5], vec![f64::NAN, f64::NAN, 1.0]] {
+    let float32 = as_float32(&[0.1, -0.0, 2.7, 3.25]);
+    for col in [
+        decimal,
+        xor,
+        float32,
+        vec![-0.0, 1.5],
+        vec![f64::NAN, f64::NAN, 1.0],
+    ] {
         let encoded = encode_column(&col);
-        assert!(matches!(encoded[0], TAG_DECIMAL | TAG_XOR), "{col:?}");
+        assert!(
+            matches!(encoded[0], TAG_DECIMAL | TAG_XOR | TAG_DECIMAL_F32),
+            "{col:?}"
+        );
         for len in 0..encoded.len() {
             assert!(decode_column(&encoded[..len]).is_err(), "{len} bytes");
         }
@@ -278,6 +333,35 @@ proptest! {
     #[test]
     fn finite_columns_round_trip_bit_for_bit(col in prop::collection::vec(finite_f64(), 1..300)) {
         round_trip(&col);
+    }
+
+    #[test]
+    fn float32_columns_round_trip_bit_for_bit(col in prop::collection::vec(any::<f32>(), 0..300)) {
+        round_trip(&col.iter().map(|&v| f64::from(v)).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn float32_decimal_columns_round_trip_as_decimals(
+        scale in 0..=MAX_SCALE,
+        start in -(1i64 << 30)..(1i64 << 30),
+        steps in prop::collection::vec(-5000i64..5000, 1..600),
+    ) {
+        let p = POW10[usize::from(scale)];
+        let mut m = start;
+        let col: Vec<f64> = steps
+            .iter()
+            .map(|s| {
+                m += s;
+                f64::from((m as f64 / p) as f32)
+            })
+            .collect();
+        let encoded = round_trip(&col);
+        // Decimal, or f64 where that is smaller (a sample or two of large
+        // values), never the XOR fallback.
+        prop_assert!(matches!(encoded[0], TAG_DECIMAL | TAG_DECIMAL_F32 | TAG_F64), "tag {}", encoded[0]);
+        if encoded[0] != TAG_F64 {
+            prop_assert!(encoded[1] <= scale);
+        }
     }
 
     #[test]
@@ -367,6 +451,11 @@ proptest! {
     }
 }
 
+/// Tag 3, whether or not tag 5 would take the column at a smaller scale.
+fn plain_decimal(col: &[f64]) -> Option<Vec<u8>> {
+    decimal_integers::<false>(col).map(|(k, ints)| encode_integers(TAG_DECIMAL, col, k, &ints))
+}
+
 /// The residuals of a whole column, as first written.
 fn residuals(ints: &[i64], order: u8) -> Vec<u64> {
     (0..ints.len())
@@ -379,7 +468,7 @@ fn integers_one_by_one(col: &[f64]) -> Option<(usize, Vec<i64>)> {
     let mut k = 0;
     let mut ints = Vec::new();
     for &v in col {
-        k = push_integer(col, &mut ints, v, k)?;
+        k = push_integer::<false>(col, &mut ints, v, k)?;
     }
     Some((k, ints))
 }
@@ -492,8 +581,8 @@ proptest! {
         specials in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..3),
     ) {
         let col = decimal_walk(scale, start, &steps, &spikes, &specials);
-        prop_assert_eq!(decimal_integers(&col), integers_one_by_one(&col));
-        prop_assert_eq!(encode_decimal(&col), decimal_as_first_written(&col));
+        prop_assert_eq!(decimal_integers::<false>(&col), integers_one_by_one(&col));
+        prop_assert_eq!(plain_decimal(&col), decimal_as_first_written(&col));
     }
 
     #[test]
@@ -513,8 +602,8 @@ proptest! {
 
     #[test]
     fn any_column_is_encoded_as_first_written(col in prop::collection::vec(any_f64(), 0..300)) {
-        prop_assert_eq!(decimal_integers(&col), integers_one_by_one(&col));
-        prop_assert_eq!(encode_decimal(&col), decimal_as_first_written(&col));
+        prop_assert_eq!(decimal_integers::<false>(&col), integers_one_by_one(&col));
+        prop_assert_eq!(plain_decimal(&col), decimal_as_first_written(&col));
     }
 }
 
@@ -550,7 +639,7 @@ proptest! {
     #[test]
     fn a_decimal_value_gives_back_its_integer(m in -(1i64 << 53)..=(1 << 53), k in 0usize..=9) {
         let v = m as f64 / POW10[k];
-        let found = mantissa(v, k).expect("decimal at its own scale");
+        let found = mantissa::<false>(v, k).expect("decimal at its own scale");
         prop_assert_eq!((found as f64 / POW10[k]).to_bits(), v.to_bits());
     }
 }

@@ -97,6 +97,29 @@ async fn a_cbor_game_has_the_metrics_of_the_same_game_sent_as_json() {
     // float32's precision of them.
     assert_eq!(plain["metrics"], from_json["metrics"]);
     assert_close(&typed["metrics"], &from_json["metrics"]);
+    // And the samples read back are exactly the float32 values sent (each
+    // written as the shortest text of its float32).
+    let sent: Value = serde_json::from_str(&json).unwrap();
+    let typed_id = typed["game_id"].as_str().unwrap();
+    let stored = app
+        .read(&token, &format!("/v1/games/{typed_id}/samples"))
+        .await;
+    let float32 = |v: &Value| -> Vec<f32> {
+        let values = v.as_array().unwrap().iter();
+        values.map(|x| x.as_f64().unwrap() as f32).collect()
+    };
+    let channels = sent["channels"].as_object().unwrap();
+    assert_eq!(
+        stored["channels"].as_object().unwrap().len(),
+        channels.len()
+    );
+    for (name, values) in channels {
+        assert_eq!(
+            float32(&stored["channels"][name]),
+            float32(values),
+            "{name}"
+        );
+    }
     for game in [plain, typed] {
         for field in [
             "game",
