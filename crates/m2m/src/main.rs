@@ -21,7 +21,10 @@ use std::process::ExitCode;
 /// in its per-thread arenas (with its adaptive thresholds raised) or paid
 /// for returning it at every game (about 9 % of throughput at its default
 /// thresholds); jemalloc gives the throughput at the low footprint, without
-/// tuning (docs/performance.md, "Where the memory goes").
+/// tuning (docs/performance.md, "Where the memory goes"). It serves the C
+/// code's `malloc` too (the feature `unprefixed_malloc_on_supported_platforms`
+/// in Cargo.toml), so that SQLite's page buffers are not faulted in again
+/// after glibc hands them back.
 #[cfg(not(target_env = "msvc"))]
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
