@@ -312,11 +312,17 @@ const POW10: [f64; 23] = [
 /// branch per character. Every other number goes through [`number_general`].
 #[inline]
 pub(crate) fn number(b: &[u8], start: usize) -> Option<(f64, usize)> {
-    let negative = b.get(start) == Some(&b'-');
-    let i = start + usize::from(negative);
-    let Some(word) = load8(b, i) else {
+    // The eight bytes at the start and the eight after it are loaded at
+    // once, and the second taken after a `-` without a branch: loading
+    // after the sign was known put a second load on the path from one
+    // number's start to the next's, the path that bounds a column's speed.
+    let (Some(first), Some(second)) = (load8(b, start), load8(b, start + 1)) else {
         return number_general(b, start);
     };
+    let negative = first & 0xFF == u64::from(b'-');
+    let take_second = u64::from(negative).wrapping_neg();
+    let word = (second & take_second) | (first & !take_second);
+    let i = start + usize::from(negative);
     if let Some((value, len)) = short_number(word) {
         return Some((value * SIGN[usize::from(negative)], i + len));
     }
@@ -512,4 +518,31 @@ fn number_general(b: &[u8], start: usize) -> Option<(f64, usize)> {
         fast_float2::parse::<f64, _>(&b[start..i]).ok()?
     };
     value.is_finite().then_some((value, i))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn byte() -> impl Strategy<Value = u8> {
+        prop_oneof![
+            4 => b'0'..=b'9',
+            1 => prop::sample::select(b".-eE,] \n+x\0\xff".to_vec()),
+            1 => any::<u8>(),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(20_000))]
+        /// The eight-bytes-at-a-time path agrees with the one character at
+        /// a time path, which takes any JSON number, on anything.
+        #[test]
+        fn a_number_read_eight_bytes_at_a_time_is_read_as_one_byte_at_a_time(
+            text in prop::collection::vec(byte(), 0..20),
+        ) {
+            let bits = |r: Option<(f64, usize)>| r.map(|(v, n)| (v.to_bits(), n));
+            prop_assert_eq!(bits(number(&text, 0)), bits(number_general(&text, 0)));
+        }
+    }
 }
