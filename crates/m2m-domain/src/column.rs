@@ -311,6 +311,9 @@ fn block_residuals(ints: &[i64], order: u8, start: usize, out: &mut [u64]) {
     }
     let from = start + head;
     let out = &mut out[head..];
+    if out.is_empty() {
+        return;
+    }
     if order == 1 {
         for ((x, &m), &prev) in out.iter_mut().zip(&ints[from..end]).zip(&ints[from - 1..]) {
             *x = zigzag(m.wrapping_sub(prev));

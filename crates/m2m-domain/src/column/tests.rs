@@ -607,6 +607,15 @@ proptest! {
     }
 }
 
+#[test]
+fn a_single_sample_has_its_residual_under_either_order() {
+    for order in [1, 2] {
+        let mut out = [0u64; 1];
+        block_residuals(&[5], order, 0, &mut out);
+        assert_eq!(out, [zigzag(5)], "order {order}");
+    }
+}
+
 /// The order as first written: both residual sequences in full.
 fn order_by_both_residuals(ints: &[i64]) -> u8 {
     let bits = |r: Vec<u64>| {
