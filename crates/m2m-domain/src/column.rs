@@ -423,23 +423,7 @@ fn encode_integers(tag: u8, col: &[f64], k: usize, ints: &[i64]) -> Vec<u8> {
     let mut out = Vec::with_capacity(16 + col.len() * 2);
     out.extend_from_slice(&[tag, k as u8, order]);
     write_varint(&mut out, col.len() as u64);
-    // Counted first, without a branch a value: most columns have none.
-    let zero_count = col
-        .iter()
-        .fold(0usize, |n, &v| n + usize::from(is_negative_zero(v)));
-    let zeros: Vec<usize> = if zero_count == 0 {
-        Vec::new()
-    } else {
-        (0..col.len())
-            .filter(|&i| is_negative_zero(col[i]))
-            .collect()
-    };
-    write_varint(&mut out, zeros.len() as u64);
-    let mut next = 0;
-    for &i in &zeros {
-        write_varint(&mut out, (i - next) as u64);
-        next = i + 1;
-    }
+    write_negative_zeros(&mut out, col);
     let mut bits = BitWriter::new(out);
     let mut residuals = [0u64; BLOCK];
     for start in (0..ints.len()).step_by(BLOCK) {
@@ -453,6 +437,23 @@ fn encode_integers(tag: u8, col: &[f64], k: usize, ints: &[i64]) -> Vec<u8> {
         bits.rice_block(block, p);
     }
     bits.finish()
+}
+
+/// The header's count of `-0.0` values and their positions as gaps.
+fn write_negative_zeros(out: &mut Vec<u8>, col: &[f64]) {
+    // Counted first, without a branch a value: most columns have none.
+    let count = col
+        .iter()
+        .fold(0usize, |n, &v| n + usize::from(is_negative_zero(v)));
+    write_varint(out, count as u64);
+    if count == 0 {
+        return;
+    }
+    let mut next = 0;
+    for i in (0..col.len()).filter(|&i| is_negative_zero(col[i])) {
+        write_varint(out, (i - next) as u64);
+        next = i + 1;
+    }
 }
 
 /// Reads one block's residuals with Rice parameter `p`.

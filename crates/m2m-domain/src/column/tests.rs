@@ -500,15 +500,7 @@ fn decimal_as_first_written(col: &[f64]) -> Option<Vec<u8>> {
     let residuals = residuals(&ints, order);
     let mut out = vec![TAG_DECIMAL, k as u8, order];
     write_varint(&mut out, col.len() as u64);
-    let zeros: Vec<usize> = (0..col.len())
-        .filter(|&i| is_negative_zero(col[i]))
-        .collect();
-    write_varint(&mut out, zeros.len() as u64);
-    let mut next = 0;
-    for &i in &zeros {
-        write_varint(&mut out, (i - next) as u64);
-        next = i + 1;
-    }
+    write_negative_zeros(&mut out, col);
     let mut bits = BitWriter::new(out);
     for block in residuals.chunks(BLOCK) {
         let Some(p) = parameter_by_exact_sizes(block) else {
