@@ -196,13 +196,17 @@ impl Games for SqliteStore {
         idempotency: Option<IdempotencyRecord>,
     ) -> Result<SubmitOutcome> {
         let (game_id, user_id) = (game.game_id, game.user_id);
+        // The samples are kept only for a processor of this process; else
+        // they are freed at once, not held while the commit is awaited.
         let (game, samples) = self
-            .blocking(move |_| EncodedGame::with_samples(game, idempotency))
+            .blocking(move |inner| {
+                let (game, samples) = EncodedGame::with_samples(game, idempotency)?;
+                Ok((game, inner.recent.enabled().then_some(samples)))
+            })
             .await?;
         let outcome = self.group_commit(game).await?;
-        let recent = &self.inner.recent;
-        if matches!(outcome, SubmitOutcome::Created) && recent.enabled() {
-            recent.put(game_id, user_id, samples);
+        if let (SubmitOutcome::Created, Some(samples)) = (&outcome, samples) {
+            self.inner.recent.put(game_id, user_id, samples);
         }
         Ok(outcome)
     }
