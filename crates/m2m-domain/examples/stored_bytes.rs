@@ -1,7 +1,8 @@
 //! Prints the bytes a stored game takes: the sum of its encoded columns, for
 //! the 16-channel standard game and the 13-channel game (no accelerometer),
 //! both 60 s at 100 Hz with values of three decimals, as parsed from their
-//! JSON text. "format 1" is what the f32 encoding stored (tag byte and
+//! JSON text, and for the 16-channel game as parsed from CBOR float32 typed
+//! arrays. "format 1" is what the f32 encoding stored (tag byte and
 //! 4 bytes a sample); "format 2" is today's `encode_column`.
 //!
 //! `cargo run --release -p m2m-domain --example stored_bytes`
